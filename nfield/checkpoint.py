@@ -1,0 +1,113 @@
+"""Checkpoints: model weights in safetensors plus optimiser, RNG and task state, written atomically.
+
+Layout inside a run directory::
+
+    checkpoints/step_000500/model.safetensors   every parameter and buffer of the model
+    checkpoints/step_000500/trainer.pt          step, optimiser, grad scaler, RNG and task state
+
+A checkpoint is written into a temporary folder which is renamed into place only when both files
+are complete and flushed, so a crash leaves either the old set or the new one, never half a file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from nfield.errors import NfieldError
+
+_STEP_DIR = re.compile(r"^step_(\d+)$")
+MODEL_FILE = "model.safetensors"
+STATE_FILE = "trainer.pt"
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A complete checkpoint on disk."""
+
+    step: int
+    path: Path
+
+    @property
+    def model_file(self) -> Path:
+        return self.path / MODEL_FILE
+
+    @property
+    def state_file(self) -> Path:
+        return self.path / STATE_FILE
+
+
+def list_checkpoints(run_dir: Path) -> list[Checkpoint]:
+    """Complete checkpoints of a run, oldest first."""
+    folder = Path(run_dir) / "checkpoints"
+    found = []
+    if folder.is_dir():
+        for entry in folder.iterdir():
+            match = _STEP_DIR.match(entry.name)
+            if match and (entry / MODEL_FILE).is_file() and (entry / STATE_FILE).is_file():
+                found.append(Checkpoint(int(match.group(1)), entry))
+    return sorted(found, key=lambda c: c.step)
+
+
+def latest_checkpoint(run_dir: Path) -> Checkpoint | None:
+    found = list_checkpoints(run_dir)
+    return found[-1] if found else None
+
+
+def save_checkpoint(run_dir: Path, step: int, model: torch.nn.Module, state: dict[str, Any], keep: int = 3) -> Checkpoint:
+    """Write model weights and trainer state for `step`; keep only the newest `keep` checkpoints."""
+    folder = Path(run_dir) / "checkpoints"
+    folder.mkdir(parents=True, exist_ok=True)
+    final = folder / f"step_{step:07d}"
+    tmp = folder / f".tmp-step_{step:07d}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    tensors = {name: t.detach().contiguous().cpu() for name, t in model.state_dict().items()}
+    save_file(tensors, str(tmp / MODEL_FILE), metadata={"step": str(step)})
+    torch.save(state, tmp / STATE_FILE)
+    for name in (MODEL_FILE, STATE_FILE):
+        _fsync(tmp / name)
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    _fsync(folder)
+    for old in list_checkpoints(run_dir)[:-keep] if keep > 0 else []:
+        shutil.rmtree(old.path, ignore_errors=True)
+    return Checkpoint(step, final)
+
+
+def load_model_weights(model: torch.nn.Module, checkpoint: Checkpoint) -> None:
+    """Load a checkpoint's safetensors weights into `model` (strict: every key must match)."""
+    try:
+        tensors = load_file(str(checkpoint.model_file))
+    except (SafetensorError, OSError) as err:
+        raise NfieldError(f"{checkpoint.model_file}: cannot read the weights ({err})") from None
+    device = next((t.device for t in model.state_dict().values()), torch.device("cpu"))
+    try:
+        model.load_state_dict({k: v.to(device) for k, v in tensors.items()}, strict=True)
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()[0]
+        raise NfieldError(f"{checkpoint.model_file}: the weights do not fit this model ({first})") from None
+
+
+def load_trainer_state(checkpoint: Checkpoint) -> dict[str, Any]:
+    try:
+        return torch.load(checkpoint.state_file, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch.load raises pickle/zip/runtime errors for a damaged file
+        raise NfieldError(f"{checkpoint.state_file}: cannot read the trainer state ({type(err).__name__})") from None
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,42 @@
+"""Coordinate encodings: (N, in_dim) coordinates in [-1, 1] -> (N, out_dim) features.
+
+Every encoding is an ``nn.Module`` with ``in_dim`` and ``out_dim``, built from a frozen config
+dataclass through `ENCODINGS` (``ENCODINGS.build(cfg, in_dim)``). Progress-aware encodings expose
+``update(step, total)``; the trainer calls it before every step.
+"""
+
+from nfield.encodings.fourier import GaussianFourier, GaussianFourierConfig, LearnableFourier, LearnableFourierConfig
+from nfield.encodings.frequency import Frequency, FrequencyConfig, band_window, frequency_features
+from nfield.encodings.grid import DenseGrid, DenseGridConfig, GridLevel, HashGrid, HashGridConfig
+from nfield.encodings.identity import Identity, IdentityConfig
+from nfield.encodings.progressive import (
+    ProgressiveFrequency,
+    ProgressiveFrequencyConfig,
+    windowed_frequency_features,
+)
+from nfield.encodings.registry import ENCODINGS
+from nfield.encodings.sape import SpatiallyAdaptiveProgressive, SpatiallyAdaptiveProgressiveConfig
+
+__all__ = [
+    "ENCODINGS",
+    "Identity",
+    "IdentityConfig",
+    "Frequency",
+    "FrequencyConfig",
+    "band_window",
+    "frequency_features",
+    "GaussianFourier",
+    "GaussianFourierConfig",
+    "LearnableFourier",
+    "LearnableFourierConfig",
+    "ProgressiveFrequency",
+    "ProgressiveFrequencyConfig",
+    "windowed_frequency_features",
+    "SpatiallyAdaptiveProgressive",
+    "SpatiallyAdaptiveProgressiveConfig",
+    "HashGrid",
+    "HashGridConfig",
+    "DenseGrid",
+    "DenseGridConfig",
+    "GridLevel",
+]

@@ -1,0 +1,1 @@
+"""Tasks: what is fitted (an image, an SDF, a radiance field), driven by the generic trainer."""

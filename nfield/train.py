@@ -1,0 +1,334 @@
+"""One training loop for every task.
+
+The trainer drives a `Task` (image fitting, SDF fitting, NeRF...): it samples a batch, asks the
+task for the loss, steps Adam under a learning-rate schedule (with mixed precision on CUDA when
+enabled), calls ``update(step, total)`` on every progress-aware module, shows a tqdm progress bar,
+evaluates periodically, appends to ``metrics.jsonl``, writes atomic checkpoints and resumes from
+them exactly, and stops with a clear message (keeping the last good checkpoint) if the loss stops
+being finite.
+
+Example::
+
+    >>> trainer = Trainer(task, TrainConfig(steps=300), run_dir=Path("runs/image/demo"))
+    >>> final_metrics = trainer.fit()
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from nfield.checkpoint import latest_checkpoint, load_model_weights, load_trainer_state, save_checkpoint
+from nfield.errors import NfieldError, TrainingDiverged
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 2000  # total optimisation steps of the run (a resumed run continues up to this)
+    lr: float = 1e-3  # peak learning rate (parameter groups may scale it)
+    lr_schedule: Literal["constant", "cosine", "exponential"] = "cosine"
+    lr_warmup_steps: int = 0  # linear warm-up from 0
+    lr_final_factor: float = 0.1  # lr at the last step relative to lr (cosine, exponential)
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.99
+    adam_eps: float = 1e-15  # instant-ngp's value; keeps hash-table updates sharp
+    grad_clip: float = 0.0  # max global gradient norm; 0 disables
+    mixed_precision: bool = True  # float16 autocast + gradient scaling on CUDA; ignored on CPU
+    eval_every: int = 500  # steps between evaluations (0: only at the end)
+    checkpoint_every: int = 500  # steps between checkpoints (0: only at the end)
+    keep_checkpoints: int = 2  # newest checkpoints kept on disk
+    log_every: int = 25  # steps between metrics.jsonl lines and progress-bar updates
+    seed: int = 0
+    progress: bool = True  # show the tqdm progress bar
+
+    def validate(self) -> None:
+        if self.steps <= 0:
+            raise NfieldError(f"--steps must be a positive number of steps, got {self.steps}")
+        if not self.lr > 0 or not math.isfinite(self.lr):
+            raise NfieldError(f"--lr must be a positive finite number, got {self.lr}")
+        if self.lr_schedule not in ("constant", "cosine", "exponential"):
+            raise NfieldError(f"unknown --lr-schedule '{self.lr_schedule}'; use constant, cosine or exponential")
+        if not 0 < self.lr_final_factor <= 1:
+            raise NfieldError(f"--lr-final-factor must be in (0, 1], got {self.lr_final_factor}")
+        for name in ("eval_every", "checkpoint_every", "lr_warmup_steps", "keep_checkpoints"):
+            if getattr(self, name) < 0:
+                raise NfieldError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
+        if self.log_every <= 0:
+            raise NfieldError(f"--log-every must be positive, got {self.log_every}")
+
+
+class Task(Protocol):
+    """What the trainer needs from a task (see nfield/tasks/).
+
+    ``model`` holds every trainable parameter and buffer (it is what checkpoints store).
+    ``param_groups()`` returns Adam parameter groups; a group may carry ``lr_scale`` (multiplies
+    the schedule's lr) and ``eps``. ``loss`` returns a scalar tensor and scalar metric tensors
+    (kept on the device; the trainer reads them only every ``log_every`` steps).
+    """
+
+    name: str
+    model: nn.Module
+
+    def param_groups(self) -> list[dict[str, Any]]: ...
+
+    def sample(self, step: int) -> Any: ...
+
+    def loss(self, batch: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]: ...
+
+    def evaluate(self) -> dict[str, float]: ...
+
+    def export(self, run_dir: Path) -> None: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (all devices) so model initialisation is reproducible."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; anything else must be a usable torch device."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise NfieldError(f"unknown --device '{name}'; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise NfieldError(f"--device {name}: CUDA is not available on this machine (torch {torch.__version__}); use --device cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise NfieldError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return device
+
+
+def learning_rate_factor(step: int, cfg: TrainConfig) -> float:
+    """Schedule multiplier for the step about to be taken (0-based), in (0, 1]."""
+    if cfg.lr_warmup_steps and step < cfg.lr_warmup_steps:
+        return (step + 1) / cfg.lr_warmup_steps
+    span = max(cfg.steps - cfg.lr_warmup_steps - 1, 1)
+    t = min(max(step - cfg.lr_warmup_steps, 0) / span, 1.0)
+    if cfg.lr_schedule == "cosine":
+        return cfg.lr_final_factor + (1 - cfg.lr_final_factor) * 0.5 * (1 + math.cos(math.pi * t))
+    if cfg.lr_schedule == "exponential":
+        return cfg.lr_final_factor**t
+    return 1.0
+
+
+def progress_aware_modules(model: nn.Module) -> list[nn.Module]:
+    """Modules exposing ``update(step, total)`` (progressive encodings, schedules, grids)."""
+    containers = (nn.ModuleDict, nn.ParameterDict)
+    return [m for m in model.modules() if callable(getattr(m, "update", None)) and not isinstance(m, containers)]
+
+
+def _is_main_process() -> bool:
+    dist = torch.distributed
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+class Trainer:
+    """Runs a task's optimisation with checkpoints, metrics and resume.
+
+    Args:
+        task: the task to train (its model already on `device`).
+        cfg: training settings.
+        run_dir: the run directory; ``metrics.jsonl`` and ``checkpoints/`` are written there.
+        device: where the task's tensors live (decides whether mixed precision applies).
+    """
+
+    def __init__(self, task: Task, cfg: TrainConfig, run_dir: Path, device: torch.device | str = "cpu"):
+        cfg.validate()
+        self.task, self.cfg, self.run_dir = task, cfg, Path(run_dir)
+        self.device = torch.device(device)
+        self.use_amp = cfg.mixed_precision and self.device.type == "cuda"
+        groups = task.param_groups()
+        for group in groups:
+            group.setdefault("lr_scale", 1.0)
+            group["lr"] = cfg.lr * group["lr_scale"]
+        self.optimizer = torch.optim.Adam(groups, betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.use_amp)
+        self.scheduled = progress_aware_modules(task.model)
+        self.step = 0
+        self.train_seconds = 0.0
+        self.is_main = _is_main_process()
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.run_dir / "metrics.jsonl"
+
+    def resume(self) -> int:
+        """Restore the newest checkpoint of `run_dir`; returns its step."""
+        checkpoint = latest_checkpoint(self.run_dir)
+        if checkpoint is None:
+            raise NfieldError(f"{self.run_dir}: no checkpoint to resume from (start without --resume)")
+        load_model_weights(self.task.model, checkpoint)
+        state = load_trainer_state(checkpoint)
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scaler.load_state_dict(state["scaler"])
+            self.task.load_state_dict(state["task"])
+            torch.set_rng_state(state["rng_cpu"])
+            if self.device.type == "cuda" and state.get("rng_cuda") is not None:
+                torch.cuda.set_rng_state(state["rng_cuda"], self.device)
+        except (KeyError, ValueError, RuntimeError) as err:
+            raise NfieldError(f"{checkpoint.state_file}: the trainer state does not match this run ({err})") from None
+        self.step = int(state["step"])
+        self.train_seconds = float(state.get("train_seconds", 0.0))
+        self._truncate_metrics(self.step)
+        return self.step
+
+    def save(self) -> None:
+        if not self.is_main:
+            return
+        state = {
+            "step": self.step,
+            "train_seconds": self.train_seconds,
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "task": self.task.state_dict(),
+            "rng_cpu": torch.get_rng_state(),
+            "rng_cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
+        }
+        save_checkpoint(self.run_dir, self.step, self.task.model, state, keep=self.cfg.keep_checkpoints)
+
+    def fit(self, stop_after: int | None = None) -> dict[str, float]:
+        """Train up to ``cfg.steps`` (or pause after `stop_after` steps, checkpointed).
+
+        Returns the final evaluation metrics (empty when paused early). Raises `TrainingDiverged`
+        when the loss stops being finite, and `NfieldError` with a resume hint on Ctrl-C.
+        """
+        cfg, total = self.cfg, self.cfg.steps
+        end = total if stop_after is None else min(stop_after, total)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        bar = tqdm(
+            total=total, initial=self.step, desc=self.task.name, disable=not (cfg.progress and self.is_main), dynamic_ncols=True
+        )
+        window: list[tuple[int, torch.Tensor, dict[str, torch.Tensor]]] = []
+        evaluated: dict[str, float] = {}
+        try:
+            while self.step < end:
+                started = time.perf_counter()
+                window.append(self._train_step())
+                self.step += 1
+                if self.device.type == "cuda" and self._boundary(self.step, cfg.log_every, end):
+                    torch.cuda.synchronize(self.device)
+                self.train_seconds += time.perf_counter() - started
+                if self._boundary(self.step, cfg.log_every, end):
+                    self._flush(window, bar)
+                    window = []
+                if self._boundary(self.step, cfg.eval_every, total):
+                    evaluated = self.task.evaluate()
+                    self._log({"step": self.step, "kind": "eval", **evaluated}, bar)
+                if self._boundary(self.step, cfg.checkpoint_every, end):
+                    self.save()
+        except KeyboardInterrupt:
+            if window:
+                self._flush(window, bar)
+            self.save()
+            raise NfieldError(
+                f"interrupted at step {self.step}; checkpoint saved in {self.run_dir}; continue with --resume"
+            ) from None
+        finally:
+            bar.close()
+        if self.step < total:
+            return {}
+        if not evaluated:  # resumed a finished run: nothing was evaluated in this call
+            evaluated = self.task.evaluate()
+        if self.is_main:
+            self.task.export(self.run_dir)
+        return evaluated
+
+    def _train_step(self) -> tuple[int, torch.Tensor, dict[str, torch.Tensor]]:
+        cfg, step = self.cfg, self.step
+        for module in self.scheduled:
+            module.update(step, cfg.steps)
+        factor = learning_rate_factor(step, cfg)
+        for group in self.optimizer.param_groups:
+            group["lr"] = cfg.lr * group["lr_scale"] * factor
+        batch = self.task.sample(step)
+        with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.use_amp):
+            loss, metrics = self.task.loss(batch)
+        self.scaler.scale(loss).backward()
+        if cfg.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            params = [p for g in self.optimizer.param_groups for p in g["params"]]
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        return step, loss.detach(), {k: v.detach() for k, v in metrics.items()}
+
+    @staticmethod
+    def _boundary(step: int, every: int, last: int) -> bool:
+        return step == last or (every > 0 and step % every == 0)
+
+    def _flush(self, window: list[tuple[int, torch.Tensor, dict[str, torch.Tensor]]], bar: tqdm) -> None:
+        """Read the window's losses once, stop on a non-finite one, log the means."""
+        steps = [s for s, _, _ in window]
+        losses = torch.stack([loss.float() for _, loss, _ in window]).cpu()
+        finite = torch.isfinite(losses)
+        if not bool(finite.all()):
+            bad = steps[int((~finite).nonzero()[0, 0])]
+            kept = latest_checkpoint(self.run_dir)
+            where = (
+                f"the last good checkpoint (step {kept.step}) is kept in {kept.path.parent}"
+                if kept
+                else "no checkpoint had been written yet"
+            )
+            raise TrainingDiverged(
+                f"loss became {losses[~finite][0].item()} at step {bad + 1} (lr {self.optimizer.param_groups[0]['lr']:.3g}); "
+                f"{where}; lower --lr or change the model settings"
+            )
+        record: dict[str, Any] = {"step": self.step, "kind": "train", "loss": float(losses.mean())}
+        if window[0][2]:
+            names = list(window[0][2])
+            values = torch.stack([torch.stack([m[n].float() for n in names]) for _, _, m in window]).mean(0).cpu()
+            record.update({f"train_{n}": float(v) for n, v in zip(names, values)})
+        record["lr"] = self.optimizer.param_groups[0]["lr"]
+        record["train_seconds"] = round(self.train_seconds, 4)
+        bar.update(self.step - bar.n)
+        bar.set_postfix(
+            {
+                k.removeprefix("train_"): f"{v:.4g}"
+                for k, v in record.items()
+                if k == "loss" or k.startswith("train_") and k != "train_seconds"
+            }
+        )
+        self._log(record, None)
+
+    def _log(self, record: dict[str, Any], bar: tqdm | None) -> None:
+        if not self.is_main:
+            return
+        with open(self.metrics_path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if bar is not None and record.get("kind") == "eval":
+            shown = ", ".join(f"{k} {v:.4g}" for k, v in record.items() if isinstance(v, float))
+            bar.write(f"step {record['step']}: {shown}", file=sys.stderr)
+
+    def _truncate_metrics(self, step: int) -> None:
+        """Drop metrics lines written after `step` by a run that was interrupted later."""
+        if not self.metrics_path.exists():
+            return
+        kept = []
+        for line in self.metrics_path.read_text().splitlines():
+            try:
+                if json.loads(line).get("step", 0) <= step:
+                    kept.append(line)
+            except json.JSONDecodeError:
+                continue
+        self.metrics_path.write_text("".join(line + "\n" for line in kept))

@@ -1,0 +1,109 @@
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import torch
+
+from nfield.data.images import load_image, pixel_coordinates, save_image
+from nfield.errors import NfieldError
+
+
+def write(path, array):
+    iio.imwrite(path, array)
+    return path
+
+
+@pytest.mark.parametrize(
+    "array",
+    [
+        np.arange(12 * 10, dtype=np.uint8).reshape(12, 10),
+        (np.arange(12 * 10 * 3) % 256).astype(np.uint8).reshape(12, 10, 3),
+        (np.arange(12 * 10 * 4) % 256).astype(np.uint8).reshape(12, 10, 4),
+        (np.arange(12 * 10, dtype=np.uint16) * 500).reshape(12, 10),
+    ],
+    ids=["grey8", "rgb8", "rgba8", "grey16"],
+)
+def test_png_round_trip_keeps_dtype_and_values(tmp_path, array):
+    image = load_image(write(tmp_path / "x.png", array))
+    expected = array.reshape(12, 10, -1)
+    assert image.pixels.dtype == {np.uint8: torch.uint8, np.uint16: torch.uint16}[array.dtype.type]
+    assert np.array_equal(image.pixels.numpy(), expected)
+    full = 255.0 if array.dtype == np.uint8 else 65535.0
+    assert torch.allclose(image.as_float(), torch.from_numpy(expected / full).float())
+    assert (image.height, image.width, image.channels) == (12, 10, expected.shape[2])
+
+
+def test_float_tiff_is_read_as_high_dynamic_range(tmp_path):
+    array = np.linspace(0, 4, 6 * 5 * 3, dtype=np.float32).reshape(6, 5, 3)
+    image = load_image(write(tmp_path / "x.tif", array))
+    assert image.high_dynamic_range and image.data_range == pytest.approx(4.0)
+    assert torch.equal(image.as_float(), torch.from_numpy(array))
+
+
+def test_jpeg_and_bundled_images():
+    camera = load_image("camera")
+    assert (camera.height, camera.width, camera.channels) == (512, 512, 1)
+    astronaut = load_image("astronaut", downscale=4)
+    assert (astronaut.height, astronaut.width, astronaut.channels) == (128, 128, 3)
+
+
+def test_box_downscale_is_the_block_mean(tmp_path):
+    array = (np.random.default_rng(0).random((9, 8, 3)) * 255).astype(np.uint8)
+    image = load_image(write(tmp_path / "x.png", array), downscale=2)
+    expected = array[:8, :8].astype(np.float64).reshape(4, 2, 4, 2, 3).mean(axis=(1, 3)) / 255
+    assert image.pixels.shape == (4, 4, 3)
+    assert np.allclose(image.as_float().numpy(), expected, atol=1e-6)
+
+
+def test_values_at_gathers_row_major_pixels(tmp_path):
+    array = (np.arange(5 * 7 * 3) % 256).astype(np.uint8).reshape(5, 7, 3)
+    image = load_image(write(tmp_path / "x.png", array))
+    index = torch.tensor([0, 8, 34])
+    rows, cols = index // 7, index % 7
+    assert torch.allclose(image.values_at(index), torch.from_numpy(array[rows, cols] / 255).float())
+
+
+def test_pixel_coordinates_are_pixel_centres_in_unit_square():
+    coords = pixel_coordinates(torch.arange(4 * 2), height=4, width=2)
+    assert torch.allclose(coords[0], torch.tensor([-0.5, -0.75]))
+    assert torch.allclose(coords[-1], torch.tensor([0.5, 0.75]))
+    # a 2x upsampled grid samples the same square: its pixel centres straddle the coarse ones
+    fine = pixel_coordinates(torch.arange(8 * 4), height=8, width=4).reshape(8, 4, 2)
+    assert torch.allclose(fine[0:2, 0:2].mean(dim=(0, 1)), coords[0])
+
+
+def test_save_image_writes_8bit_png(tmp_path):
+    values = torch.linspace(0, 1, 4 * 3 * 3).reshape(4, 3, 3)
+    save_image(tmp_path / "out.png", values)
+    back = iio.imread(tmp_path / "out.png")
+    assert back.dtype == np.uint8 and back.shape == (4, 3, 3)
+    assert np.abs(back / 255.0 - values.numpy()).max() <= 0.5 / 255 + 1e-6
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda p: p / "missing.png", "no such file"),
+        (lambda p: (p / "notes.png").write_text("this is not an image") and p / "notes.png", "cannot read it as an image"),
+        (lambda p: (p / "empty.png").write_bytes(b"") or p / "empty.png", "cannot read it as an image"),
+        (lambda p: p, "is a directory"),
+    ],
+    ids=["missing", "text", "zero-bytes", "directory"],
+)
+def test_bad_files_give_one_line_errors(tmp_path, make, message):
+    with pytest.raises(NfieldError, match=message) as info:
+        load_image(make(tmp_path))
+    assert "\n" not in str(info.value)
+
+
+def test_an_image_without_pixels_is_rejected(tmp_path, monkeypatch):
+    path = write(tmp_path / "x.png", np.zeros((2, 2), dtype=np.uint8))
+    monkeypatch.setattr(iio, "imread", lambda *a, **k: np.zeros((0, 4, 3), dtype=np.uint8))
+    with pytest.raises(NfieldError, match=r"the image is empty \(4x0 pixels\)"):
+        load_image(path)
+
+
+def test_nan_pixels_are_rejected(tmp_path):
+    array = np.ones((4, 4), dtype=np.float32)
+    array[1, 2] = np.nan
+    with pytest.raises(NfieldError, match="NaN"):
+        load_image(write(tmp_path / "x.tif", array))

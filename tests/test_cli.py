@@ -1,0 +1,193 @@
+"""End-to-end: the nfield command line on real images, its files, and its errors."""
+
+import json
+import subprocess
+import sys
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from nfield.checkpoint import latest_checkpoint
+from nfield.cli import main
+from nfield.tasks.image_models import IMAGE_MODELS
+
+
+def run(capsys, *argv):
+    """Run `nfield argv` in-process; returns (exit status, stdout lines, stderr)."""
+    status = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return status, captured.out.strip().splitlines(), captured.err
+
+
+def last_json(lines):
+    return json.loads(lines[-1])
+
+
+@pytest.fixture(scope="module")
+def tiny_image(tmp_path_factory):
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:16, 0:16] / 16
+    array = np.stack([np.sin(6 * x), np.cos(5 * y), x * y], -1) * 0.4 + 0.5 + 0.05 * rng.standard_normal((16, 16, 3))
+    path = tmp_path_factory.mktemp("img") / "tiny.png"
+    iio.imwrite(path, (np.clip(array, 0, 1) * 255).astype(np.uint8))
+    return path
+
+
+def test_siren_fits_camera_64_to_33_db_in_300_steps_and_relu_is_clearly_worse(tmp_path, capsys):
+    status, out, _ = run(
+        capsys,
+        "fit-image",
+        "camera",
+        "--downscale",
+        8,
+        "--model",
+        "siren",
+        "--steps",
+        300,
+        "--out",
+        tmp_path / "siren",
+        "--no-progress",
+    )
+    assert status == 0
+    siren = last_json(out)
+    assert siren["step"] == 300 and siren["psnr"] >= 33.0
+    status, out, _ = run(
+        capsys,
+        "fit-image",
+        "camera",
+        "--downscale",
+        8,
+        "--model",
+        "relu",
+        "--steps",
+        300,
+        "--out",
+        tmp_path / "relu",
+        "--no-progress",
+    )
+    relu = last_json(out)
+    assert status == 0 and relu["psnr"] < siren["psnr"] - 10 and relu["psnr"] < 25
+    for name in ("reconstruction.png", "error.png", "config.json", "metrics.jsonl"):
+        assert (tmp_path / "siren" / name).is_file()
+    evals = [json.loads(l) for l in (tmp_path / "siren" / "metrics.jsonl").read_text().splitlines() if '"eval"' in l]
+    assert evals[-1]["step"] == 300 and evals[-1]["psnr"] == pytest.approx(siren["psnr"])
+
+    # eval recomputes the same metrics from the run directory
+    status, out, _ = run(capsys, "eval", tmp_path / "siren")
+    assert status == 0 and last_json(out)["psnr"] == pytest.approx(siren["psnr"], abs=1e-6)
+
+    # render-image at scale 1 reproduces the reconstruction; at scale 4 it super-resolves
+    status, _, _ = run(capsys, "render-image", tmp_path / "siren", "--scale", 1, "--out", tmp_path / "x1.png")
+    assert status == 0
+    assert np.array_equal(iio.imread(tmp_path / "x1.png"), iio.imread(tmp_path / "siren" / "reconstruction.png"))
+    status, _, _ = run(capsys, "render-image", tmp_path / "siren", "--scale", 4, "--out", tmp_path / "x4.png")
+    big = iio.imread(tmp_path / "x4.png").astype(np.float64) / 255
+    assert status == 0 and big.shape == (256, 256)
+    # the 4x render, box-filtered back down, still matches the target closely
+    target = iio.imread(tmp_path / "x1.png").astype(np.float64) / 255
+    down = big.reshape(64, 4, 64, 4).mean(axis=(1, 3))
+    assert 10 * np.log10(1 / np.mean((down - target) ** 2)) > 25
+
+
+@pytest.mark.parametrize("model", sorted(IMAGE_MODELS))
+def test_every_model_trains_from_the_cli(tmp_path, capsys, tiny_image, model):
+    status, out, err = run(
+        capsys, "fit-image", tiny_image, "--model", model, "--steps", 30, "--out", tmp_path / model, "--no-progress"
+    )
+    assert status == 0, err
+    result = last_json(out)
+    assert np.isfinite(result["psnr"]) and result["psnr"] > 12
+    assert (tmp_path / model / "reconstruction.png").is_file()
+    config = json.loads((tmp_path / model / "config.json").read_text())
+    assert config["model"] == model and config["field"]["encoding"]["otype"]
+    if model == "pins":
+        levels = sorted((tmp_path / model / "levels").iterdir())
+        assert len(levels) == IMAGE_MODELS["pins"].field.network.n_levels - 1
+        assert all(f"psnr_level{k}" in result for k in range(len(levels)))
+    if model == "sape":
+        assert (tmp_path / model / "progress.png").is_file()
+
+
+def test_model_hyper_parameters_are_settable(tmp_path, capsys, tiny_image):
+    status, _, err = run(
+        capsys,
+        "fit-image",
+        tiny_image,
+        "--model",
+        "hash",
+        "--n-levels",
+        4,
+        "--log2-hashmap-size",
+        8,
+        "--n-neurons",
+        16,
+        "--steps",
+        5,
+        "--out",
+        tmp_path / "h",
+        "--no-progress",
+    )
+    assert status == 0, err
+    field = json.loads((tmp_path / "h" / "config.json").read_text())["field"]
+    assert field["encoding"]["n_levels"] == 4 and field["encoding"]["log2_hashmap_size"] == 8
+    assert field["network"]["n_neurons"] == 16
+    status, _, err = run(
+        capsys, "fit-image", tiny_image, "--model", "relu", "--w0", 10, "--steps", 5, "--out", tmp_path / "r", "--no-progress"
+    )
+    assert status == 1 and "--w0 does not apply to model 'relu'" in err
+
+
+def test_cli_resume_equals_an_uninterrupted_run(tmp_path, capsys, tiny_image):
+    common = ("--model", "relu-pe", "--n-neurons", 32, "--lr-schedule", "constant", "--checkpoint-every", 10, "--no-progress")
+    assert run(capsys, "fit-image", tiny_image, "--steps", 40, "--out", tmp_path / "a", *common)[0] == 0
+    assert run(capsys, "fit-image", tiny_image, "--steps", 20, "--out", tmp_path / "b", *common)[0] == 0
+    status, out, err = run(capsys, "fit-image", tiny_image, "--resume", "--steps", 40, "--out", tmp_path / "b", "--no-progress")
+    assert status == 0, err
+    assert last_json(out)["step"] == 40
+    a = load_file(str(latest_checkpoint(tmp_path / "a").model_file))
+    b = load_file(str(latest_checkpoint(tmp_path / "b").model_file))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # an existing run is never silently replaced
+    status, _, err = run(capsys, "fit-image", tiny_image, "--steps", 5, "--out", tmp_path / "a", "--no-progress")
+    assert status == 1 and "--resume" in err and "--overwrite" in err
+
+
+def test_info_reports_versions_and_backends(capsys):
+    status, out, _ = run(capsys, "info")
+    text = "\n".join(out)
+    assert status == 0 and "nfield" in text and f"torch {torch.__version__}" in text and "tiny-cuda-nn" in text
+
+
+def nfield(*argv, cwd=None):
+    return subprocess.run(
+        [sys.executable, "-m", "nfield.cli", *map(str, argv)], capture_output=True, text=True, cwd=cwd, timeout=300
+    )
+
+
+def test_bad_input_gives_one_clear_line_and_nonzero_exit(tmp_path, tiny_image):
+    (tmp_path / "notes.png").write_text("not an image")
+    (tmp_path / "empty.png").write_bytes(b"")
+    (tmp_path / "notarun").mkdir()
+    (tmp_path / "badrun").mkdir()
+    (tmp_path / "badrun" / "config.json").write_text("{ broken")
+    cases = [
+        (("fit-image", tmp_path / "missing.png"), "no such file"),
+        (("fit-image", tmp_path / "notes.png"), "cannot read it as an image"),
+        (("fit-image", tmp_path / "empty.png"), "cannot read it as an image"),
+        (("fit-image", tiny_image, "--model", "transformer"), "unknown model 'transformer'"),
+        (("fit-image", tiny_image, "--steps", 0), "--steps must be a positive"),
+        (("fit-image", tiny_image, "--steps", -5), "--steps must be a positive"),
+        (("render-image", tmp_path / "nowhere"), "no such run directory"),
+        (("render-image", tmp_path / "notarun"), "not an nfield run directory"),
+        (("eval", tmp_path / "badrun"), "unreadable"),
+        (("fit-image", tiny_image, "--resume", "--out", tmp_path / "notarun"), "not an nfield run directory"),
+    ]
+    for argv, message in cases:
+        result = nfield(*argv, cwd=tmp_path)
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 1, (argv, result.stderr)
+        assert len(lines) == 1 and message in lines[0] and lines[0].startswith("nfield: error:"), (argv, result.stderr)
+        assert "Traceback" not in result.stderr
