@@ -120,7 +120,12 @@ def _read(source: str | Path) -> tuple[np.ndarray, str]:
     if path.is_dir():
         raise NfieldError(f"{source}: is a directory, not an image file")
     try:
-        array = iio.imread(path, index=0) if path.suffix.lower() in {".gif", ".webp", ".apng"} else iio.imread(path)
+        if _is_16bit_colour_png(path):
+            array = _read_png_16bit(path)
+        elif path.suffix.lower() in {".gif", ".webp", ".apng"}:
+            array = iio.imread(path, index=0)
+        else:
+            array = iio.imread(path)
     except Exception as err:  # imageio raises many types; all mean "not readable as an image"
         hint = ""
         if path.suffix.lower() in _HDR_SUFFIXES:
@@ -128,6 +133,23 @@ def _read(source: str | Path) -> tuple[np.ndarray, str]:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise NfieldError(f"{source}: cannot read it as an image: {reason}{hint}") from None
     return np.asarray(array), str(source)
+
+
+def _is_16bit_colour_png(path: Path) -> bool:
+    """True for 16-bit PNGs with colour or alpha, which Pillow (imageio's PNG reader) cuts to 8 bits."""
+    with open(path, "rb") as f:
+        header = f.read(26)
+    is_png = header[:8] == b"\x89PNG\r\n\x1a\n" and header[12:16] == b"IHDR"
+    return is_png and len(header) == 26 and header[24] == 16 and header[25] != 0
+
+
+def _read_png_16bit(path: Path) -> np.ndarray:
+    """(H, W, C) uint16 pixels of a 16-bit PNG, via pypng (which keeps all 16 bits)."""
+    import png
+
+    width, height, rows, info = png.Reader(filename=str(path)).asDirect()
+    array = np.vstack([np.asarray(row, dtype=np.uint16) for row in rows])
+    return array.reshape(height, width, info["planes"])
 
 
 def _box_downscale(array: np.ndarray, factor: int, name: str) -> np.ndarray:

@@ -43,7 +43,7 @@ class Field(nn.Module):
         if level is None:
             return self.network(features)
         if self.n_levels == 1:
-            if level in (0, -1):
+            if level == 0:
                 return self.network(features)
             raise NfieldError(f"level {level} requested, but {type(self.network).__name__} has a single level (0)")
         return self.network(features, level=level)

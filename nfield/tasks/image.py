@@ -155,5 +155,5 @@ def write_outputs(model: Field, image: Image, run_dir: Path, chunk: int = 2**18)
         )
     for module in model.modules():
         progress = getattr(module, "progress_map", None)
-        if isinstance(progress, torch.Tensor) and progress.dim() == 2:
-            save_image(run_dir / "progress.png", inferno(progress))
+        if isinstance(progress, torch.Tensor) and progress.dim() == 2:  # indexed [x, y]; images are [y, x]
+            save_image(run_dir / "progress.png", inferno(progress.T))

@@ -32,6 +32,18 @@ def test_png_round_trip_keeps_dtype_and_values(tmp_path, array):
     assert (image.height, image.width, image.channels) == (12, 10, expected.shape[2])
 
 
+@pytest.mark.parametrize("channels", [2, 3, 4])
+def test_16bit_colour_png_keeps_all_16_bits(tmp_path, channels):
+    import png
+
+    array = (np.arange(6 * 5 * channels).reshape(6, 5, channels) * 997 + 3).astype(np.uint16)
+    with open(tmp_path / "x.png", "wb") as f:
+        png.Writer(5, 6, greyscale=channels < 3, alpha=channels in (2, 4), bitdepth=16).write(f, array.reshape(6, -1))
+    image = load_image(tmp_path / "x.png")
+    assert image.pixels.dtype == torch.uint16 and image.scale == 1 / 65535
+    assert np.array_equal(image.pixels.numpy(), array)
+
+
 def test_float_tiff_is_read_as_high_dynamic_range(tmp_path):
     array = np.linspace(0, 4, 6 * 5 * 3, dtype=np.float32).reshape(6, 5, 3)
     image = load_image(write(tmp_path / "x.tif", array))

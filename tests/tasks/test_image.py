@@ -1,0 +1,65 @@
+import numpy as np
+import pytest
+import torch
+
+from nfield.data.images import Image
+from nfield.encodings import IdentityConfig, SpatiallyAdaptiveProgressiveConfig
+from nfield.fields import FieldConfig
+from nfield.networks import MLPConfig
+from nfield.tasks.image import ImageTask, ImageTaskConfig, render_field
+
+SMALL = FieldConfig(IdentityConfig(), MLPConfig(n_neurons=16, n_hidden_layers=1))
+
+
+def random_image(height, width, channels=3, seed=0):
+    rng = np.random.default_rng(seed)
+    pixels = torch.from_numpy(rng.integers(0, 256, (height, width, channels), dtype=np.uint8))
+    return Image(pixels, 1 / 255, "random")
+
+
+def test_large_images_train_on_random_pixel_batches_without_a_coordinate_table():
+    image = random_image(600, 500)
+    task = ImageTask(image, SMALL, ImageTaskConfig(batch_size=1000), seed=3)
+    assert not task.full_batch and not hasattr(task, "_coords")
+    coords, targets = task.sample(0)
+    assert coords.shape == (1000, 2) and targets.shape == (1000, 3)
+    # every sampled coordinate is a pixel centre whose target is that pixel's value
+    cols = ((coords[:, 0] + 1) / 2 * image.width - 0.5).round().long()
+    rows = ((coords[:, 1] + 1) / 2 * image.height - 0.5).round().long()
+    assert torch.allclose(targets, image.pixels[rows, cols].float() / 255)
+    assert len(set((rows * image.width + cols).tolist())) > 990  # spread over the image
+
+
+def test_sampler_state_round_trips_for_exact_resume():
+    task = ImageTask(random_image(64, 64), SMALL, ImageTaskConfig(batch_size=100), seed=1)
+    task.sample(0)
+    state = task.state_dict()
+    expected = task.sample(1)[0]
+    other = ImageTask(random_image(64, 64), SMALL, ImageTaskConfig(batch_size=100), seed=99)
+    other.load_state_dict(state)
+    assert torch.equal(other.sample(1)[0], expected)
+
+
+def test_small_images_train_full_batch_on_every_pixel():
+    image = random_image(8, 6)
+    task = ImageTask(image, SMALL)
+    coords, targets = task.sample(0)
+    assert task.full_batch and coords.shape == (48, 2)
+    assert torch.allclose(targets.reshape(8, 6, 3), image.as_float())
+
+
+def test_chunked_rendering_equals_one_pass():
+    task = ImageTask(random_image(20, 30), SMALL)
+    whole = render_field(task.model, 20, 30, chunk=10**6)
+    assert torch.allclose(render_field(task.model, 20, 30, chunk=7), whole, atol=1e-6)
+    assert whole.shape == (20, 30, 3)
+
+
+def test_loss_feeds_the_per_pixel_error_back_to_sape():
+    cfg = FieldConfig(SpatiallyAdaptiveProgressiveConfig(n_frequencies=4, grid_resolution=8), MLPConfig(n_neurons=16))
+    task = ImageTask(random_image(16, 16), cfg)
+    loss, metrics = task.loss(task.sample(0))
+    encoding = task.model.encoding
+    assert float(encoding.error_count.sum()) == 256
+    assert float(encoding.error_sum.sum()) == pytest.approx(float(loss) * 256, rel=1e-5)
+    assert float(metrics["psnr"]) == pytest.approx(-10 * np.log10(float(loss)), rel=1e-5)
