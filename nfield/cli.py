@@ -36,8 +36,8 @@ class TrainOptions:
 
     steps: Optional[int] = None  # total steps of the run (default 2000)
     lr: Optional[float] = None  # peak learning rate (default: the model's)
-    lr_schedule: Optional[Literal["constant", "cosine", "exponential"]] = None  # default cosine
-    lr_warmup_steps: Optional[int] = None
+    lr_schedule: Optional[Literal["constant", "cosine", "exponential"]] = None  # learning-rate schedule (default cosine)
+    lr_warmup_steps: Optional[int] = None  # steps of linear warm-up (default 0)
     lr_final_factor: Optional[float] = None  # final lr relative to the peak (default 0.1)
     grad_clip: Optional[float] = None  # max gradient norm, 0 = off
     mixed_precision: Optional[Literal["on", "off"]] = None  # float16 autocast on CUDA (default: on where the model tolerates it)
@@ -284,7 +284,11 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``nfield`` console script; returns the exit status."""
     try:
         tyro.extras.subcommand_cli_from_dict(
-            COMMANDS, prog="nfield", args=argv, description="nfield: neural fields from the command line"
+            COMMANDS,
+            prog="nfield",
+            args=argv,
+            description="nfield: neural fields from the command line",
+            config=(tyro.conf.DisallowNone, tyro.conf.PositionalMetavarFromFieldName),
         )
     except NfieldError as err:
         print(f"nfield: error: {err}", file=sys.stderr)

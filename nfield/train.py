@@ -225,16 +225,19 @@ class Trainer:
                 started = time.perf_counter()
                 window.append(self._train_step())
                 self.step += 1
-                if self.device.type == "cuda" and self._boundary(self.step, cfg.log_every, end):
+                evaluate = self._boundary(self.step, cfg.eval_every, total)
+                checkpoint = self._boundary(self.step, cfg.checkpoint_every, end)
+                flush = evaluate or checkpoint or self._boundary(self.step, cfg.log_every, end)
+                if flush and self.device.type == "cuda":
                     torch.cuda.synchronize(self.device)
                 self.train_seconds += time.perf_counter() - started
-                if self._boundary(self.step, cfg.log_every, end):
+                if flush:  # every loss is checked before anything is evaluated or saved
                     self._flush(window, bar)
                     window = []
-                if self._boundary(self.step, cfg.eval_every, total):
+                if evaluate:
                     evaluated = self.task.evaluate()
                     self._log({"step": self.step, "kind": "eval", **evaluated}, bar)
-                if self._boundary(self.step, cfg.checkpoint_every, end):
+                if checkpoint:
                     self.save()
         except KeyboardInterrupt:
             if window:

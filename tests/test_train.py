@@ -166,6 +166,15 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(
     assert all(torch.isfinite(v).all() for v in good.state_dict().values())
 
 
+def test_no_checkpoint_is_written_after_an_unchecked_nan(tmp_path):
+    seed_everything(0)
+    task = RegressionTask(poison_at=12)
+    cfg = TrainConfig(steps=40, lr=1e-2, eval_every=0, checkpoint_every=5, log_every=25, progress=False)
+    with pytest.raises(TrainingDiverged, match="at step 13"):
+        Trainer(task, cfg, tmp_path).fit()
+    assert [c.step for c in list_checkpoints(tmp_path)] == [5, 10]
+
+
 def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
     _, trainer = make(tmp_path, 10)
     with pytest.raises(NfieldError, match="no checkpoint to resume"):
