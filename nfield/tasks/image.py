@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from nfield.colormap import inferno
@@ -156,4 +157,5 @@ def write_outputs(model: Field, image: Image, run_dir: Path, chunk: int = 2**18)
     for module in model.modules():
         progress = getattr(module, "progress_map", None)
         if isinstance(progress, torch.Tensor) and progress.dim() == 2:  # indexed [x, y]; images are [y, x]
-            save_image(run_dir / "progress.png", inferno(progress.T))
+            at_image_size = F.interpolate(progress.T[None, None].float(), size=(image.height, image.width), mode="nearest")
+            save_image(run_dir / "progress.png", inferno(at_image_size[0, 0]))
