@@ -1,6 +1,7 @@
 """End-to-end: the nfield command line on real images, its files, and its errors."""
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -173,6 +174,11 @@ def test_bad_input_gives_one_clear_line_and_nonzero_exit(tmp_path, tiny_image):
     (tmp_path / "notarun").mkdir()
     (tmp_path / "badrun").mkdir()
     (tmp_path / "badrun" / "config.json").write_text("{ broken")
+    assert nfield("fit-image", tiny_image, "--steps", 2, "--out", tmp_path / "trained", "--model", "relu").returncode == 0
+    (tmp_path / "untrained").mkdir()
+    shutil.copy(tmp_path / "trained" / "config.json", tmp_path / "untrained")
+    shutil.copytree(tmp_path / "trained", tmp_path / "corrupt")
+    next((tmp_path / "corrupt" / "checkpoints").glob("step_*/model.safetensors")).write_bytes(b"\x00" * 64)
     cases = [
         (("fit-image", tmp_path / "missing.png"), "no such file"),
         (("fit-image", tmp_path / "notes.png"), "cannot read it as an image"),
@@ -184,6 +190,10 @@ def test_bad_input_gives_one_clear_line_and_nonzero_exit(tmp_path, tiny_image):
         (("render-image", tmp_path / "notarun"), "not an nfield run directory"),
         (("eval", tmp_path / "badrun"), "unreadable"),
         (("fit-image", tiny_image, "--resume", "--out", tmp_path / "notarun"), "not an nfield run directory"),
+        (("render-image", tmp_path / "untrained"), "has no checkpoint"),
+        (("render-image", tmp_path / "corrupt"), "cannot read the weights"),
+        (("render-image", tmp_path / "trained", "--scale", 0), "--scale must be positive"),
+        (("render-image", tmp_path / "trained", "--level", 3), "--level 3"),
     ]
     for argv, message in cases:
         result = nfield(*argv, cwd=tmp_path)

@@ -175,6 +175,21 @@ def test_no_checkpoint_is_written_after_an_unchecked_nan(tmp_path):
     assert [c.step for c in list_checkpoints(tmp_path)] == [5, 10]
 
 
+def test_ctrl_c_saves_a_checkpoint_and_says_how_to_resume(tmp_path):
+    task, trainer = make(tmp_path, 40)
+    sample = task.sample
+
+    def interrupt_at_17(step):
+        if step == 17:
+            raise KeyboardInterrupt
+        return sample(step)
+
+    task.sample = interrupt_at_17
+    with pytest.raises(NfieldError, match="interrupted at step 17.*--resume"):
+        trainer.fit()
+    assert latest_checkpoint(tmp_path).step == 17
+
+
 def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
     _, trainer = make(tmp_path, 10)
     with pytest.raises(NfieldError, match="no checkpoint to resume"):

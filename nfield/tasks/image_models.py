@@ -65,7 +65,7 @@ IMAGE_MODELS: dict[str, ImageModel] = {
         FieldConfig(ProgressiveFrequencyConfig(n_frequencies=10), _MLP), 1e-3, "ReLU MLP on coarse-to-fine positional encoding"
     ),
     "pins": ImageModel(
-        FieldConfig(IdentityConfig(), ProgressiveNetworkConfig(start_fraction=0.2, end_fraction=0.8)),
+        FieldConfig(IdentityConfig(), ProgressiveNetworkConfig()),
         1e-3,
         "PINs: hierarchical levels of detail",
     ),

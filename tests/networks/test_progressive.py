@@ -36,7 +36,9 @@ def test_bands_are_split_into_contiguous_even_groups(n_frequencies, n_levels, ex
 
 def test_level_output_equals_hand_computed_sum_of_heads():
     torch.manual_seed(0)
-    cfg = ProgressiveNetworkConfig(n_levels=3, n_frequencies=7, n_neurons=8, n_hidden_layers=2, include_pi=True)
+    cfg = ProgressiveNetworkConfig(
+        n_levels=3, n_frequencies=7, n_neurons=8, n_hidden_layers=2, include_pi=True, start_fraction=0.0, end_fraction=0.5
+    )
     net = ProgressiveNetwork(2, 2, cfg).double()
     _randomise(net, seed=1)
     net.update(step=45, total=100)  # alpha = 1 + 2 * 0.45 / 0.5 = 2.8

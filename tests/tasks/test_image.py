@@ -63,3 +63,31 @@ def test_loss_feeds_the_per_pixel_error_back_to_sape():
     assert float(encoding.error_count.sum()) == 256
     assert float(encoding.error_sum.sum()) == pytest.approx(float(loss) * 256, rel=1e-5)
     assert float(metrics["psnr"]) == pytest.approx(-10 * np.log10(float(loss)), rel=1e-5)
+
+
+def test_stateful_encodings_resume_exactly(tmp_path):
+    """SAPE's progress map and the PINs schedule live in buffers: pause + resume == one run."""
+    from nfield.networks import ProgressiveNetworkConfig
+    from nfield.train import TrainConfig, Trainer, seed_everything
+
+    image = random_image(24, 24)
+    for name, field in {
+        "sape": FieldConfig(SpatiallyAdaptiveProgressiveConfig(n_frequencies=4, grid_resolution=8), MLPConfig(n_neurons=16)),
+        "pins": FieldConfig(IdentityConfig(), ProgressiveNetworkConfig(n_levels=2, n_frequencies=4, n_neurons=16)),
+    }.items():
+        cfg = TrainConfig(steps=30, lr=1e-2, checkpoint_every=10, eval_every=0, progress=False)
+
+        def trainer(run_dir, seed=0):
+            seed_everything(seed)
+            task = ImageTask(image, field, ImageTaskConfig(batch_size=200), seed=seed)
+            return task, Trainer(task, cfg, run_dir)
+
+        whole, run = trainer(tmp_path / name / "whole")
+        run.fit()
+        _, paused = trainer(tmp_path / name / "paused")
+        paused.fit(stop_after=20)
+        resumed, run = trainer(tmp_path / name / "paused", seed=7)
+        run.resume()
+        run.fit()
+        for key, value in whole.model.state_dict().items():
+            assert torch.equal(value, resumed.model.state_dict()[key]), (name, key)
