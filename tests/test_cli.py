@@ -201,3 +201,24 @@ def test_bad_input_gives_one_clear_line_and_nonzero_exit(tmp_path, tiny_image):
         assert result.returncode == 1, (argv, result.stderr)
         assert len(lines) == 1 and message in lines[0] and lines[0].startswith("nfield: error:"), (argv, result.stderr)
         assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("kind", ["grey-alpha-8", "grey-16", "hdr-float-tiff"])
+def test_other_pixel_formats_fit_end_to_end(tmp_path, capsys, kind):
+    y, x = np.mgrid[0:12, 0:12] / 12
+    if kind == "grey-alpha-8":
+        path, array = tmp_path / "la.png", (np.stack([x, y], -1) * 255).astype(np.uint8)
+    elif kind == "grey-16":
+        path, array = tmp_path / "g16.png", (x * 65535).astype(np.uint16)
+    else:
+        path, array = tmp_path / "hdr.tif", np.stack([x, y, x * y], -1).astype(np.float32) * 4
+    iio.imwrite(path, array)
+    status, out, err = run(
+        capsys, "fit-image", path, "--model", "hash", "--steps", 150, "--out", tmp_path / "run", "--no-progress"
+    )
+    assert status == 0, err
+    assert last_json(out)["psnr"] > 20
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["image"]["high_dynamic_range"] == (kind == "hdr-float-tiff")
+    written = iio.imread(tmp_path / "run" / "reconstruction.png")
+    assert written.shape[:2] == (12, 12) and written.dtype == np.uint8

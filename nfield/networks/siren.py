@@ -152,7 +152,7 @@ class SineNetwork(nn.Module):
 @dataclass(frozen=True)
 class SirenConfig:
     n_neurons: int = 256  # hidden width
-    n_hidden_layers: int = 3  # sine layers (>= 1), each of width n_neurons
+    n_hidden_layers: int = 4  # sine layers (>= 1), each of width n_neurons; 4 is the SIREN paper's 5-layer network
     w0: float = 30.0  # frequency factor of the hidden sine layers after the first
     w0_initial: float = 30.0  # frequency factor of the first layer: sets the finest detail at init
 

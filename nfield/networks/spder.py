@@ -61,7 +61,7 @@ def spder_activation(z: torch.Tensor, eps: float = SPDER_EPS) -> torch.Tensor:
 @dataclass(frozen=True)
 class SpderConfig:
     n_neurons: int = 256  # hidden width
-    n_hidden_layers: int = 3  # damped-sine layers (>= 1), each of width n_neurons
+    n_hidden_layers: int = 4  # damped-sine layers (>= 1), each of width n_neurons (as SirenConfig)
     w0: float = 30.0  # frequency factor of the hidden layers after the first (paper: 30)
     w0_initial: float = 30.0  # frequency factor of the first layer (paper: 30)
 

@@ -43,7 +43,6 @@ class ImageModel:
 
 _MLP = MLPConfig(n_neurons=256, n_hidden_layers=3, activation="relu")
 _SMALL_MLP = MLPConfig(n_neurons=64, n_hidden_layers=2, activation="relu")
-_SINE = SirenConfig(n_neurons=256, n_hidden_layers=4)
 
 IMAGE_MODELS: dict[str, ImageModel] = {
     "relu": ImageModel(FieldConfig(IdentityConfig(), _MLP), 1e-3, "ReLU MLP on raw coordinates (the spectral-bias baseline)"),
@@ -54,9 +53,11 @@ IMAGE_MODELS: dict[str, ImageModel] = {
     "learnable-fourier": ImageModel(
         FieldConfig(LearnableFourierConfig(n_features=256, sigma=5.0), _MLP), 1e-3, "ReLU MLP on trained Fourier features"
     ),
-    "siren": ImageModel(FieldConfig(IdentityConfig(), _SINE), 1e-4, "SIREN: sine activations, w0 = 30", mixed_precision=False),
+    "siren": ImageModel(
+        FieldConfig(IdentityConfig(), SirenConfig()), 1e-4, "SIREN: sine activations, w0 = 30", mixed_precision=False
+    ),
     "spder": ImageModel(
-        FieldConfig(IdentityConfig(), SpderConfig(n_neurons=256, n_hidden_layers=4)),
+        FieldConfig(IdentityConfig(), SpderConfig()),
         1e-4,
         "SPDER: sin(z) sqrt|z| activations",
         mixed_precision=False,
