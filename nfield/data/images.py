@@ -1,7 +1,8 @@
 """Image loading for image fitting: files read with imageio, or images bundled with scikit-image.
 
-Pixels stay in their stored dtype (uint8, uint16 or float32) so a large image costs its file
-size, not four bytes per channel; `Image.values_at` converts only the pixels a batch needs.
+Pixels stay integers (uint8; 16-bit ones as int32, since torch's uint16 lacks CUDA indexing) or
+float32, so a large 8-bit image costs one byte per channel, not four; `Image.values_at` converts
+only the pixels a batch needs.
 """
 
 from __future__ import annotations
@@ -25,16 +26,18 @@ class Image:
     """An image held as (H, W, C) pixels in their stored dtype.
 
     Attributes:
-        pixels: (H, W, C) uint8, uint16 or float32 tensor, row 0 at the top.
+        pixels: (H, W, C) uint8, int32 (16-bit images) or float32 tensor, row 0 at the top.
         scale: factor mapping stored values to intensities (1/255, 1/65535, or 1 for float).
         source: the path or bundled name it came from.
         high_dynamic_range: True for float images (values are linear and may exceed 1).
+        data_range: peak value for PSNR/SSIM: 1 for low dynamic range, the largest value for HDR.
     """
 
     pixels: torch.Tensor
     scale: float
     source: str
     high_dynamic_range: bool = False
+    data_range: float = 1.0
 
     @property
     def height(self) -> int:
@@ -48,13 +51,8 @@ class Image:
     def channels(self) -> int:
         return self.pixels.shape[2]
 
-    @property
-    def data_range(self) -> float:
-        """Peak value for PSNR/SSIM: 1 for low dynamic range, the largest value for HDR."""
-        return float(self.pixels.max()) if self.high_dynamic_range else 1.0
-
     def to(self, device: torch.device | str) -> "Image":
-        return Image(self.pixels.to(device), self.scale, self.source, self.high_dynamic_range)
+        return Image(self.pixels.to(device), self.scale, self.source, self.high_dynamic_range, self.data_range)
 
     def values_at(self, flat_index: torch.Tensor) -> torch.Tensor:
         """Intensities of the pixels with row-major indices `flat_index` (B,) -> (B, C) float32."""
@@ -91,7 +89,7 @@ def load_image(source: str | Path, downscale: int = 1) -> Image:
     if array.dtype == np.uint8:
         scale, hdr = 1 / 255, False
     elif array.dtype == np.uint16:
-        scale, hdr = 1 / 65535, False
+        array, scale, hdr = array.astype(np.int32), 1 / 65535, False
     elif np.issubdtype(array.dtype, np.floating):
         array, scale, hdr = array.astype(np.float32), 1.0, True
         if not np.isfinite(array).all():
@@ -103,7 +101,8 @@ def load_image(source: str | Path, downscale: int = 1) -> Image:
         raise NfieldError(f"{name}: unsupported pixel type {array.dtype}")
     if downscale > 1:
         array, scale = _box_downscale(array.astype(np.float64) * scale, downscale, name), 1.0
-    return Image(torch.from_numpy(np.ascontiguousarray(array)), scale, name, hdr)
+    peak = float(array.max()) * scale if hdr else 1.0
+    return Image(torch.from_numpy(np.ascontiguousarray(array)), scale, name, hdr, peak if peak > 0 else 1.0)
 
 
 def _read(source: str | Path) -> tuple[np.ndarray, str]:
