@@ -38,37 +38,27 @@ def tiny_image(tmp_path_factory):
 
 
 def test_siren_fits_camera_64_to_33_db_in_300_steps_and_relu_is_clearly_worse(tmp_path, capsys):
-    status, out, _ = run(
-        capsys,
-        "fit-image",
-        "camera",
-        "--downscale",
-        8,
-        "--model",
-        "siren",
-        "--steps",
-        300,
-        "--out",
-        tmp_path / "siren",
-        "--no-progress",
-    )
+    def fit(model):
+        return run(
+            capsys,
+            "fit-image",
+            "camera",
+            "--downscale",
+            8,
+            "--model",
+            model,
+            "--steps",
+            300,
+            "--out",
+            tmp_path / model,
+            "--no-progress",
+        )
+
+    status, out, _ = fit("siren")
     assert status == 0
     siren = last_json(out)
     assert siren["step"] == 300 and siren["psnr"] >= 33.0
-    status, out, _ = run(
-        capsys,
-        "fit-image",
-        "camera",
-        "--downscale",
-        8,
-        "--model",
-        "relu",
-        "--steps",
-        300,
-        "--out",
-        tmp_path / "relu",
-        "--no-progress",
-    )
+    status, out, _ = fit("relu")
     relu = last_json(out)
     assert status == 0 and relu["psnr"] < siren["psnr"] - 10 and relu["psnr"] < 25
     for name in ("reconstruction.png", "error.png", "config.json", "metrics.jsonl"):
