@@ -187,7 +187,8 @@ def render_image(
     Args:
         run_dir: a run directory written by fit-image.
         scale: output size relative to the fitted image (4 = four times wider and taller).
-        out: output PNG (default RUN_DIR/render_x<scale>.png).
+        out: output image (default RUN_DIR/render_x<scale>.png): PNG/JPEG in 8 bits, or .tif for
+            the raw float32 values (HDR runs keep their range).
         level: level of detail for models that have levels (pins); default the finest.
         device: auto, cpu, cuda, cuda:N.
     """
@@ -203,7 +204,13 @@ def render_image(
         raise NfieldError(f"--scale {scale}: a {width}x{height} image is too large to render in memory (max 2^32 values)")
     out = out or Path(run_dir) / f"render_x{scale:g}.png"
     image = render_field(model, height, width, level=level, out_device="cpu")
-    save_image(out, image / config["image"]["data_range"])
+    if out.suffix.lower() in (".tif", ".tiff"):
+        import imageio.v3 as iio
+
+        out.parent.mkdir(parents=True, exist_ok=True)
+        iio.imwrite(out, image.squeeze(-1).numpy() if image.shape[-1] == 1 else image.numpy())
+    else:
+        save_image(out, image / config["image"]["data_range"])
     print(f"wrote {out} ({width}x{height})", file=sys.stderr)
 
 

@@ -212,3 +212,8 @@ def test_other_pixel_formats_fit_end_to_end(tmp_path, capsys, kind):
     assert config["image"]["high_dynamic_range"] == (kind == "hdr-float-tiff")
     written = iio.imread(tmp_path / "run" / "reconstruction.png")
     assert written.shape[:2] == (12, 12) and written.dtype == np.uint8
+    assert run(capsys, "render-image", tmp_path / "run", "--scale", 2, "--out", tmp_path / "x2.tif")[0] == 0
+    raw = iio.imread(tmp_path / "x2.tif")
+    assert raw.dtype == np.float32 and raw.shape[:2] == (24, 24)
+    if kind == "hdr-float-tiff":  # the float render keeps the HDR range; the PNG is clipped
+        assert raw.max() > 2.5
