@@ -1,25 +1,18 @@
-"""The ``nfield`` command line: tyro over the task configs.
-
-Every training command takes ``--steps``, ``--out``, ``--seed``, ``--device`` and ``--resume``;
-``nfield eval RUN_DIR`` prints its metrics as one JSON object on the last stdout line. A user
-error prints one line on stderr and exits with status 1 (2 for malformed command lines).
-"""
+"""Image commands: ``fit-image``, ``render-image`` and the image side of ``eval``."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import platform
 import sys
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional
+from typing import Annotated, Any, Optional
 
-import torch
 import tyro
 
 import nfield
 from nfield.checkpoint import load_model_weights
+from nfield.cli.options import TrainOptions
 from nfield.components import config_from_dict
 from nfield.data.images import load_image, save_image
 from nfield.errors import NfieldError
@@ -28,32 +21,6 @@ from nfield.run import prepare_run_dir, read_config, require_checkpoint, write_c
 from nfield.tasks.image import ImageTask, ImageTaskConfig, render_field
 from nfield.tasks.image_models import IMAGE_MODELS, ModelOptions, resolve_image_model
 from nfield.train import TrainConfig, Trainer, resolve_device, seed_everything
-
-
-@dataclass(frozen=True)
-class TrainOptions:
-    """Training overrides; unset keys keep the model's default (or, with --resume, the run's)."""
-
-    steps: Optional[int] = None  # total steps of the run (default 2000)
-    lr: Optional[float] = None  # peak learning rate (default: the model's)
-    lr_schedule: Optional[Literal["constant", "cosine", "exponential"]] = None  # learning-rate schedule (default cosine)
-    lr_warmup_steps: Optional[int] = None  # steps of linear warm-up (default 0)
-    lr_final_factor: Optional[float] = None  # final lr relative to the peak (default 0.1)
-    grad_clip: Optional[float] = None  # max gradient norm, 0 = off
-    mixed_precision: Optional[Literal["on", "off"]] = None  # float16 autocast on CUDA (default: on where the model tolerates it)
-    eval_every: Optional[int] = None  # steps between evaluations (default 500)
-    checkpoint_every: Optional[int] = None  # steps between checkpoints (default 500)
-    keep_checkpoints: Optional[int] = None  # checkpoints kept on disk (default 2)
-    log_every: Optional[int] = None  # steps between metrics.jsonl lines (default 25)
-
-    def apply(self, base: TrainConfig, progress: bool = True) -> TrainConfig:
-        given = {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
-        if "mixed_precision" in given:
-            given["mixed_precision"] = given["mixed_precision"] == "on"
-        given["progress"] = progress
-        if "steps" in given and given["steps"] <= 0:
-            raise NfieldError(f"--steps must be a positive number of steps, got {given['steps']}")
-        return dataclasses.replace(base, **given)
 
 
 def fit_image(
@@ -214,14 +181,8 @@ def render_image(
     print(f"wrote {out} ({width}x{height})", file=sys.stderr)
 
 
-def evaluate(run_dir: tyro.conf.Positional[Path], image: Optional[str] = None, device: str = "auto") -> None:
-    """Evaluate a run against its target; prints one JSON object on the last line.
-
-    Args:
-        run_dir: a run directory.
-        image: target image (default: the one the run was fitted to).
-        device: auto, cpu, cuda, cuda:N.
-    """
+def evaluate_image(run_dir: Path, image: Optional[str] = None, device: str = "auto") -> dict[str, Any]:
+    """PSNR/SSIM of an image run against its target (default: the image it was fitted to)."""
     config, model, step = _load_image_run(run_dir, device)
     target = load_image(image or config["image"]["source"], config["image"]["downscale"])
     fitted = config["image"]
@@ -233,81 +194,4 @@ def evaluate(run_dir: tyro.conf.Positional[Path], image: Optional[str] = None, d
     task_cfg = config_from_dict(ImageTaskConfig, config.get("task_config", {}))
     task = ImageTask(target, field_config_from_dict(config["field"]), task_cfg, device=next(model.parameters()).device)
     task.model.load_state_dict(model.state_dict())
-    print(json.dumps({"step": step, **task.evaluate()}))
-
-
-def info(run_dir: tyro.conf.Positional[Optional[Path]] = None) -> None:
-    """Print versions, the compute device and available backends, or a run's summary.
-
-    Args:
-        run_dir: a run directory to describe (optional).
-    """
-    if run_dir is not None:
-        _describe_run(run_dir)
-        return
-    print(f"nfield {nfield.__version__}")
-    print(f"python {platform.python_version()} ({platform.machine()})")
-    print(f"torch {torch.__version__}")
-    import numpy
-
-    print(f"numpy {numpy.__version__}")
-    if torch.cuda.is_available():
-        for i in range(torch.cuda.device_count()):
-            props = torch.cuda.get_device_properties(i)
-            print(
-                f"device cuda:{i}: {props.name}, {props.total_memory / 2**30:.1f} GiB, "
-                f"compute capability {props.major}.{props.minor}"
-            )
-    else:
-        print(f"device cpu ({torch.get_num_threads()} threads); CUDA not available")
-    print("backends:")
-    print("  torch (reference): available")
-    for module, label in (("triton", "triton kernels"), ("tinycudann", "tiny-cuda-nn")):
-        try:
-            imported = __import__(module)
-            version = getattr(imported, "__version__", "installed")
-            usable = "usable" if torch.cuda.is_available() else "installed, needs CUDA"
-            print(f"  {label}: {version} ({usable})")
-        except Exception:
-            print(f"  {label}: not installed")
-
-
-def _describe_run(run_dir: Path) -> None:
-    from safetensors.torch import load_file
-
-    config = read_config(run_dir)
-    checkpoint = require_checkpoint(run_dir)
-    n_values = sum(t.numel() for t in load_file(str(checkpoint.model_file)).values())
-    print(f"run {run_dir}: task {config['task']}, model {config.get('model')}")
-    print(f"checkpoint: step {checkpoint.step} of {config.get('train', {}).get('steps')}")
-    print(f"weights: {n_values:,} values, {checkpoint.model_file.stat().st_size / 2**20:.2f} MiB")
-    print(f"field: {json.dumps(config.get('field'))}")
-
-
-COMMANDS = {"fit-image": fit_image, "render-image": render_image, "eval": evaluate, "info": info}
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``nfield`` console script; returns the exit status."""
-    try:
-        tyro.extras.subcommand_cli_from_dict(
-            COMMANDS,
-            prog="nfield",
-            args=argv,
-            description="nfield: neural fields from the command line",
-            config=(tyro.conf.DisallowNone, tyro.conf.PositionalMetavarFromFieldName),
-        )
-    except NfieldError as err:
-        print(f"nfield: error: {err}", file=sys.stderr)
-        return 1
-    except torch.cuda.OutOfMemoryError:
-        print("nfield: error: out of GPU memory; lower --batch-size (or render at a smaller --scale)", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("nfield: interrupted", file=sys.stderr)
-        return 130
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return {"step": step, **task.evaluate()}

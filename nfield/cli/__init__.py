@@ -1,0 +1,135 @@
+"""The ``nfield`` command line: tyro over the task configs.
+
+Every training command takes ``--steps``, ``--out``, ``--seed``, ``--device`` and ``--resume``;
+``nfield eval RUN_DIR`` prints its metrics as one JSON object on the last stdout line. A user
+error prints one line on stderr and exits with status 1 (2 for malformed command lines).
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+from pathlib import Path
+from typing import Optional
+
+import torch
+import tyro
+
+import nfield
+from nfield.cli.image import evaluate_image, fit_image, render_image
+from nfield.cli.sdf import evaluate_sdf, fit_sdf, mesh, render
+from nfield.errors import NfieldError
+from nfield.run import read_config, require_checkpoint
+
+
+def evaluate(
+    run_dir: tyro.conf.Positional[Path],
+    image: Optional[str] = None,
+    shape: Optional[Path] = None,
+    lod: Optional[int] = None,
+    resolution: int = 256,
+    device: str = "auto",
+) -> None:
+    """Evaluate a run against its target; prints one JSON object on the last line.
+
+    Image runs: PSNR and SSIM. SDF runs: chamfer_l1 and normal_consistency between a mesh extracted
+    at --resolution and the input surface (normalised [-1, 1] box units), and the volumetric iou.
+
+    Args:
+        run_dir: a run directory.
+        image: image runs: target image (default: the one the run was fitted to).
+        shape: SDF runs: reference mesh or point cloud (default: the one the run was fitted to).
+        lod: SDF runs: level of detail (default the finest).
+        resolution: SDF runs: marching-cubes samples per axis.
+        device: auto, cpu, cuda, cuda:N.
+    """
+    task = read_config(run_dir).get("task")
+    if task == "image":
+        metrics = evaluate_image(run_dir, image, device)
+    elif task == "sdf":
+        metrics = evaluate_sdf(run_dir, shape, lod, resolution, device)
+    else:
+        raise NfieldError(f"{run_dir}: unknown task '{task}' in config.json")
+    print(json.dumps(metrics))
+
+
+def info(run_dir: tyro.conf.Positional[Optional[Path]] = None) -> None:
+    """Print versions, the compute device and available backends, or a run's summary.
+
+    Args:
+        run_dir: a run directory to describe (optional).
+    """
+    if run_dir is not None:
+        _describe_run(run_dir)
+        return
+    print(f"nfield {nfield.__version__}")
+    print(f"python {platform.python_version()} ({platform.machine()})")
+    print(f"torch {torch.__version__}")
+    import numpy
+
+    print(f"numpy {numpy.__version__}")
+    if torch.cuda.is_available():
+        for i in range(torch.cuda.device_count()):
+            props = torch.cuda.get_device_properties(i)
+            print(
+                f"device cuda:{i}: {props.name}, {props.total_memory / 2**30:.1f} GiB, "
+                f"compute capability {props.major}.{props.minor}"
+            )
+    else:
+        print(f"device cpu ({torch.get_num_threads()} threads); CUDA not available")
+    print("backends:")
+    print("  torch (reference): available")
+    for module, label in (("triton", "triton kernels"), ("tinycudann", "tiny-cuda-nn")):
+        try:
+            imported = __import__(module)
+            version = getattr(imported, "__version__", "installed")
+            usable = "usable" if torch.cuda.is_available() else "installed, needs CUDA"
+            print(f"  {label}: {version} ({usable})")
+        except Exception:
+            print(f"  {label}: not installed")
+
+
+def _describe_run(run_dir: Path) -> None:
+    from safetensors.torch import load_file
+
+    config = read_config(run_dir)
+    checkpoint = require_checkpoint(run_dir)
+    n_values = sum(t.numel() for t in load_file(str(checkpoint.model_file)).values())
+    print(f"run {run_dir}: task {config['task']}, model {config.get('model')}")
+    print(f"checkpoint: step {checkpoint.step} of {config.get('train', {}).get('steps')}")
+    print(f"weights: {n_values:,} values, {checkpoint.model_file.stat().st_size / 2**20:.2f} MiB")
+    print(f"field: {json.dumps(config.get('field'))}")
+
+
+COMMANDS = {
+    "fit-image": fit_image,
+    "render-image": render_image,
+    "fit-sdf": fit_sdf,
+    "mesh": mesh,
+    "render": render,
+    "eval": evaluate,
+    "info": info,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``nfield`` console script; returns the exit status."""
+    try:
+        tyro.extras.subcommand_cli_from_dict(
+            COMMANDS,
+            prog="nfield",
+            args=argv,
+            description="nfield: neural fields from the command line",
+            config=(tyro.conf.DisallowNone, tyro.conf.PositionalMetavarFromFieldName),
+        )
+    except NfieldError as err:
+        print(f"nfield: error: {err}", file=sys.stderr)
+        return 1
+    except torch.cuda.OutOfMemoryError:
+        print("nfield: error: out of GPU memory; lower --batch-size (or render at a smaller --scale)", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("nfield: interrupted", file=sys.stderr)
+        return 130
+    return 0

@@ -1,0 +1,5 @@
+import sys
+
+from nfield.cli import main
+
+sys.exit(main())

@@ -1,0 +1,420 @@
+"""NGLOD's sparse-octree feature volume (Takikawa et al. 2021, "Neural Geometric Level of Detail").
+
+Geometry. Level l = 0 .. L-1 of the octree splits [-1, 1]^3 into r_l = 2^(base_lod + l) cells per
+axis. A point x maps to u = (x + 1) / 2 in [0, 1]^3 (points outside are clamped to the box) and, with
+p = u r_l, lies in the cell c = clamp(floor(p), 0, r_l - 1) at offset p - c in [0, 1]^3. Cell (i, j, k)
+(along x, y, z) has the linear key (i r_l + j) r_l + k; its corners lie on the (r_l + 1)^3 lattice with
+keys (i (r_l + 1) + j) (r_l + 1) + k. Since r_{l+1} = 2 r_l, a cell's parent is c // 2.
+
+Sparsity. Only occupied cells exist. `SparseOctree.from_points` occupies, at every level, the cells
+containing surface points and their neighbours within `dilation` = d cells (Chebyshev distance).
+That octree is nested, every occupied cell's parent occupied: a cell within d cells of a point's
+cell has its parent within ceil(d / 2) <= d cells of the point's parent cell.
+Each level stores its occupied cell keys and the keys of their corners as sorted int64 buffers. A
+point's cell is found by `torch.searchsorted` into the cell keys, and its corners' rows through a
+derived (8, n_cells) table of each cell's corner rows, rebuilt from the keys rather than saved.
+
+Features. Every corner of level l owns an F-vector (one (n_corners_l, F) parameter per level). The
+encoding of x is the sum over levels 0 .. lod of the trilinear blend of its level-l cell's 8 corner
+vectors, where an unoccupied cell contributes zero. It is made of ordinary differentiable torch
+ops, one (N, F) gather per corner, so gradients w.r.t. x and second derivatives (eikonal losses)
+work; it computes in float32 (float64 for a float64 module) even under autocast.
+
+Checkpoints. An empty `OctreeFeatures(cfg)` resizes its octree buffers and feature tables to those
+of an incoming state dict, so a model reloads from its weights file alone.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from nfield.errors import NfieldError
+
+_MAX_LOD = 12  # finest supported level: 4096 cells per axis
+_CORNERS = tuple(itertools.product((0, 1), repeat=3))  # (bit_x, bit_y, bit_z) of the 8 corners of a cell
+
+
+@dataclass(frozen=True)
+class OctreeFeaturesConfig:
+    base_lod: int = 2  # the coarsest level has 2^base_lod cells per axis
+    n_lods: int = 5  # levels l = 0 .. n_lods-1 with r_l = 2^(base_lod + l) cells per axis over [-1, 1]^3
+    feature_dim: int = 32  # F features stored per octree corner per level; the output has F columns
+    feature_std: float = 0.01  # features initialised N(0, feature_std^2)
+    dilation: int = 1  # a cell containing surface also marks its neighbours within this many cells, at every level
+
+
+def _check_config(cfg: OctreeFeaturesConfig) -> None:
+    """Raise `NfieldError` naming the first invalid key of `cfg`."""
+
+    def is_int(value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    for key, minimum in (("base_lod", 0), ("n_lods", 1), ("feature_dim", 1), ("dilation", 0)):
+        value = getattr(cfg, key)
+        if not (is_int(value) and value >= minimum):
+            raise NfieldError(f"OctreeFeaturesConfig: {key} must be an integer >= {minimum}, got {value!r}")
+    std = cfg.feature_std
+    if not (isinstance(std, (int, float)) and not isinstance(std, bool) and math.isfinite(std) and std >= 0):
+        raise NfieldError(f"OctreeFeaturesConfig: feature_std must be a finite number >= 0, got {std!r}")
+    finest = cfg.base_lod + cfg.n_lods - 1
+    if finest > _MAX_LOD:
+        raise NfieldError(
+            f"OctreeFeaturesConfig: the finest level would have 2^{finest} cells per axis (at most 2^{_MAX_LOD}); "
+            "lower base_lod or n_lods"
+        )
+
+
+def _describe(value: Any) -> str:
+    """A value's shape if it is a tensor, else its type, for error messages."""
+    return f"shape {tuple(value.shape)}" if isinstance(value, torch.Tensor) else type(value).__name__
+
+
+def _unit_box(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """(N, 3) coordinates in [-1, 1] -> u in [0, 1]^3 of the given dtype, clamped."""
+    return ((x.to(dtype) + 1.0) * 0.5).clamp(0.0, 1.0)
+
+
+def _locate(u: torch.Tensor, resolution: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The cell (N, 3) int64 of each point u (N, 3) in [0, 1]^3 at r cells per axis, and its offset (N, 3) in it.
+
+    The offset is differentiable w.r.t. u; the cell is not.
+    """
+    p = u * resolution
+    cell = p.detach().floor().clamp(0, resolution - 1)
+    return cell.long(), p - cell
+
+
+def _keys(coords: torch.Tensor, size: int) -> torch.Tensor:
+    """Linear keys (M,) of integer coordinates (M, 3) on a size^3 lattice, x slowest."""
+    return (coords[:, 0] * size + coords[:, 1]) * size + coords[:, 2]
+
+
+def _coords(keys: torch.Tensor, size: int) -> torch.Tensor:
+    """Inverse of `_keys`: (M,) keys -> (M, 3) integer coordinates."""
+    return torch.stack([keys // (size * size), keys // size % size, keys % size], dim=1)
+
+
+def _lookup(keys: torch.Tensor, query: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where each query key (N,) sits in the sorted keys (K,): rows (N,) int64 and found (N,) bool.
+
+    Rows of queries that are not found are arbitrary valid rows (0 when there are no keys at all).
+    """
+    if len(keys) == 0:
+        return torch.zeros_like(query), torch.zeros_like(query, dtype=torch.bool)
+    rows = torch.searchsorted(keys, query).clamp_(max=len(keys) - 1)
+    return rows, keys[rows] == query
+
+
+def _dilate(coords: torch.Tensor, radius: int, resolution: int) -> torch.Tensor:
+    """Sorted unique keys of the cells within `radius` (Chebyshev) of the cells coords (M, 3), inside the grid."""
+    keys = []
+    for offset in itertools.product(range(-radius, radius + 1), repeat=3):
+        neighbours = coords + torch.tensor(offset, device=coords.device)
+        inside = ((neighbours >= 0) & (neighbours < resolution)).all(dim=1)
+        keys.append(_keys(neighbours[inside], resolution))
+    return torch.unique(torch.cat(keys))
+
+
+def _cell_corners(cells: torch.Tensor, resolution: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The corners of the cells with keys (M,) at r cells per axis.
+
+    Returns:
+        keys: (n_corners,) sorted unique corner keys on the (r + 1)^3 lattice.
+        rows: (8, M) int64, the row in `keys` of each cell's 8 corners, in `_CORNERS` order.
+    """
+    coords = _coords(cells, resolution)
+    corners = [_keys(coords + torch.tensor(bits, device=cells.device), resolution + 1) for bits in _CORNERS]
+    keys, rows = torch.unique(torch.stack(corners), return_inverse=True)
+    return keys, rows
+
+
+class SparseOctree(nn.Module):
+    """The occupied cells of a nested sparse octree over [-1, 1]^3 and their corners, level by level.
+
+    Buffers (persistent, so they travel in the state dict), for each level l:
+        cells_{l}: (n_cells_l,) int64 sorted unique keys of the occupied cells.
+        corners_{l}: (n_corners_l,) int64 sorted unique keys of their corners.
+    and, derived from them (not saved), cell_corners_{l}: (8, n_cells_l) int64, the rows in
+    corners_{l} of each occupied cell's 8 corners.
+    See the module docstring for the keys. Build one with `from_points`; `empty` makes one to load
+    a checkpoint into (loading resizes the buffers).
+
+    Args:
+        cfg: the levels (base_lod, n_lods); the other keys are not used here.
+        cells: n_lods int64 tensors (n_cells_l,), each level's occupied cell keys, sorted and unique,
+            nested (every cell's parent occupied) and either all empty or none.
+    """
+
+    def __init__(self, cfg: OctreeFeaturesConfig, cells: Sequence[torch.Tensor]):
+        super().__init__()
+        _check_config(cfg)
+        if len(cells) != cfg.n_lods:
+            raise NfieldError(f"SparseOctree: expected cell keys for {cfg.n_lods} levels, got {len(cells)}")
+        self.cfg = cfg
+        for level, keys in enumerate(cells):
+            r = 2 ** (cfg.base_lod + level)
+            if not (keys.dtype == torch.int64 and keys.dim() == 1):
+                raise NfieldError(f"SparseOctree: level {level}'s cell keys must be a 1-D int64 tensor")
+            if len(keys) and not (keys[0] >= 0 and keys[-1] < r**3 and bool((keys[1:] > keys[:-1]).all())):
+                raise NfieldError(f"SparseOctree: level {level}'s cell keys must be sorted, unique and in [0, {r}^3)")
+            if level and not _lookup(cells[level - 1], _keys(_coords(keys, r) // 2, r // 2))[1].all():
+                raise NfieldError(f"SparseOctree: level {level} has cells whose parent at level {level - 1} is unoccupied")
+            self.register_buffer(f"cells_{level}", keys)
+            corner_keys, corner_rows = _cell_corners(keys, r)
+            self.register_buffer(f"corners_{level}", corner_keys)
+            self.register_buffer(f"cell_corners_{level}", corner_rows, persistent=False)
+        if 0 < sum(len(keys) == 0 for keys in cells) < len(cells):
+            raise NfieldError("SparseOctree: some levels have no occupied cells; give every level cells, or none")
+
+    @classmethod
+    def from_points(cls, points: torch.Tensor, cfg: OctreeFeaturesConfig) -> SparseOctree:
+        """The octree occupied around surface points.
+
+        At every level, the cells containing a point and their neighbours within `cfg.dilation`
+        cells are occupied; the parents of each level's cells are then occupied too (see the
+        module docstring).
+
+        Args:
+            points: (N, 3) surface points in [-1, 1] (clamped into the box), N >= 1, all finite.
+            cfg: the levels and the dilation.
+
+        Returns:
+            The octree, its buffers on the points' device.
+
+        Example::
+
+            >>> octree = SparseOctree.from_points(torch.rand(1000, 3) * 2 - 1, OctreeFeaturesConfig(n_lods=3))
+            >>> octree.resolution(2)
+            16
+        """
+        _check_config(cfg)
+        if not (isinstance(points, torch.Tensor) and points.dim() == 2 and points.shape[1] == 3):
+            raise NfieldError(f"SparseOctree.from_points: points must be an (N, 3) tensor, got {_describe(points)}")
+        if len(points) == 0:
+            raise NfieldError("SparseOctree.from_points: no points given; the octree needs at least one surface point")
+        if not torch.isfinite(points).all():
+            raise NfieldError("SparseOctree.from_points: points contain NaN or infinite values")
+        u = _unit_box(points.detach(), torch.promote_types(points.dtype, torch.float32))
+        point_cells = torch.unique(_locate(u, 2 ** (cfg.base_lod + cfg.n_lods - 1))[0], dim=0)
+        fine_to_coarse = []
+        for level in reversed(range(cfg.n_lods)):
+            fine_to_coarse.append(_dilate(point_cells, cfg.dilation, 2 ** (cfg.base_lod + level)))
+            point_cells = torch.unique(point_cells // 2, dim=0)  # the cells containing points one level coarser
+        return cls(cfg, fine_to_coarse[::-1])
+
+    @classmethod
+    def empty(cls, cfg: OctreeFeaturesConfig) -> SparseOctree:
+        """An octree with no occupied cells, to be filled by `load_state_dict`."""
+        return cls(cfg, [torch.empty(0, dtype=torch.int64) for _ in range(cfg.n_lods)])
+
+    @property
+    def n_lods(self) -> int:
+        return self.cfg.n_lods
+
+    def resolution(self, level: int) -> int:
+        """Cells per axis r_l = 2^(base_lod + level) of a level."""
+        self._check_level(level)
+        return 2 ** (self.cfg.base_lod + level)
+
+    def n_cells(self, level: int) -> int:
+        """Number of occupied cells of a level."""
+        return len(self.cell_keys(level))
+
+    def n_corners(self, level: int) -> int:
+        """Number of distinct corners of a level's occupied cells (its feature table's rows)."""
+        return len(self.corner_keys(level))
+
+    def cell_keys(self, level: int) -> torch.Tensor:
+        """(n_cells,) int64 sorted keys of a level's occupied cells."""
+        self._check_level(level)
+        return getattr(self, f"cells_{level}")
+
+    def corner_keys(self, level: int) -> torch.Tensor:
+        """(n_corners,) int64 sorted keys of a level's corners."""
+        self._check_level(level)
+        return getattr(self, f"corners_{level}")
+
+    def cell_corner_rows(self, level: int) -> torch.Tensor:
+        """(8, n_cells) int64: the rows in `corner_keys(level)` of each occupied cell's corners.
+
+        Corner b = 4 b_x + 2 b_y + b_z sits at the cell's integer coordinates plus (b_x, b_y, b_z).
+        """
+        self._check_level(level)
+        return getattr(self, f"cell_corners_{level}")
+
+    def cell_occupied(self, x: torch.Tensor, level: int) -> torch.Tensor:
+        """(N,) bool: whether the level's cell containing each point x (N, 3) is occupied (x clamped into the box)."""
+        r = self.resolution(level)
+        cell, _ = _locate(_unit_box(x.detach(), torch.promote_types(x.dtype, torch.float32)), r)
+        return _lookup(self.cell_keys(level), _keys(cell, r))[1]
+
+    def empty_cell_bounds(self, x: torch.Tensor, max_level: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The largest unoccupied octree cell containing each point, for skipping empty space.
+
+        Args:
+            x: (N, 3) points.
+            max_level: the finest level considered (default the finest); a field queried at LOD k
+                has surface only in cells occupied at level k, so it skips with ``max_level=k``.
+
+        Returns:
+            lo: (N, 3) and hi: (N, 3), the box [lo, hi] in [-1, 1] coordinates of the coarsest
+                unoccupied cell containing the point, or of its finest-level cell where `empty` is
+                False (for points outside [-1, 1]^3: the finest cell of the point clamped into the box).
+            empty: (N,) bool, True where x lies inside [-1, 1]^3 in an unoccupied cell of `max_level`.
+        """
+        x = x.detach()
+        dtype = torch.promote_types(x.dtype, torch.float32)
+        inside = (x.abs() <= 1).all(dim=1)
+        finest = self.n_lods - 1 if max_level is None else max_level
+        self._check_level(finest)
+        level = torch.full((len(x),), finest, dtype=torch.int64, device=x.device)
+        empty = torch.zeros_like(inside)
+        for candidate in reversed(range(finest + 1)):  # coarser unoccupied cells override finer ones
+            free = inside & ~self.cell_occupied(x, candidate)
+            level = torch.where(free, candidate, level)
+            empty |= free
+        r = torch.ldexp(torch.ones(len(x), 1, dtype=dtype, device=x.device), level[:, None] + self.cfg.base_lod)
+        cell = (_unit_box(x, dtype) * r).floor().minimum(r - 1)
+        return cell / r * 2 - 1, (cell + 1) / r * 2 - 1, empty
+
+    def _check_level(self, level: int) -> None:
+        if not (isinstance(level, int) and not isinstance(level, bool) and 0 <= level < self.n_lods):
+            raise NfieldError(f"SparseOctree: level must be an integer in [0, {self.n_lods - 1}], got {level!r}")
+
+    def _load_from_state_dict(
+        self,
+        state_dict: dict[str, Any],
+        prefix: str,
+        local_metadata: dict[str, Any],
+        strict: bool,
+        missing_keys: list[str],
+        unexpected_keys: list[str],
+        error_msgs: list[str],
+    ) -> None:
+        for name, buffer in self.named_buffers(recurse=False):
+            incoming = state_dict.get(prefix + name)
+            if isinstance(incoming, torch.Tensor) and incoming.shape != buffer.shape:
+                setattr(self, name, buffer.new_empty(incoming.shape))  # the checkpoint's octree replaces ours
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
+        for level in range(self.n_lods):
+            corner_keys, corner_rows = _cell_corners(self.cell_keys(level), self.resolution(level))
+            if not torch.equal(corner_keys, self.corner_keys(level)):
+                error_msgs.append(f"{prefix}corners_{level} are not the corners of {prefix}cells_{level}")
+            setattr(self, f"cell_corners_{level}", corner_rows)
+
+    def extra_repr(self) -> str:
+        counts = [self.n_cells(level) for level in range(self.n_lods)]
+        return f"base_lod={self.cfg.base_lod}, n_lods={self.n_lods}, dilation={self.cfg.dilation}, n_cells={counts}"
+
+
+class OctreeFeatures(nn.Module):
+    """NGLOD's sparse-octree feature volume: the sum over levels of trilinearly blended corner features.
+
+    Input (N, 3) in [-1, 1] (clamped into the box); output (N, feature_dim), float32 under autocast.
+    Level l contributes the trilinear blend of the features at the 8 corners of the point's level-l
+    cell if that cell is occupied, else zero (see the module docstring).
+
+    Args:
+        cfg: the levels, feature size and initialisation.
+        octree: the occupied cells, e.g. `SparseOctree.from_points(surface_points, cfg)`; None makes
+            an empty module whose octree and features come from `load_state_dict`.
+
+    Parameters:
+        features: a `ParameterList` of one (n_corners_l, feature_dim) table per level, initialised
+            N(0, feature_std^2) from torch's default RNG.
+
+    Example::
+
+        >>> cfg = OctreeFeaturesConfig(n_lods=3, feature_dim=8)
+        >>> encoding = OctreeFeatures(cfg, SparseOctree.from_points(torch.rand(500, 3) * 2 - 1, cfg))
+        >>> encoding(torch.zeros(4, 3)).shape
+        torch.Size([4, 8])
+    """
+
+    in_dim = 3
+
+    def __init__(self, cfg: OctreeFeaturesConfig = OctreeFeaturesConfig(), octree: SparseOctree | None = None):
+        super().__init__()
+        _check_config(cfg)
+        if octree is None:
+            octree = SparseOctree.empty(cfg)
+        elif (octree.cfg.base_lod, octree.cfg.n_lods) != (cfg.base_lod, cfg.n_lods):
+            raise NfieldError(
+                f"OctreeFeatures: the octree has base_lod={octree.cfg.base_lod}, n_lods={octree.cfg.n_lods} "
+                f"but the config asks for base_lod={cfg.base_lod}, n_lods={cfg.n_lods}; build both from one config"
+            )
+        self.cfg = cfg
+        self.out_dim = cfg.feature_dim
+        self.octree = octree
+        device = octree.cell_keys(0).device
+        self.features = nn.ParameterList(
+            torch.randn(octree.n_corners(level), cfg.feature_dim, device=device) * cfg.feature_std for level in range(cfg.n_lods)
+        )
+
+    def forward(self, x: torch.Tensor, lod: int | None = None) -> torch.Tensor:
+        """Features (N, feature_dim) of points x (N, 3): the sum of levels 0 .. lod (default: the finest)."""
+        finest = self.cfg.n_lods - 1
+        lod = finest if lod is None else lod
+        if not (isinstance(lod, int) and not isinstance(lod, bool) and 0 <= lod <= finest):
+            raise NfieldError(f"OctreeFeatures: lod must be an integer in [0, {finest}], got {lod!r}")
+        if self.octree.n_cells(0) == 0:
+            raise NfieldError("OctreeFeatures: the octree is empty; build it with SparseOctree.from_points or load a checkpoint")
+        dtype = torch.promote_types(self.features[0].dtype, torch.float32)
+        with torch.autocast(x.device.type, enabled=False):
+            u = _unit_box(x, dtype)
+            total = self._level_features(u, 0)
+            for level in range(1, lod + 1):
+                total = total + self._level_features(u, level)
+        return total
+
+    def level_features(self, x: torch.Tensor, level: int) -> torch.Tensor:
+        """Level `level`'s contribution alone, (N, feature_dim), at points x (N, 3); `forward` sums these."""
+        self.octree._check_level(level)
+        dtype = torch.promote_types(self.features[0].dtype, torch.float32)
+        with torch.autocast(x.device.type, enabled=False):
+            return self._level_features(_unit_box(x, dtype), level)
+
+    def _level_features(self, u: torch.Tensor, level: int) -> torch.Tensor:
+        """One level's contribution (N, F) at points u (N, 3) in [0, 1]^3; zero rows in unoccupied cells."""
+        r = self.octree.resolution(level)
+        cell, frac = _locate(u, r)
+        cell_rows, occupied = _lookup(self.octree.cell_keys(level), _keys(cell, r))
+        mask = occupied.to(u.dtype)[:, None]
+        weights_by_bit = ((1.0 - frac) * mask, frac * mask)  # unoccupied cells: every corner weighs zero
+        corner_rows = self.octree.cell_corner_rows(level).index_select(1, cell_rows)  # (8, N)
+        table = self.features[level].to(u.dtype)
+
+        def corner(index: int) -> tuple[torch.Tensor, torch.Tensor]:
+            """Corner `index`'s weight (N, 1) and gathered features (N, F)."""
+            bx, by, bz = _CORNERS[index]
+            weight = weights_by_bit[bx][:, 0] * weights_by_bit[by][:, 1] * weights_by_bit[bz][:, 2]
+            return weight[:, None], table.index_select(0, corner_rows[index])
+
+        total = torch.mul(*corner(0))
+        for index in range(1, len(_CORNERS)):
+            total = total.addcmul(*corner(index))
+        return total
+
+    def level_parameter_counts(self) -> list[int]:
+        """Stored feature values n_corners_l * feature_dim of each level, coarse to fine."""
+        return [table.numel() for table in self.features]
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+        for level, table in enumerate(self.features):
+            incoming = state_dict.get(f"{prefix}features.{level}")
+            if isinstance(incoming, torch.Tensor) and incoming.shape != table.shape:
+                # The checkpoint's octree replaces ours (SparseOctree resizes its buffers likewise).
+                self.features[level] = nn.Parameter(table.new_empty(incoming.shape), requires_grad=table.requires_grad)
+        super()._load_from_state_dict(state_dict, prefix, *args)
+
+    def extra_repr(self) -> str:
+        return (
+            f"base_lod={self.cfg.base_lod}, n_lods={self.cfg.n_lods}, feature_dim={self.cfg.feature_dim}, "
+            f"level_parameter_counts={self.level_parameter_counts()}"
+        )
