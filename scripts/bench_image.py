@@ -13,15 +13,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
+from bench_report import device_name, report_header, synchronize
 
 from nfield.data.images import load_image
 from nfield.tasks.image import ImageTask, ImageTaskConfig
@@ -33,11 +32,6 @@ SCALES = {
     "gpu": ((("camera", 2), ("astronaut", 1)), (100, 500, 2000), 500),
     "cpu": ((("camera", 4), ("astronaut", 4)), (100, 250, 500), 100),
 }
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def fit_model(image, model: str, checkpoints: tuple[int, ...], device: torch.device, seed: int) -> dict:
@@ -120,26 +114,14 @@ def main() -> int:
     args = parser.parse_args()
     device = resolve_device(args.device)
     images, checkpoints, overhead_steps = SCALES[args.scale]
-    device_name = (
-        torch.cuda.get_device_name(device)
-        if device.type == "cuda"
-        else f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
-    )
-    report = {
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
-        "device": device_name,
-        "torch": torch.__version__,
-        "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
-        "scale": args.scale,
-        "seed": args.seed,
-        "results": [],
-    }
+    device_label = device_name(device)
+    report = report_header(device, scale=args.scale, seed=args.seed, results=[])
     header = (
         f"{'image':<20}{'model':<19}"
         + "".join(f"{f'PSNR@{s}':>10}" for s in checkpoints)
         + f"{'SSIM':>8}{'ms/step':>10}{'params':>12}"
     )
-    print(f"device: {device_name}\n{header}\n{'-' * len(header)}")
+    print(f"device: {device_label}\n{header}\n{'-' * len(header)}")
     for name, downscale in images:
         image = load_image(name, downscale)
         label = f"{name} {image.width}x{image.height}"

@@ -36,7 +36,8 @@ def fit_sdf(
     overwrite: bool = False,
     batch_size: int = SDFTaskConfig.batch_size,
     mesh_resolution: int = SDFTaskConfig.mesh_resolution,
-    sdf_backend: Literal["auto", "torch", "libigl", "open3d"] = "auto",
+    metric_points: int = SDFTaskConfig.metric_points,
+    sdf_backend: Literal["auto", "triton", "torch", "libigl", "open3d"] = "auto",
     eikonal_weight: Optional[float] = None,
     progress: bool = True,
     train: Annotated[TrainOptions, tyro.conf.OmitArgPrefixes] = TrainOptions(),
@@ -58,7 +59,8 @@ def fit_sdf(
         overwrite: replace an existing run in --out.
         batch_size: training points per step.
         mesh_resolution: marching-cubes samples per axis for the exported mesh.
-        sdf_backend: ground-truth distances: auto (torch on CUDA, libigl on CPU), torch, libigl, open3d.
+        metric_points: surface samples per side for the final Chamfer-L1 and normal consistency.
+        sdf_backend: ground-truth distances: auto (triton on CUDA, libigl on CPU), triton, torch, libigl, open3d.
         eikonal_weight: weight of the eikonal term (default: the model's).
         progress: show the progress bar.
     """
@@ -87,6 +89,7 @@ def fit_sdf(
         task_cfg = SDFTaskConfig(
             batch_size=batch_size,
             mesh_resolution=mesh_resolution,
+            metric_points=metric_points,
             sdf_backend=sdf_backend,
             eikonal_weight=preset.eikonal_weight if eikonal_weight is None else eikonal_weight,
         )

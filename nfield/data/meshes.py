@@ -12,8 +12,11 @@ generalised winding number (Jacobson et al. 2013): a point is inside where the w
 exceeds 1/2. Unlike ray parity or pseudo-normals, this stays right for meshes with holes (the
 Stanford bunny is open at the bottom). Backends:
 
-- ``torch``: chunked brute force over all point-triangle pairs on the points' device; exact, and
-  fast on a GPU (the default there).
+- ``triton``: a fused Triton kernel (`nfield.kernels.mesh_distance`) over all point-triangle
+  pairs, keeping only running minima and sums in registers (the default on CUDA when Triton is
+  installed, as it is with PyTorch's CUDA builds).
+- ``torch``: the same brute force in chunked PyTorch ops on the points' device; the reference
+  the kernel is tested against, and the CUDA fallback without Triton.
 - ``libigl``: libigl's AABB tree and fast winding number on the CPU (the default there; about
   0.3 s for 100k points on a 5k-triangle mesh on 2 cores).
 - ``open3d``: open3d's raycasting scene for the distance (when open3d is installed), signed by
@@ -31,11 +34,12 @@ import numpy as np
 import torch
 
 from nfield.errors import NfieldError
+from nfield.kernels import triton_available
 
 MESH_SUFFIXES = (".obj", ".ply", ".stl", ".off", ".glb", ".gltf")
 POINT_SUFFIXES = (".ply", ".xyz", ".pts", ".txt")
-SDF_BACKENDS = ("auto", "torch", "libigl", "open3d")
-SDFBackend = Literal["auto", "torch", "libigl", "open3d"]
+SDF_BACKENDS = ("auto", "triton", "torch", "libigl", "open3d")
+SDFBackend = Literal["auto", "triton", "torch", "libigl", "open3d"]
 
 _PAIRS_PER_CHUNK = 2**22  # point-triangle pairs per chunk of the torch backend (~0.5 GB of temporaries)
 
@@ -282,12 +286,20 @@ def signed_distance(mesh: TriangleMesh, points: torch.Tensor, backend: SDFBacken
     """Signed distance from `points` (N, 3) to `mesh`, negative inside; (N,) on the points' device.
 
     The sign comes from the generalised winding number, so holes in the mesh do not flip it.
-    `backend` 'auto' is 'torch' for CUDA points and 'libigl' otherwise (see the module docstring).
+    `backend` 'auto' is 'triton' (or 'torch' without Triton) for CUDA points and 'libigl' otherwise
+    (see the module docstring).
     """
     if backend not in SDF_BACKENDS:
         raise NfieldError(f"unknown signed-distance backend '{backend}'; choose one of {', '.join(SDF_BACKENDS)}")
     if backend == "auto":
-        backend = "torch" if points.is_cuda else "libigl"
+        backend = ("triton" if triton_available(points.device) else "torch") if points.is_cuda else "libigl"
+    if backend == "triton":
+        if not triton_available(points.device):
+            raise NfieldError("the triton backend needs CUDA points and the triton package; use --sdf-backend auto")
+        from nfield.kernels.mesh_distance import mesh_distance_and_winding
+
+        distance, winding = mesh_distance_and_winding(mesh.vertices.to(points.device), mesh.faces.to(points.device), points)
+        return torch.where(winding > 0.5, -distance, distance).to(points.dtype)
     if backend == "torch":
         return _signed_distance_torch(mesh.vertices.to(points.device), mesh.faces.to(points.device), points)
     vertices = mesh.vertices.detach().cpu().double().numpy()

@@ -274,11 +274,13 @@ class SparseOctree(nn.Module):
         finest = self.n_lods - 1 if max_level is None else max_level
         self._check_level(finest)
         level = torch.full((len(x),), finest, dtype=torch.int64, device=x.device)
-        empty = torch.zeros_like(inside)
-        for candidate in reversed(range(finest + 1)):  # coarser unoccupied cells override finer ones
-            free = inside & ~self.cell_occupied(x, candidate)
-            level = torch.where(free, candidate, level)
-            empty |= free
+        empty = inside & ~self.cell_occupied(x, finest)
+        # only the empty points look further: the coarsest unoccupied level wins (the octree is nested)
+        index = torch.nonzero(empty).squeeze(1)
+        for candidate in reversed(range(finest)):
+            free = ~self.cell_occupied(x[index], candidate)
+            level[index[free]] = candidate
+            index = index[free]
         r = torch.ldexp(torch.ones(len(x), 1, dtype=dtype, device=x.device), level[:, None] + self.cfg.base_lod)
         cell = (_unit_box(x, dtype) * r).floor().minimum(r - 1)
         return cell / r * 2 - 1, (cell + 1) / r * 2 - 1, empty

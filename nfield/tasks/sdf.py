@@ -55,7 +55,7 @@ class SDFTaskConfig:
     far_fraction: float = 0.2  # surface + N(0, far_sigma^2) offsets; the rest is uniform in the box
     near_sigma: float = 0.005  # normalised units
     far_sigma: float = 0.05
-    sdf_backend: SDFBackend = "auto"  # ground-truth distances: auto, torch, libigl, open3d
+    sdf_backend: SDFBackend = "auto"  # ground-truth distances: auto, triton, torch, libigl, open3d
     octree_points: int = 2**20  # surface samples that decide the NGLOD octree's occupied cells
     # loss (meshes)
     distance_loss: Literal["l1", "l2"] = "l1"
@@ -111,6 +111,7 @@ class SDFTask:
         self.cfg, self.device = cfg, torch.device(device)
         self.shape = shape.to(self.device)
         self.has_distances = isinstance(shape, TriangleMesh)
+        self.seed = seed
         self.generator = torch.Generator(self.device)
         self.generator.manual_seed(seed)
         octree = None
@@ -121,7 +122,7 @@ class SDFTask:
         self._pool: tuple[torch.Tensor, ...] | None = None
         self._pool_step = -1
         held_out = torch.Generator(self.device)
-        held_out.manual_seed(seed + 1_000_003)
+        held_out.manual_seed(seed * 1_000_003 + 999_999)  # never a pool index
         self._eval_set = self._draw(cfg.eval_points, held_out, with_sigma=True)
 
     # --- sampling ---------------------------------------------------------------------------------
@@ -164,7 +165,10 @@ class SDFTask:
         if self.has_distances:
             pool_index = step // cfg.resample_every
             if self._pool is None or pool_index != self._pool_step:
-                self._pool = self._draw(max(cfg.pool_size, cfg.batch_size), self.generator)
+                # each pool has its own seed, so a resumed run redraws exactly the pool it was using
+                pool_generator = torch.Generator(self.device)
+                pool_generator.manual_seed(self.seed * 1_000_003 + pool_index)
+                self._pool = self._draw(max(cfg.pool_size, cfg.batch_size), pool_generator)
                 self._pool_step = pool_index
             pool = self._pool
             index = torch.randint(0, len(pool["positions"]), (cfg.batch_size,), device=self.device, generator=self.generator)
@@ -249,11 +253,11 @@ class SDFTask:
         render_view_to_files(self.model, run_dir / "render.png", width=self.cfg.preview_width, height=self.cfg.preview_height)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"generator": self.generator.get_state(), "pool_step": self._pool_step}
+        return {"generator": self.generator.get_state()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.generator.set_state(state["generator"])
-        self._pool, self._pool_step = None, -1  # redrawn at the next step, from the restored generator
+        self._pool, self._pool_step = None, -1  # redrawn from its own seed at the next step
 
 
 def sdf_gradient(distance: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

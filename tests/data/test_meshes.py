@@ -185,3 +185,19 @@ def test_unknown_backend_is_refused():
     mesh = _mesh(trimesh.creation.box())
     with pytest.raises(NfieldError, match="backend"):
         signed_distance(mesh, torch.zeros(1, 3), "embree")
+
+
+def test_open3d_backend_matches_libigl_or_says_how_to_get_it(monkeypatch):
+    mesh = _mesh(trimesh.creation.icosphere(subdivisions=2, radius=0.5))
+    points = torch.rand(500, 3, generator=torch.Generator().manual_seed(6)) * 2 - 1
+    try:
+        import open3d  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        torch.testing.assert_close(
+            signed_distance(mesh, points, "open3d"), signed_distance(mesh, points, "libigl"), atol=1e-6, rtol=0
+        )
+    monkeypatch.setitem(__import__("sys").modules, "open3d", None)  # as if it were not installed
+    with pytest.raises(NfieldError, match="pip install 'nfield\\[open3d\\]'"):
+        signed_distance(mesh, points, "open3d")

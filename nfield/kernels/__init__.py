@@ -1,0 +1,18 @@
+"""Triton kernels for CUDA, each with a PyTorch reference elsewhere in the package that it is
+tested against. `triton_available()` says whether they can run here."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+
+def triton_available(device: torch.device | str) -> bool:
+    """True when Triton is installed and can run on `device` (CUDA, or any device under the
+    TRITON_INTERPRET=1 interpreter)."""
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return torch.device(device).type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1"
