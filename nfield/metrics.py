@@ -2,10 +2,11 @@
 
 Images: PSNR and SSIM, computed in torch on any device.
 
-Geometry: Chamfer-L1 and normal consistency between two oriented point sets (samples of a reconstructed
-and a reference surface), and the volumetric IoU of two inside/outside labellings of the same query
-points. They take numpy arrays or torch tensors and compute in float64 numpy, with nearest neighbours
-from scipy's KD-tree.
+Geometry: Chamfer-L1 and normal consistency between two sampled surfaces (a reconstructed and a
+reference one), matching samples to the other side's nearest sample (scipy's KD-tree) or, when its
+mesh is given, to the exact closest point on its triangles (libigl's AABB tree); and the volumetric
+IoU of two inside/outside labellings of the same query points. They take numpy arrays or torch
+tensors and compute in float64 numpy.
 """
 
 from __future__ import annotations
@@ -92,6 +93,8 @@ def chamfer_l1(points_a: ArrayLike, points_b: ArrayLike) -> float:
 
     0.5 * (mean over a of the Euclidean distance to the nearest point of b + the same from b to a):
     the "Chamfer-L1" of Occupancy Networks and NGLOD, an average of plain (not squared) distances.
+    Between samples of two surfaces it has a floor from the sampling alone (see `surface_metrics`
+    for the exact point-to-mesh version).
 
     Args:
         points_a: (N, 3) points.
@@ -106,7 +109,7 @@ def chamfer_l1(points_a: ArrayLike, points_b: ArrayLike) -> float:
         2.0
     """
     a, b = _points(points_a, "points_a"), _points(points_b, "points_b")
-    return _chamfer_l1(_Nearest(a, b))
+    return 0.5 * float(cKDTree(b).query(a, workers=-1)[0].mean() + cKDTree(a).query(b, workers=-1)[0].mean())
 
 
 def normal_consistency(points_a: ArrayLike, normals_a: ArrayLike, points_b: ArrayLike, normals_b: ArrayLike) -> float:
@@ -125,23 +128,41 @@ def normal_consistency(points_a: ArrayLike, normals_a: ArrayLike, points_b: Arra
     return surface_metrics(points_a, normals_a, points_b, normals_b)["normal_consistency"]
 
 
-def surface_metrics(points_a: ArrayLike, normals_a: ArrayLike, points_b: ArrayLike, normals_b: ArrayLike) -> dict[str, float]:
-    """`chamfer_l1` and `normal_consistency` of two oriented point sets, from one nearest-neighbour search.
+Mesh = tuple[ArrayLike, ArrayLike]  # (vertices (V, 3), faces (F, 3))
+
+
+def surface_metrics(
+    points_a: ArrayLike,
+    normals_a: ArrayLike,
+    points_b: ArrayLike,
+    normals_b: ArrayLike,
+    mesh_a: Mesh | None = None,
+    mesh_b: Mesh | None = None,
+) -> dict[str, float]:
+    """`chamfer_l1` and `normal_consistency` of two sampled surfaces, from one nearest search each way.
+
+    Each direction matches the samples of one side with the other side: with that side's mesh, the
+    exact closest point on its triangles and that triangle's normal (libigl's AABB tree); without
+    it, the nearest of its samples and that sample's normal (a KD-tree). Against a mesh there is no
+    sampling floor: two samplings of the same mesh give 0, while point-to-point matching of N samples
+    gives about 0.5 sqrt(area / N).
 
     Args:
-        points_a, normals_a: (N, 3) points and their normals.
-        points_b, normals_b: (M, 3) points and their normals.
+        points_a, normals_a: (N, 3) samples of surface a and their normals.
+        points_b, normals_b: (M, 3) samples of surface b and their normals.
+        mesh_a, mesh_b: optional (vertices (V, 3), faces (F, 3)) of the sampled surfaces.
 
     Returns:
         {"chamfer_l1": ..., "normal_consistency": ...}.
     """
     a, b = _points(points_a, "points_a"), _points(points_b, "points_b")
-    nearest = _Nearest(a, b)
+    normals_a, normals_b = _normals(normals_a, a, "normals_a"), _normals(normals_b, b, "normals_b")
+    distance_ab, matched_ab = _closest(a, b, normals_b, mesh_b)
+    distance_ba, matched_ba = _closest(b, a, normals_a, mesh_a)
     return {
-        "chamfer_l1": _chamfer_l1(nearest),
-        "normal_consistency": _normal_consistency(
-            nearest, _normals(normals_a, a, "normals_a"), _normals(normals_b, b, "normals_b")
-        ),
+        "chamfer_l1": 0.5 * float(distance_ab.mean() + distance_ba.mean()),
+        "normal_consistency": 0.5
+        * float(np.abs((normals_a * matched_ab).sum(1)).mean() + np.abs((normals_b * matched_ba).sum(1)).mean()),
     }
 
 
@@ -164,24 +185,23 @@ def volumetric_iou(inside_a: ArrayLike, inside_b: ArrayLike) -> float:
     return 1.0 if union == 0 else np.count_nonzero(a & b) / union
 
 
-class _Nearest:
-    """Nearest neighbours both ways between point sets a (N, 3) and b (M, 3), one KD-tree per set."""
+def _closest(points: np.ndarray, samples: np.ndarray, normals: np.ndarray, mesh: Mesh | None) -> tuple[np.ndarray, np.ndarray]:
+    """For each of `points` (N, 3): the distance to the other surface and the unit normal there,
+    (N,) and (N, 3); from its `mesh` when given, else from its `samples` and their `normals`."""
+    if mesh is None:
+        distance, index = cKDTree(samples).query(points, workers=-1)
+        return distance, normals[index]
+    import igl
 
-    def __init__(self, a: np.ndarray, b: np.ndarray):
-        self.distance_ab, self.index_ab = cKDTree(b).query(a, workers=-1)  # (N,): a's nearest point in b
-        self.distance_ba, self.index_ba = cKDTree(a).query(b, workers=-1)  # (M,): b's nearest point in a
-
-
-def _chamfer_l1(nearest: _Nearest) -> float:
-    """The mean of the two directions' mean nearest distances."""
-    return 0.5 * float(nearest.distance_ab.mean() + nearest.distance_ba.mean())
-
-
-def _normal_consistency(nearest: _Nearest, normals_a: np.ndarray, normals_b: np.ndarray) -> float:
-    """The mean of the two directions' mean |cosine| to the nearest point's normal, given unit normals."""
-    a_to_b = np.abs(np.sum(normals_a * normals_b[nearest.index_ab], axis=1)).mean()
-    b_to_a = np.abs(np.sum(normals_b * normals_a[nearest.index_ba], axis=1)).mean()
-    return 0.5 * float(a_to_b + b_to_a)
+    vertices = np.ascontiguousarray(_as_numpy(mesh[0]), dtype=np.float64)
+    faces = np.ascontiguousarray(_as_numpy(mesh[1]), dtype=np.int64)
+    if vertices.ndim != 2 or vertices.shape[1] != 3 or faces.ndim != 2 or faces.shape[1] != 3 or len(faces) == 0:
+        raise NfieldError(f"a mesh needs (V, 3) vertices and a non-empty (F, 3) faces, got {vertices.shape} and {faces.shape}")
+    squared, face, _ = igl.point_mesh_squared_distance(points, vertices, faces)
+    corners = vertices[faces[face]]
+    face_normals = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
+    length = np.linalg.norm(face_normals, axis=1, keepdims=True)
+    return np.sqrt(squared), np.divide(face_normals, length, out=np.zeros_like(face_normals), where=length > 0)
 
 
 def _as_numpy(array: ArrayLike) -> np.ndarray:

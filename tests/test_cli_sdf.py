@@ -41,7 +41,8 @@ def bunny_run(tmp_path_factory):
 def test_short_nglod_fit_of_the_bunny_exports_a_mesh_within_chamfer_0_01(bunny_run, capsys):
     out, metrics = bunny_run
     report = json.loads((out / "eval.json").read_text())
-    assert report["chamfer_l1"] < 0.01
+    assert report["chamfer_l1"] < 0.01  # the acceptance bound; measured 0.0012 (exact point-to-mesh matching)
+    assert report["chamfer_l1"] < 0.003
     assert report["normal_consistency"] > 0.95 and report["iou"] > 0.95
     for name in ("config.json", "mesh.ply", "render.png", "render_depth.png"):
         assert (out / name).is_file()
@@ -79,7 +80,7 @@ def test_eval_prints_chamfer_normal_consistency_and_iou_per_lod(bunny_run, capsy
     assert status == 0, err
     finest = json.loads(lines[-1])
     assert {"chamfer_l1", "normal_consistency", "iou"} <= finest.keys() and finest["lod"] == 3
-    assert finest["chamfer_l1"] < 0.01
+    assert finest["chamfer_l1"] < 0.003
     status, lines, _ = run(capsys, "eval", out, "--resolution", 64, "--lod", 0)
     coarsest = json.loads(lines[-1])
     assert coarsest["chamfer_l1"] > finest["chamfer_l1"] and coarsest["parameters"] < finest["parameters"]

@@ -97,3 +97,27 @@ def test_volumetric_iou_of_two_balls_matches_the_lens_volume():
 def test_bad_inputs_are_errors(call):
     with pytest.raises(NfieldError):
         call()
+
+
+def test_matching_against_meshes_removes_the_sampling_floor():
+    import trimesh
+
+    from nfield.metrics import surface_metrics
+
+    inner = trimesh.creation.icosphere(subdivisions=4, radius=0.5)
+    outer = trimesh.creation.icosphere(subdivisions=4, radius=0.6)
+
+    def samples(mesh, n, seed):
+        points, face = trimesh.sample.sample_surface(mesh, n, seed=seed)
+        return points, mesh.face_normals[face]
+
+    a, na = samples(inner, 20000, 0)
+    b, nb = samples(inner, 20000, 1)
+    by_points = surface_metrics(a, na, b, nb)
+    by_mesh = surface_metrics(a, na, b, nb, mesh_a=(inner.vertices, inner.faces), mesh_b=(inner.vertices, inner.faces))
+    assert by_points["chamfer_l1"] > 1e-3  # about 0.5 sqrt(area / N) from sampling alone
+    assert by_mesh["chamfer_l1"] < 1e-9 and by_mesh["normal_consistency"] > 1 - 1e-9
+    c, nc = samples(outer, 20000, 2)
+    shells = surface_metrics(a, na, c, nc, mesh_a=(inner.vertices, inner.faces), mesh_b=(outer.vertices, outer.faces))
+    assert abs(shells["chamfer_l1"] - 0.1) < 2e-3  # the shells' gap, up to tessellation
+    assert shells["normal_consistency"] > 0.999

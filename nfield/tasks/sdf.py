@@ -294,10 +294,14 @@ def geometry_report(
     lod: int | None = None,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Chamfer-L1 and normal consistency between the extracted mesh and the shape's surface (both
-    sampled with `cfg.metric_points` points; normalised units), and the volumetric IoU of the field's
-    inside (f < 0) against the mesh's (winding number) at `cfg.iou_points` uniform points (None for
-    point clouds, which have no inside), plus the model size at `lod`."""
+    """Chamfer-L1 and normal consistency between the extracted mesh and the shape's surface, and the
+    volumetric IoU of the field's inside (f < 0) against the mesh's (winding number) at
+    `cfg.iou_points` uniform points (None for point clouds, which have no inside), plus the model
+    size at `lod`. Normalised units.
+
+    Both surfaces are sampled with `cfg.metric_points` points and each sample is matched with the
+    exact closest point of the other mesh (`surface_metrics`), so the numbers carry no sampling
+    floor; a point cloud's own points stand for its surface (matched point to point)."""
     device = next(model.parameters()).device
     generator = torch.Generator(device)
     generator.manual_seed(seed)
@@ -309,7 +313,10 @@ def geometry_report(
         points_b, normals_b = shape.points, shape.normals
     else:
         points_b, normals_b = surface_samples(shape, cfg.metric_points, generator)
-    report: dict[str, Any] = surface_metrics(points_a.cpu(), normals_a.cpu(), points_b.cpu(), normals_b.cpu())
+    reference = (shape.vertices.cpu(), shape.faces.cpu()) if isinstance(shape, TriangleMesh) else None
+    report: dict[str, Any] = surface_metrics(
+        points_a.cpu(), normals_a.cpu(), points_b.cpu(), normals_b.cpu(), mesh_a=(vertices, faces), mesh_b=reference
+    )
     report["iou"] = None
     if isinstance(shape, TriangleMesh):
         uniform = torch.rand(cfg.iou_points, 3, device=device, generator=generator) * 2 - 1
