@@ -143,6 +143,22 @@ class OrientedPointCloud:
     def to(self, device: torch.device | str) -> OrientedPointCloud:
         return OrientedPointCloud(self.points.to(device), self.normals.to(device), self.normalisation, self.source)
 
+    def winding_number(self, query: torch.Tensor) -> torch.Tensor:
+        """Generalised winding number of the oriented cloud at `query` (N, 3): about 1 inside the
+        sampled surface and 0 outside, robust to holes (Barill et al. 2018, libigl's fast winding
+        number). Each point stands for a disc of area pi r^2 / k, r its distance to its k = 8th
+        nearest neighbour. (N,) float64 on the CPU."""
+        import igl
+        from scipy.spatial import cKDTree
+
+        points = self.points.detach().cpu().double().numpy()
+        if not hasattr(self, "_areas"):
+            k = min(8, len(points) - 1)
+            radius = cKDTree(points).query(points, k + 1, workers=-1)[0][:, -1] if k > 0 else np.ones(len(points))
+            self._areas = np.pi * radius**2 / max(k, 1)
+        normals = self.normals.detach().cpu().double().numpy()
+        return torch.from_numpy(igl.fast_winding_number(points, normals, self._areas, query.detach().cpu().double().numpy()))
+
 
 Shape = TriangleMesh | OrientedPointCloud
 
@@ -334,6 +350,14 @@ def _open3d_distance(vertices: np.ndarray, faces: np.ndarray, query: np.ndarray)
     scene = o3d.t.geometry.RaycastingScene()
     scene.add_triangles(o3d.core.Tensor(vertices.astype(np.float32)), o3d.core.Tensor(faces.astype(np.uint32)))
     return scene.compute_distance(o3d.core.Tensor(query.astype(np.float32))).numpy().astype(np.float64)
+
+
+def inside(shape: Shape, points: torch.Tensor, backend: SDFBackend = "auto") -> torch.Tensor:
+    """(N,) bool on the points' device: where `points` (N, 3) lie inside the shape, by the
+    generalised winding number (> 1/2) of the mesh or of the oriented cloud."""
+    if isinstance(shape, TriangleMesh):
+        return signed_distance(shape, points, backend) < 0
+    return (shape.winding_number(points) > 0.5).to(points.device)
 
 
 def winding_number(vertices: torch.Tensor, faces: torch.Tensor, points: torch.Tensor) -> torch.Tensor:

@@ -32,6 +32,7 @@ from nfield.data.meshes import (
     SDFBackend,
     Shape,
     TriangleMesh,
+    inside,
     sample_surface,
     signed_distance,
     surface_samples,
@@ -66,6 +67,7 @@ class SDFTaskConfig:
     cloud_normal_weight: float = 1e2
     cloud_eikonal_weight: float = 5e1
     cloud_offsurface_weight: float = 1e2
+    cloud_sign_weight: float = 1e3  # hinge on the sign at uniform points, from the cloud's winding number (0: off)
     # evaluation and export
     eval_points: int = 2**15  # held-out points for the periodic evaluation
     mesh_resolution: int = 256  # marching-cubes samples per axis for the exported mesh
@@ -157,32 +159,44 @@ class SDFTask:
         if self.has_distances:
             distance = signed_distance(self.shape, positions[n_surface:], self.cfg.sdf_backend)
             batch["distance"] = torch.cat([torch.zeros(n_surface, device=self.device), distance])
+        else:
+            batch["inside"] = torch.cat(
+                [torch.zeros(n_surface, dtype=torch.bool, device=self.device), self._inside(positions[n_surface:])]
+            )
         return batch
 
-    def sample(self, step: int) -> dict[str, torch.Tensor]:
-        """A batch of `batch_size` rows from the current pool (redrawn every `resample_every` steps)."""
-        cfg = self.cfg
-        if self.has_distances:
-            pool_index = step // cfg.resample_every
-            if self._pool is None or pool_index != self._pool_step:
-                # each pool has its own seed, so a resumed run redraws exactly the pool it was using
-                pool_generator = torch.Generator(self.device)
-                pool_generator.manual_seed(self.seed * 1_000_003 + pool_index)
-                self._pool = self._draw(max(cfg.pool_size, cfg.batch_size), pool_generator)
-                self._pool_step = pool_index
-            pool = self._pool
-            index = torch.randint(0, len(pool["positions"]), (cfg.batch_size,), device=self.device, generator=self.generator)
-            return {key: value[index] for key, value in pool.items()}
-        # point clouds: half on the surface (with normals), half uniform in the box
-        n_surface = cfg.batch_size // 2
-        points, normals = surface_samples(self.shape, n_surface, self.generator)
-        uniform = torch.rand(cfg.batch_size - n_surface, 3, device=self.device, generator=self.generator) * 2 - 1
-        on_surface = torch.arange(cfg.batch_size, device=self.device) < n_surface
+    def _draw_cloud(self, n: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """n training points for a point cloud: half its points (with normals), half uniform in the
+        box with their inside labels (the cloud's winding number)."""
+        n_surface = n // 2
+        points, normals = surface_samples(self.shape, n_surface, generator)
+        uniform = torch.rand(n - n_surface, 3, device=self.device, generator=generator) * 2 - 1
+        on_surface = torch.arange(n, device=self.device) < n_surface
         return {
             "positions": torch.cat([points, uniform]),
             "on_surface": on_surface,
             "normals": torch.cat([normals, torch.zeros_like(uniform)]),
+            "inside": torch.cat([torch.zeros(n_surface, dtype=torch.bool, device=self.device), self._inside(uniform)]),
         }
+
+    def _inside(self, points: torch.Tensor) -> torch.Tensor:
+        if self.cfg.cloud_sign_weight > 0:
+            return inside(self.shape, points)
+        return torch.zeros(len(points), dtype=torch.bool, device=self.device)  # unused: the sign term is off
+
+    def sample(self, step: int) -> dict[str, torch.Tensor]:
+        """A batch of `batch_size` rows from the current pool (redrawn every `resample_every` steps)."""
+        cfg = self.cfg
+        pool_index = step // cfg.resample_every
+        if self._pool is None or pool_index != self._pool_step:
+            # each pool has its own seed, so a resumed run redraws exactly the pool it was using
+            pool_generator = torch.Generator(self.device)
+            pool_generator.manual_seed(self.seed * 1_000_003 + pool_index)
+            draw = self._draw if self.has_distances else self._draw_cloud
+            self._pool = draw(max(cfg.pool_size, cfg.batch_size), pool_generator)
+            self._pool_step = pool_index
+        index = torch.randint(0, len(self._pool["positions"]), (cfg.batch_size,), device=self.device, generator=self.generator)
+        return {key: value[index] for key, value in self._pool.items()}
 
     # --- loss -------------------------------------------------------------------------------------
     def param_groups(self) -> list[dict[str, Any]]:
@@ -216,6 +230,9 @@ class SDFTask:
             + cfg.cloud_eikonal_weight * (gradient.norm(dim=-1) - 1).abs().mean()
             + cfg.cloud_offsurface_weight * torch.exp(-100 * off.abs()).mean(0).sum()
         )
+        if cfg.cloud_sign_weight > 0:  # inside (winding number > 1/2) wants f < 0, outside f > 0
+            sign = torch.where(batch["inside"][~surface], 1.0, -1.0)[:, None]
+            loss = loss + cfg.cloud_sign_weight * F.relu(sign * off).mean(0).sum()
         metrics["surface_mae"] = on[:, -1].detach().abs().mean()
         return loss, metrics
 
@@ -224,7 +241,8 @@ class SDFTask:
     def evaluate(self) -> dict[str, float]:
         """Held-out metrics, per LOD for multi-LOD fields: for meshes the mean absolute distance error
         at the near-surface points (`distance_mae`) and the IoU of the inside (f < 0) at the uniform
-        points (`sign_iou`); for point clouds the mean |f| at the surface points (`surface_mae`)."""
+        points (`sign_iou`); for point clouds the mean |f| at the surface points (`surface_mae`) and,
+        with the sign term on, `sign_iou` against the cloud's winding number."""
         held = self._eval_set
         predicted = torch.cat([self.model.forward_all_lods(x).float() for x in held["positions"].split(self.cfg.chunk)])
         n_lods = predicted.shape[1]
@@ -236,10 +254,12 @@ class SDFTask:
             values = predicted[:, lod]
             if self.has_distances:
                 metrics[f"distance_mae{suffix}"] = float((values[near] - held["distance"][near]).abs().mean())
-                inside = held["distance"][uniform] < 0
-                metrics[f"sign_iou{suffix}"] = volumetric_iou((values[uniform] < 0).cpu(), inside.cpu())
+                truth = held["distance"][uniform] < 0
             else:
                 metrics[f"surface_mae{suffix}"] = float(values[held["on_surface"]].abs().mean())
+                truth = held["inside"][uniform] if self.cfg.cloud_sign_weight > 0 else None
+            if truth is not None:
+                metrics[f"sign_iou{suffix}"] = volumetric_iou((values[uniform] < 0).cpu(), truth.cpu())
         return metrics
 
     def export(self, run_dir: Path) -> None:
@@ -295,9 +315,9 @@ def geometry_report(
     seed: int = 0,
 ) -> dict[str, Any]:
     """Chamfer-L1 and normal consistency between the extracted mesh and the shape's surface, and the
-    volumetric IoU of the field's inside (f < 0) against the mesh's (winding number) at
-    `cfg.iou_points` uniform points (None for point clouds, which have no inside), plus the model
-    size at `lod`. Normalised units.
+    volumetric IoU of the field's inside (f < 0) against the shape's (the generalised winding number
+    of the mesh or of the oriented cloud) at `cfg.iou_points` uniform points, plus the model size at
+    `lod`. Normalised units.
 
     Both surfaces are sampled with `cfg.metric_points` points and each sample is matched with the
     exact closest point of the other mesh (`surface_metrics`), so the numbers carry no sampling
@@ -317,12 +337,9 @@ def geometry_report(
     report: dict[str, Any] = surface_metrics(
         points_a.cpu(), normals_a.cpu(), points_b.cpu(), normals_b.cpu(), mesh_a=(vertices, faces), mesh_b=reference
     )
-    report["iou"] = None
-    if isinstance(shape, TriangleMesh):
-        uniform = torch.rand(cfg.iou_points, 3, device=device, generator=generator) * 2 - 1
-        truth = signed_distance(shape, uniform, cfg.sdf_backend) < 0
-        predicted = torch.cat([model(x, lod=lod).float() for x in uniform.split(cfg.chunk)]) < 0
-        report["iou"] = volumetric_iou(predicted.cpu(), truth.cpu())
+    uniform = torch.rand(cfg.iou_points, 3, device=device, generator=generator) * 2 - 1
+    predicted = torch.cat([model(x, lod=lod).float() for x in uniform.split(cfg.chunk)]) < 0
+    report["iou"] = volumetric_iou(predicted.cpu(), inside(shape, uniform, cfg.sdf_backend).cpu())
     counts = model.lod_parameter_counts()
     n_values = counts[-1 if lod is None else lod]
     report.update(

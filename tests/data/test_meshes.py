@@ -201,3 +201,13 @@ def test_open3d_backend_matches_libigl_or_says_how_to_get_it(monkeypatch):
     monkeypatch.setitem(__import__("sys").modules, "open3d", None)  # as if it were not installed
     with pytest.raises(NfieldError, match="pip install 'nfield\\[open3d\\]'"):
         signed_distance(mesh, points, "open3d")
+
+
+def test_oriented_point_cloud_winding_number_separates_inside_from_outside_despite_a_hole():
+    directions = torch.nn.functional.normalize(torch.randn(4000, 3, generator=torch.Generator().manual_seed(7)), dim=-1)
+    kept = directions[:, 1] < 0.8  # a hole around the north pole
+    cloud = OrientedPointCloud(directions[kept] * 0.5, directions[kept], Normalisation((0.0, 0.0, 0.0), 1.0))
+    radii = torch.rand(300, 1, generator=torch.Generator().manual_seed(8))
+    probes = torch.nn.functional.normalize(torch.randn(300, 3, generator=torch.Generator().manual_seed(9)), dim=-1)
+    assert (cloud.winding_number(probes * radii * 0.35) > 0.5).all()
+    assert (cloud.winding_number(probes * (0.7 + radii * 0.3)) < 0.5).all()
