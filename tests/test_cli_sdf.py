@@ -201,3 +201,17 @@ def test_bad_sdf_input_gives_one_clear_line_and_nonzero_exit(tmp_path, capsys):
         lines = err.strip().splitlines()
         assert status == 1, (argv, err)
         assert len(lines) == 1 and lines[0].startswith("nfield: error:") and message in lines[0], (argv, err)
+
+
+@pytest.mark.parametrize("model", ["nglod", "siren", "hash", "dense", "relu-pe"])
+def test_every_sdf_model_trains_from_the_cli(tmp_path, capsys, model):
+    small = ("--hidden-dim", 16, "--hidden-layers", 1, "--batch-size", 1024, "--mesh-resolution", 24, "--metric-points", 4096)
+    status, lines, err = run(
+        capsys, "fit-sdf", BUNNY, "--model", model, *small, "--steps", 20, "--out", tmp_path / model, "--no-progress"
+    )
+    assert status == 0, err
+    result = json.loads(lines[-1])
+    assert np.isfinite(result["distance_mae"]) and result["distance_mae"] < 0.5
+    config = json.loads((tmp_path / model / "config.json").read_text())
+    assert config["model"] == model and config["field"]["otype"] == ("NGLOD" if model == "nglod" else "Field")
+    assert (tmp_path / model / "render.png").is_file()
