@@ -26,11 +26,10 @@ from bench_report import device_name, report_header, synchronize
 from nfield.data.meshes import load_shape, signed_distance
 from nfield.export import extract_mesh
 from nfield.fields.sdf import NGLODField, distance_fn
-from nfield.render.cameras import PinholeCamera, orbit_poses
-from nfield.render.sphere_trace import render_sdf
+from nfield.render.cameras import orbit_poses
 from nfield.tasks.sdf import SDFTask, SDFTaskConfig, geometry_report
 from nfield.tasks.sdf_models import SDF_MODELS, resolve_sdf_model
-from nfield.tasks.sdf_views import TRACE
+from nfield.tasks.sdf_views import render_view
 from nfield.train import TrainConfig, Trainer, resolve_device, seed_everything
 
 DEFAULT_MESH = Path(__file__).resolve().parents[2] / "shared" / "data" / "sdf" / "bunny.obj"
@@ -45,17 +44,11 @@ SCALES = {
 def frames_per_second(model, lod: int | None, width: int, height: int, frames: int, skip_empty: bool) -> float:
     """Sphere-traced matcap frames per second along a turntable (after one warm-up frame)."""
     device = next(model.parameters()).device
-    camera = PinholeCamera.from_fov(width, height, 40.0)
-    poses = orbit_poses(frames + 1, 3.4, 20.0, start_azimuth_deg=30.0).to(device)
-    empty_space = None
-    if skip_empty and isinstance(model, NGLODField):
-        level = model.n_lods - 1 if lod is None else lod
-        empty_space = lambda points: model.octree.empty_cell_bounds(points, max_level=level)  # noqa: E731
-    for index, c2w in enumerate(poses):
+    for index, c2w in enumerate(orbit_poses(frames + 1, 3.4, 20.0, start_azimuth_deg=30.0)):
         if index == 1:
             synchronize(device)
             start = time.perf_counter()
-        render_sdf(distance_fn(model, lod), camera, c2w, shading="matcap", empty_space=empty_space, **TRACE)
+        render_view(model, c2w, width, height, lod, skip_empty=skip_empty)
     synchronize(device)
     return frames / (time.perf_counter() - start)
 

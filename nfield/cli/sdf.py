@@ -18,7 +18,7 @@ from nfield.components import config_from_dict
 from nfield.data.meshes import Normalisation, TriangleMesh, load_shape
 from nfield.errors import NfieldError
 from nfield.export import check_extraction_memory, extract_mesh
-from nfield.fields.sdf import build_sdf_field, distance_fn, sdf_field_config_from_dict, sdf_field_config_to_dict
+from nfield.fields.sdf import build_sdf_field, check_lod, distance_fn, sdf_field_config_from_dict, sdf_field_config_to_dict
 from nfield.run import prepare_run_dir, read_config, require_checkpoint, write_config
 from nfield.tasks.sdf import SDFTask, SDFTaskConfig, export_mesh, geometry_report
 from nfield.tasks.sdf_models import SDFModelOptions, resolve_sdf_model
@@ -155,11 +155,6 @@ def load_sdf_run(run_dir: Path, device: str) -> tuple[dict[str, Any], torch.nn.M
     return config, model.to(resolve_device(device)).eval(), checkpoint.step
 
 
-def _check_lod(model, lod: Optional[int]) -> None:
-    if lod is not None and not 0 <= lod < model.n_lods:
-        raise NfieldError(f"--lod {lod}: this model has LODs 0..{model.n_lods - 1}")
-
-
 def mesh(
     run_dir: tyro.conf.Positional[Path],
     resolution: int = 256,
@@ -182,7 +177,7 @@ def mesh(
         raise NfieldError(f"--resolution must be at least 2, got {resolution}")
     check_extraction_memory(resolution)
     config, model, _ = load_sdf_run(run_dir, device)
-    _check_lod(model, lod)
+    check_lod(lod, model.n_lods)
     out = out or Path(run_dir) / (f"mesh_r{resolution}" + ("" if lod is None else f"_lod{lod}") + ".ply")
     normalisation = Normalisation.from_dict(config["shape"]["normalisation"])
     vertices, faces = export_mesh(model, out, normalisation, resolution, lod=lod, progress=progress)
@@ -232,7 +227,7 @@ def render(
     if not 0 < fov < 180 or not distance > 0:
         raise NfieldError(f"--fov must be in (0, 180) degrees and --distance positive, got {fov} and {distance}")
     _, model, _ = load_sdf_run(run_dir, device)
-    _check_lod(model, lod)
+    check_lod(lod, model.n_lods)
     view = dict(lod=lod, width=width, height=height, shading=shading, elevation=elevation, distance=distance, fov=fov)
     if orbit:
         out = out or Path(run_dir) / "turntable.mp4"
@@ -252,7 +247,7 @@ def evaluate_sdf(run_dir: Path, shape: Optional[Path], lod: Optional[int], resol
         raise NfieldError(f"--resolution must be at least 2, got {resolution}")
     check_extraction_memory(resolution)
     config, model, step = load_sdf_run(run_dir, device)
-    _check_lod(model, lod)
+    check_lod(lod, model.n_lods)
     normalisation = Normalisation.from_dict(config["shape"]["normalisation"])
     target = load_shape(shape or config["shape"]["source"], normalisation).to(next(model.parameters()).device)
     task_cfg = config_from_dict(SDFTaskConfig, config.get("task_config", {}))

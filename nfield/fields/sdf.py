@@ -49,7 +49,7 @@ class SDFField(nn.Module):
         return self.field.n_levels
 
     def forward(self, x: torch.Tensor, lod: int | None = None) -> torch.Tensor:
-        _check_lod(lod, self.n_lods)
+        check_lod(lod, self.n_lods)
         return self.field(x, level=None if lod is None or self.n_lods == 1 else lod)[:, 0]
 
     def forward_all_lods(self, x: torch.Tensor) -> torch.Tensor:
@@ -89,7 +89,7 @@ class NGLODField(nn.Module):
         return self.cfg.octree.n_lods
 
     def forward(self, x: torch.Tensor, lod: int | None = None) -> torch.Tensor:
-        lod = self.n_lods - 1 if lod is None else _check_lod(lod, self.n_lods)
+        lod = self.n_lods - 1 if lod is None else check_lod(lod, self.n_lods)
         features = self.features(x, lod=lod)
         return self.decoders[lod](torch.cat([features, x.to(features.dtype)], dim=-1))[:, 0]
 
@@ -117,7 +117,8 @@ def distance_fn(model: SDFField | NGLODField, lod: int | None = None) -> Callabl
     return distance
 
 
-def _check_lod(lod: int | None, n_lods: int) -> int | None:
+def check_lod(lod: int | None, n_lods: int) -> int | None:
+    """`lod` itself when it names one of `n_lods` levels of detail (or is None); NfieldError otherwise."""
     if lod is not None and not 0 <= lod < n_lods:
         raise NfieldError(f"--lod {lod}: this model has LODs 0..{n_lods - 1}")
     return lod

@@ -35,11 +35,13 @@ def render_view(
     lod: int | None = None,
     shading: str = "matcap",
     fov: float = 40.0,
+    skip_empty: bool = True,
 ) -> dict:
-    """Render `model` from the camera-to-world pose `c2w` (4, 4); see `render_sdf` for the result."""
+    """Render `model` from the camera-to-world pose `c2w` (4, 4); see `render_sdf` for the result.
+    NGLOD fields skip empty octree cells unless `skip_empty` is False."""
     device = next(model.parameters()).device
     empty_space = None
-    if isinstance(model, NGLODField):
+    if skip_empty and isinstance(model, NGLODField):
         level = model.n_lods - 1 if lod is None else lod
         empty_space = lambda points: model.octree.empty_cell_bounds(points, max_level=level)  # noqa: E731
     return render_sdf(
