@@ -210,3 +210,37 @@ def camera_rays(
     directions = directions / directions.norm(dim=-1, keepdim=True)
     origins = c2w[:3, 3].expand_as(directions).clone()
     return origins, directions
+
+
+@dataclass
+class CameraSet:
+    """N cameras with their own intrinsics and lens distortion, as NeRF datasets describe them.
+
+    Attributes:
+        c2w: (N, 4, 4) float32 camera-to-world poses in this module's convention.
+        fx, fy, cx, cy: (N,) float32 intrinsics in pixels (cx, cy from the top-left corner).
+        width, height: (N,) int64 image sizes in pixels.
+        distortion: (N, 4) float32 OpenCV radial / tangential coefficients (k1, k2, p1, p2); zero
+            rows are ideal pinholes.
+    """
+
+    c2w: torch.Tensor
+    fx: torch.Tensor
+    fy: torch.Tensor
+    cx: torch.Tensor
+    cy: torch.Tensor
+    width: torch.Tensor
+    height: torch.Tensor
+    distortion: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.c2w)
+
+    def __getitem__(self, index) -> CameraSet:
+        """The cameras at `index` (an int, slice, index tensor or bool mask), as a CameraSet."""
+        if isinstance(index, int):
+            index = slice(index, index + 1) if index != -1 else slice(-1, None)
+        return CameraSet(**{key: getattr(self, key)[index] for key in self.__dataclass_fields__})
+
+    def to(self, device: torch.device | str) -> CameraSet:
+        return CameraSet(**{key: getattr(self, key).to(device) for key in self.__dataclass_fields__})
