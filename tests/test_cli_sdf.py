@@ -191,7 +191,7 @@ def test_bad_sdf_input_gives_one_clear_line_and_nonzero_exit(tmp_path, capsys):
         (("fit-sdf", BUNNY, "--model", "siren", "--lods", 3), "nglod model only"),
         (("fit-sdf", BUNNY, "--mesh-resolution", 100000), "largest resolution that fits"),
         (("fit-sdf", BUNNY, "--steps", 0), "--steps"),
-        (("render", tmp_path / "image"), "needs an SDF run"),
+        (("render", tmp_path / "image"), "use render-image for images"),
         (("mesh", tmp_path / "nowhere"), "nowhere"),
     ]
     for argv, message in cases:

@@ -11,21 +11,82 @@ import json
 import platform
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 import torch
 import tyro
 
 import nfield
 from nfield.cli.image import evaluate_image, fit_image, render_image
-from nfield.cli.sdf import evaluate_sdf, fit_sdf, mesh, render
+from nfield.cli.nerf import evaluate_nerf, render_nerf, train_nerf
+from nfield.cli.sdf import evaluate_sdf, fit_sdf, mesh, render_sdf
 from nfield.errors import NfieldError
 from nfield.run import read_config, require_checkpoint
+
+
+def render(
+    run_dir: tyro.conf.Positional[Path],
+    path: Optional[str] = None,
+    orbit: bool = False,
+    frames: int = 120,
+    fps: int = 30,
+    out: Optional[Path] = None,
+    width: Optional[int] = None,
+    height: Optional[int] = None,
+    depth: bool = False,
+    lod: Optional[int] = None,
+    shading: Literal["matcap", "normal"] = "matcap",
+    elevation: float = 20.0,
+    azimuth: float = 30.0,
+    distance: float = 3.4,
+    fov: float = 40.0,
+    device: str = "auto",
+    progress: bool = True,
+) -> None:
+    """Render a trained run: a NeRF along a camera path to an mp4, or a fitted SDF by sphere tracing
+    (one view and its depth map, or a turntable with --orbit).
+
+    Args:
+        run_dir: a run directory written by train-nerf or fit-sdf.
+        path: camera path: orbit, spiral, interp (through the training views) or a nerfstudio
+            camera-path JSON (NeRF runs; default orbit). For SDF runs, orbit is the same as --orbit.
+        orbit: render a 360-degree orbit video (the same as --path orbit).
+        frames: frames of the video.
+        fps: frames per second of the video.
+        out: output file (NeRF: RUN_DIR/<path>.mp4; SDF: RUN_DIR/render.png or RUN_DIR/turntable.mp4).
+        width: frame width in pixels (NeRF default: the training images'; SDF: 1280).
+        height: frame height in pixels (NeRF default: the training images'; SDF: 720).
+        depth: NeRF runs: also write the depth video, <out>_depth.mp4.
+        lod: SDF runs: level of detail (default the finest).
+        shading: SDF runs: matcap (clay look) or normal (normals as colours).
+        elevation: SDF runs: camera elevation in degrees above the horizontal plane.
+        azimuth: SDF runs: camera azimuth in degrees (the turntable's first frame).
+        distance: SDF runs: camera distance from the centre, in normalised box units.
+        fov: SDF runs: vertical field of view in degrees.
+        device: auto, cpu, cuda, cuda:N.
+        progress: show the progress bar.
+    """
+    if frames < 1 or fps < 1:
+        raise NfieldError(f"--frames and --fps must be positive, got {frames} and {fps}")
+    task = read_config(run_dir).get("task")
+    if task == "nerf":
+        if lod is not None:
+            raise NfieldError("--lod applies to SDF runs only")
+        render_nerf(run_dir, "orbit" if orbit else path or "orbit", frames, fps, out, width, height, depth, device, progress)
+    elif task == "sdf":
+        if path not in (None, "orbit"):
+            raise NfieldError(f"--path {path}: SDF runs render one view, or an orbit with --orbit")
+        orbit = orbit or path == "orbit"
+        view = (lod, width or 1280, height or 720, shading, elevation, azimuth, distance, fov)
+        render_sdf(run_dir, orbit, frames, fps, out, *view, device, progress)
+    else:
+        raise NfieldError(f"{run_dir}: is an '{task}' run; render works on NeRF and SDF runs (use render-image for images)")
 
 
 def evaluate(
     run_dir: tyro.conf.Positional[Path],
     image: Optional[str] = None,
+    scene: Optional[str] = None,
     shape: Optional[Path] = None,
     lod: Optional[int] = None,
     resolution: int = 256,
@@ -33,12 +94,14 @@ def evaluate(
 ) -> None:
     """Evaluate a run against its target; prints one JSON object on the last line.
 
-    Image runs: PSNR and SSIM. SDF runs: chamfer_l1 and normal_consistency between a mesh extracted
+    Image runs: PSNR and SSIM. NeRF runs: PSNR and SSIM over every held-out view. SDF runs:
+    chamfer_l1 and normal_consistency between a mesh extracted
     at --resolution and the input surface (normalised [-1, 1] box units), and the volumetric iou.
 
     Args:
         run_dir: a run directory.
         image: image runs: target image (default: the one the run was fitted to).
+        scene: NeRF runs: scene folder (default: the one the run was trained on).
         shape: SDF runs: reference mesh or point cloud (default: the one the run was fitted to).
         lod: SDF runs: level of detail (default the finest).
         resolution: SDF runs: marching-cubes samples per axis.
@@ -49,6 +112,8 @@ def evaluate(
         metrics = evaluate_image(run_dir, image, device)
     elif task == "sdf":
         metrics = evaluate_sdf(run_dir, shape, lod, resolution, device)
+    elif task == "nerf":
+        metrics = evaluate_nerf(run_dir, scene, device)
     else:
         raise NfieldError(f"{run_dir}: unknown task '{task}' in config.json")
     print(json.dumps(metrics))
@@ -106,6 +171,7 @@ COMMANDS = {
     "fit-image": fit_image,
     "render-image": render_image,
     "fit-sdf": fit_sdf,
+    "train-nerf": train_nerf,
     "mesh": mesh,
     "render": render,
     "eval": evaluate,

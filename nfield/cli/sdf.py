@@ -184,46 +184,26 @@ def mesh(
     print(f"wrote {out} ({len(vertices):,} vertices, {len(faces):,} faces)", file=sys.stderr)
 
 
-def render(
-    run_dir: tyro.conf.Positional[Path],
-    orbit: bool = False,
-    frames: int = 120,
-    fps: int = 30,
-    out: Optional[Path] = None,
-    lod: Optional[int] = None,
-    width: int = 1280,
-    height: int = 720,
-    shading: Literal["matcap", "normal"] = "matcap",
-    elevation: float = 20.0,
-    azimuth: float = 30.0,
-    distance: float = 3.4,
-    fov: float = 40.0,
-    device: str = "auto",
-    progress: bool = True,
+def render_sdf(
+    run_dir: Path,
+    orbit: bool,
+    frames: int,
+    fps: int,
+    out: Optional[Path],
+    lod: Optional[int],
+    width: int,
+    height: int,
+    shading: str,
+    elevation: float,
+    azimuth: float,
+    distance: float,
+    fov: float,
+    device: str,
+    progress: bool,
 ) -> None:
-    """Sphere-trace a fitted SDF: one image (and its depth map), or a turntable video with --orbit.
-
-    Args:
-        run_dir: a run directory written by fit-sdf.
-        orbit: render a 360-degree turntable of --frames frames to an mp4.
-        frames: frames of the turntable.
-        fps: frames per second of the video.
-        out: output file (default RUN_DIR/render.png, or RUN_DIR/turntable.mp4 with --orbit).
-        lod: level of detail (default the finest).
-        width: image width in pixels.
-        height: image height in pixels.
-        shading: matcap (clay look) or normal (normals as colours).
-        elevation: camera elevation in degrees above the horizontal plane.
-        azimuth: camera azimuth in degrees (the turntable's first frame).
-        distance: camera distance from the centre, in normalised box units (the shape spans [-0.9, 0.9]).
-        fov: vertical field of view in degrees.
-        device: auto, cpu, cuda, cuda:N.
-        progress: show the progress bar.
-    """
+    """The SDF side of ``nfield render``: one sphere-traced view (and its depth map), or a turntable."""
     if width < 1 or height < 1 or width * height > 2**26:
         raise NfieldError(f"--width/--height: {width}x{height} is not a renderable size (1 to 2^26 pixels)")
-    if orbit and (frames < 1 or fps < 1):
-        raise NfieldError(f"--frames and --fps must be positive, got {frames} and {fps}")
     if not 0 < fov < 180 or not distance > 0:
         raise NfieldError(f"--fov must be in (0, 180) degrees and --distance positive, got {fov} and {distance}")
     _, model, _ = load_sdf_run(run_dir, device)

@@ -16,6 +16,7 @@ from nfield.encodings.progressive import (
 )
 from nfield.encodings.registry import ENCODINGS
 from nfield.encodings.sape import SpatiallyAdaptiveProgressive, SpatiallyAdaptiveProgressiveConfig
+from nfield.encodings.sh import SphericalHarmonics, SphericalHarmonicsConfig, spherical_harmonics
 
 __all__ = [
     "ENCODINGS",
@@ -39,4 +40,7 @@ __all__ = [
     "DenseGrid",
     "DenseGridConfig",
     "GridLevel",
+    "SphericalHarmonics",
+    "SphericalHarmonicsConfig",
+    "spherical_harmonics",
 ]

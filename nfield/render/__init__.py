@@ -1,6 +1,29 @@
-"""Rendering: pinhole cameras and poses (`cameras`), and sphere tracing of signed distance fields (`sphere_trace`)."""
+"""Rendering: cameras, rays and camera paths (`cameras`), sphere tracing of signed distance fields
+(`sphere_trace`), and volume rendering of radiance fields (`samplers`, `volume`)."""
 
-from nfield.render.cameras import PinholeCamera, camera_rays, look_at, orbit_poses
+from nfield.render.cameras import (
+    CameraSet,
+    PinholeCamera,
+    camera_rays,
+    distort,
+    image_rays,
+    interpolated_path,
+    load_camera_path,
+    look_at,
+    orbit_poses,
+    pixel_rays,
+    scene_orbit,
+    spiral_path,
+    undistort,
+)
+from nfield.render.samplers import (
+    OccupancyGrid,
+    OccupancyGridConfig,
+    RaySamples,
+    importance_samples,
+    ray_aabb,
+    stratified_samples,
+)
 from nfield.render.sphere_trace import (
     SHADINGS,
     SphereTraceResult,
@@ -11,12 +34,32 @@ from nfield.render.sphere_trace import (
     shade_normals,
     sphere_trace,
 )
+from nfield.render.volume import accumulate, composite, render_rays, render_weights
 
 __all__ = [
+    "CameraSet",
     "PinholeCamera",
     "camera_rays",
+    "distort",
+    "image_rays",
+    "interpolated_path",
+    "load_camera_path",
     "look_at",
     "orbit_poses",
+    "pixel_rays",
+    "scene_orbit",
+    "spiral_path",
+    "undistort",
+    "OccupancyGrid",
+    "OccupancyGridConfig",
+    "RaySamples",
+    "importance_samples",
+    "ray_aabb",
+    "stratified_samples",
+    "accumulate",
+    "composite",
+    "render_rays",
+    "render_weights",
     "SHADINGS",
     "SphereTraceResult",
     "ray_box_intersection",

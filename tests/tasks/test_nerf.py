@@ -1,0 +1,93 @@
+"""The NeRF task on generated scenes with exact ground truth, and on the real fox capture."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from nfield.data.scenes import load_scene
+from nfield.encodings import HashGridConfig
+from nfield.fields.radiance import NGPFieldConfig, VanillaNeRFConfig
+from nfield.render.samplers import OccupancyGridConfig
+from nfield.tasks.nerf import NeRFTask, NeRFTaskConfig, composite_on
+from scenes.synthetic import generate
+
+FOX = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "nerf" / "fox"
+SMALL_NGP = NGPFieldConfig(grid=HashGridConfig(n_levels=8, log2_hashmap_size=14, base_resolution=8, per_level_scale=1.5))
+SMALL_SAMPLING = NeRFTaskConfig(
+    batch_rays=512, steps_per_ray=128, occupancy=OccupancyGridConfig(resolution=32, warmup_steps=32, update_every=8)
+)
+
+
+@pytest.fixture(scope="module")
+def primitives(tmp_path_factory):
+    return load_scene(
+        generate("primitives", tmp_path_factory.mktemp("scene") / "primitives", size=40, n_train=40, n_val=1, n_test=3)
+    )
+
+
+def _train(task: NeRFTask, steps: int, lr: float) -> list[float]:
+    optimizer = torch.optim.Adam(task.model.parameters(), lr=lr, eps=1e-15)
+    grid = task.model["grid"] if "grid" in task.model else None
+    losses = []
+    for step in range(steps):
+        if grid is not None:
+            grid.update(step, steps)
+        loss, _ = task.loss(task.sample(step))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    return losses
+
+
+def test_ngp_learns_a_synthetic_scene_to_a_held_out_psnr(primitives):
+    torch.manual_seed(0)
+    task = NeRFTask(primitives, SMALL_NGP, SMALL_SAMPLING, seed=0)
+    before = task.evaluate()
+    _train(task, 200, 1e-2)
+    after = task.evaluate()
+    assert before["psnr"] < 14 and after["psnr"] > 21 and after["ssim"] > 0.8
+
+
+def test_samples_are_composited_on_each_rays_background(primitives):
+    task = NeRFTask(primitives, SMALL_NGP, SMALL_SAMPLING, seed=1)
+    generator_state = task.generator.get_state()
+    batch = task.sample(0)
+    task.generator.set_state(generator_state)  # redraw the same pixels by hand
+    images = primitives.train.images
+    n, height, width, _ = images.shape
+    camera = torch.randint(0, n, (512,), generator=task.generator)
+    row = torch.randint(0, height, (512,), generator=task.generator)
+    column = torch.randint(0, width, (512,), generator=task.generator)
+    background = torch.rand(512, 3, generator=task.generator)
+    rgba = images[camera, row, column].double() / 255
+    expected = rgba[:, :3] * rgba[:, 3:] + background.double() * (1 - rgba[:, 3:])
+    torch.testing.assert_close(batch["target"].double(), expected, atol=1e-6, rtol=0)
+    torch.testing.assert_close(batch["u"], column.float() + 0.5)
+    assert ((batch["target"] - batch["background"]).abs().sum(-1) > 0).any()  # some pixels are opaque
+    torch.testing.assert_close(composite_on(torch.ones(2, 4) * 0.5, torch.zeros(2, 3)), torch.full((2, 3), 0.25))
+
+
+def test_vanilla_nerf_trains_with_coarse_and_fine_sampling(primitives):
+    torch.manual_seed(0)
+    vanilla = VanillaNeRFConfig(
+        position_frequencies=4, direction_frequencies=2, width=32, depth=4, skip_layer=2, direction_width=16
+    )
+    cfg = NeRFTaskConfig(batch_rays=256, sampler="hierarchical", n_samples=16, n_importance=16)
+    task = NeRFTask(primitives, vanilla, cfg, seed=0)
+    assert set(task.model) == {"field", "coarse"}
+    losses = _train(task, 60, 5e-3)
+    assert sum(losses[-10:]) < 0.7 * sum(losses[:10])
+
+
+@pytest.mark.skipif(not FOX.exists(), reason="shared data not available")
+def test_the_fox_trains_a_few_hundred_steps_at_reduced_resolution():
+    with pytest.warns(UserWarning, match="missing"):
+        fox = load_scene(FOX, downscale=8, skip_missing_images=True)
+    torch.manual_seed(0)
+    cfg = NeRFTaskConfig(batch_rays=256, steps_per_ray=64, occupancy=OccupancyGridConfig(resolution=32, warmup_steps=32))
+    task = NeRFTask(fox, SMALL_NGP, cfg, seed=0)
+    losses = _train(task, 200, 1e-2)
+    assert all(torch.isfinite(torch.tensor(losses)))
+    assert sum(losses[-20:]) < 0.6 * sum(losses[:20])

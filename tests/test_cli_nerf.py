@@ -1,0 +1,109 @@
+"""End-to-end: train-nerf, render and eval on a generated Blender-format scene, and their errors."""
+
+import json
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from nfield.checkpoint import latest_checkpoint
+from nfield.cli import main
+from scenes.synthetic import generate
+
+SMALL = ("--n-levels", 6, "--log2-hashmap-size", 12, "--grid-resolution", 16, "--grid-warmup", 8, "--steps-per-ray", 64)
+SMALL += ("--batch-rays", 256, "--no-progress")
+
+
+def run(capsys, *argv):
+    status = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return status, captured.out.strip().splitlines(), captured.err
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory):
+    return generate("textured", tmp_path_factory.mktemp("scene") / "textured", size=24, n_train=12, n_val=1, n_test=2)
+
+
+@pytest.fixture(scope="module")
+def trained(scene, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "nerf"
+    assert main([str(a) for a in ("train-nerf", scene, *SMALL, "--steps", 40, "--eval-every", 20, "--out", out)]) == 0
+    return out
+
+
+def test_train_nerf_reports_held_out_metrics_and_writes_renders(trained, capsys):
+    metrics = [json.loads(line) for line in (trained / "metrics.jsonl").read_text().splitlines()]
+    evals = [m for m in metrics if m["kind"] == "eval"]
+    assert [m["step"] for m in evals] == [20, 40] and all(np.isfinite(m["psnr"]) for m in evals)
+    config = json.loads((trained / "config.json").read_text())
+    assert config["task"] == "nerf" and config["scene"]["dialect"] == "blender" and config["field"]["otype"] == "NGP"
+    assert config["field"]["grid"]["n_levels"] == 6 and config["task_config"]["occupancy"]["resolution"] == 16
+    assert sorted(p.name for p in (trained / "renders").iterdir()) == ["r_0.png", "r_0_truth.png", "r_1.png", "r_1_truth.png"]
+    status, lines, err = run(capsys, "eval", trained)
+    assert status == 0, err
+    result = json.loads(lines[-1])
+    assert result["psnr"] == pytest.approx(evals[-1]["psnr"], abs=1e-6) and result["views"] == 2
+
+
+def test_render_writes_a_playable_orbit_video_and_its_depth(trained, capsys, tmp_path):
+    status, _, err = run(capsys, "render", trained, "--path", "orbit", "--frames", 3, "--depth", "--out", tmp_path / "o.mp4")
+    assert status == 0, err
+    frames = iio.imread(tmp_path / "o.mp4", plugin="FFMPEG", index=None)
+    assert frames.shape == (3, 24, 24, 3) and not np.array_equal(frames[0], frames[1])
+    assert iio.imread(tmp_path / "o_depth.mp4", plugin="FFMPEG", index=None).shape[0] == 3
+    for path in ("spiral", "interp"):
+        status, _, err = run(
+            capsys,
+            "render",
+            trained,
+            "--path",
+            path,
+            "--frames",
+            2,
+            "--width",
+            16,
+            "--height",
+            12,
+            "--out",
+            tmp_path / f"{path}.mp4",
+        )
+        assert status == 0, err
+        assert iio.imread(tmp_path / f"{path}.mp4", plugin="FFMPEG", index=None).shape == (2, 12, 16, 3)
+    status, _, err = run(capsys, "render", trained, "--lod", 1)
+    assert status == 1 and "SDF runs only" in err
+
+
+def test_nerf_resume_equals_an_uninterrupted_run(scene, tmp_path, capsys):
+    common = (*SMALL, "--lr-schedule", "constant", "--checkpoint-every", 5, "--eval-every", 100)
+    assert run(capsys, "train-nerf", scene, "--steps", 10, "--out", tmp_path / "a", *common)[0] == 0
+    assert run(capsys, "train-nerf", scene, "--steps", 5, "--out", tmp_path / "b", *common)[0] == 0
+    status, lines, err = run(capsys, "train-nerf", scene, "--resume", "--steps", 10, "--out", tmp_path / "b", "--no-progress")
+    assert status == 0, err
+    a = load_file(str(latest_checkpoint(tmp_path / "a").model_file))
+    b = load_file(str(latest_checkpoint(tmp_path / "b").model_file))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_bad_nerf_input_gives_one_clear_line_and_nonzero_exit(scene, tmp_path, capsys):
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "transforms.json").write_text("{ not json")
+    (tmp_path / "missing").mkdir()
+    (tmp_path / "missing" / "transforms.json").write_text(
+        json.dumps({"fl_x": 10, "w": 8, "h": 6, "frames": [{"file_path": "a.png", "transform_matrix": np.eye(4).tolist()}]})
+    )
+    cases = [
+        (("train-nerf", tmp_path / "nowhere"), "nowhere"),
+        (("train-nerf", tmp_path / "broken"), "transforms.json"),
+        (("train-nerf", tmp_path / "missing"), "a.png"),
+        (("train-nerf", scene, "--model", "octree"), "unknown model"),
+        (("train-nerf", scene, "--model", "vanilla", "--n-levels", 4), "ngp model only"),
+        (("train-nerf", scene, "--downscale", 0), "--downscale"),
+    ]
+    for argv, message in cases:
+        status, _, err = run(capsys, *argv, "--out", tmp_path / "run", "--no-progress")
+        lines = err.strip().splitlines()
+        assert status == 1, (argv, err)
+        assert len(lines) == 1 and lines[0].startswith("nfield: error:") and message in lines[0], (argv, err)
