@@ -107,3 +107,14 @@ def test_bad_nerf_input_gives_one_clear_line_and_nonzero_exit(scene, tmp_path, c
         lines = err.strip().splitlines()
         assert status == 1, (argv, err)
         assert len(lines) == 1 and lines[0].startswith("nfield: error:") and message in lines[0], (argv, err)
+
+
+def test_vanilla_nerf_trains_checkpoints_and_renders_from_the_cli(scene, tmp_path, capsys):
+    small = ("--n-samples", 8, "--n-importance", 8, "--batch-rays", 64, "--no-progress")
+    status, lines, err = run(capsys, "train-nerf", scene, "--model", "vanilla", *small, "--steps", 4, "--out", tmp_path / "v")
+    assert status == 0, err
+    assert np.isfinite(json.loads(lines[-1])["psnr"])
+    weights = load_file(str(latest_checkpoint(tmp_path / "v").model_file))
+    assert {key.split(".")[0] for key in weights} == {"field", "coarse"}
+    status, _, err = run(capsys, "render", tmp_path / "v", "--frames", 2, "--width", 8, "--height", 8, "--no-progress")
+    assert status == 0, err

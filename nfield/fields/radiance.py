@@ -191,7 +191,7 @@ class RadianceField(nn.Module):
         if aabb.shape != (2, 3) or not bool((aabb[1] > aabb[0]).all()):
             raise NfieldError(f"aabb must be [[xmin, ymin, zmin], [xmax, ymax, zmax]] with min < max, got {aabb.tolist()}")
         self.cfg = cfg
-        self.register_buffer("aabb", aabb)
+        self.register_buffer("aabb", aabb.clone())  # its own copy: fields built on one box save separately
         if _otype(cfg) == "VanillaNeRF":
             self.geometry: nn.Module = NeRFTrunk(cfg)
             n_features = cfg.width

@@ -1,0 +1,150 @@
+"""NeRF benchmark: held-out PSNR/SSIM against training time, training rays/s and render frames/s.
+
+For the ngp and vanilla fields, on a generated Blender-format object scene (``scenes.synthetic``,
+exact ground truth) and on the fox capture: train, evaluating every held-out view whenever the
+training time (the trainer's own clock, evaluation excluded) passes a checkpoint; then time the
+rendering of one held-out view. The baseline is the vanilla NeRF in the same run: the ngp/vanilla
+ratio of training rays/s and the PSNR gap at every time checkpoint.
+
+    python scripts/bench_nerf.py                      # GPU scale: 800x800 scene, fox at full size, 15/60/180/300 s
+    python scripts/bench_nerf.py --scale cpu          # CPU scale: 64x64 scene, fox / 16, 15/30/60 s, smaller sampling
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from bench_report import device_name, report_header, synchronize
+
+from nfield.data.scenes import load_scene
+from nfield.render.cameras import image_rays
+from nfield.tasks.nerf import BACKGROUNDS, NeRFTask, NeRFTaskConfig, render_image
+from nfield.tasks.nerf_models import NeRFModelOptions, resolve_nerf_model
+from nfield.train import TrainConfig, Trainer, resolve_device, seed_everything
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository's scenes/ generators
+from scenes.synthetic import generate  # noqa: E402
+
+FOX = Path(__file__).resolve().parents[2] / "shared" / "data" / "nerf" / "fox"
+
+SCALES = {
+    # synthetic scene size and views, fox downscale, time checkpoints (s), steps between clock checks,
+    # sampling overrides
+    "gpu": dict(size=800, n_train=100, n_test=20, fox_downscale=1, seconds=(15, 60, 180, 300), chunk=100, options={}),
+    "cpu": dict(
+        size=64,
+        n_train=40,
+        n_test=4,
+        fox_downscale=16,
+        seconds=(15, 30, 60),
+        chunk=5,
+        options=dict(grid_resolution=64, grid_warmup=64, steps_per_ray=256),
+    ),
+}
+BATCH_RAYS = {"gpu": {"ngp": 2**13, "vanilla": 2**12}, "cpu": {"ngp": 1024, "vanilla": 256}}
+
+
+def train_with_time_checkpoints(scene, model: str, scale_name: str, device: torch.device, seed: int) -> dict:
+    scale = SCALES[scale_name]
+    options = NeRFModelOptions(**scale["options"])
+    preset = resolve_nerf_model(model, options)
+    task_cfg = options.apply(NeRFTaskConfig(batch_rays=BATCH_RAYS[scale_name][model], sampler=preset.sampler))
+    steps = 10**6  # the schedule's horizon; training stops at the last time checkpoint
+    cfg = TrainConfig(
+        steps=steps,
+        lr=preset.lr,
+        mixed_precision=preset.mixed_precision,
+        eval_every=0,
+        checkpoint_every=0,
+        log_every=100,
+        progress=False,
+    )
+    seed_everything(seed)
+    task = NeRFTask(scene, preset.field, task_cfg, device=device, seed=seed)
+    curve = []
+    with tempfile.TemporaryDirectory() as run_dir:
+        trainer = Trainer(task, cfg, Path(run_dir), device=device)
+        for seconds in scale["seconds"]:
+            while trainer.train_seconds < seconds:
+                trainer.fit(stop_after=trainer.step + scale["chunk"])  # steps between clock checks
+            curve.append({"seconds": seconds, "step": trainer.step, "train_seconds": trainer.train_seconds, **task.evaluate()})
+    rays_per_second = task_cfg.batch_rays * trainer.step / trainer.train_seconds
+    return {"model": model, "curve": curve, "rays_per_second": rays_per_second, "fps": render_fps(task)}
+
+
+def render_fps(task: NeRFTask, repeats: int = 2) -> float:
+    """Frames per second rendering the first held-out view (after one warm-up render)."""
+    cameras = task.scene.test.cameras.to(task.device)
+    background = torch.tensor(BACKGROUNDS["white"], device=task.device)
+    origins, directions = image_rays(cameras, 0)
+    task.model.eval()
+    render_image(task.model, task.cfg, task.scene.near, origins, directions, background)
+    synchronize(task.device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        render_image(task.model, task.cfg, task.scene.near, origins, directions, background)
+    synchronize(task.device)
+    return repeats / (time.perf_counter() - start)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", choices=sorted(SCALES), default="gpu")
+    parser.add_argument("--models", nargs="+", default=["ngp", "vanilla"], choices=["ngp", "vanilla"])
+    parser.add_argument("--fox", type=Path, default=FOX)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=Path("bench_nerf.json"))
+    args = parser.parse_args()
+    device = resolve_device(args.device)
+    scale = SCALES[args.scale]
+    report = report_header(device, scale={"name": args.scale, **scale}, seed=args.seed, results=[])
+    print(f"device: {device_name(device)}")
+    header = f"{'scene':<26}{'model':<9}" + "".join(f"{f'PSNR@{s}s':>11}" for s in scale["seconds"])
+    header += f"{'SSIM':>7}{'steps':>8}{'rays/s':>11}{'fps':>8}"
+    print(f"{header}\n{'-' * len(header)}")
+    with tempfile.TemporaryDirectory() as data_dir:
+        synthetic = generate(
+            "primitives",
+            Path(data_dir) / "primitives",
+            size=scale["size"],
+            n_train=scale["n_train"],
+            n_val=1,
+            n_test=scale["n_test"],
+        )
+        scenes = [(f"primitives {scale['size']}x{scale['size']}", load_scene(synthetic))]
+        if args.fox.exists():
+            fox = load_scene(args.fox, downscale=scale["fox_downscale"], skip_missing_images=True)
+            height, width = fox.train.images.shape[1:3]
+            scenes.append((f"fox {width}x{height}", fox))
+        for label, scene in scenes:
+            rows = {}
+            for model in args.models:
+                row = {"scene": label, **train_with_time_checkpoints(scene, model, args.scale, device, args.seed)}
+                rows[model] = row
+                report["results"].append(row)
+                psnrs = "".join(f"{point['psnr']:>11.2f}" for point in row["curve"])
+                last = row["curve"][-1]
+                print(
+                    f"{label:<26}{model:<9}{psnrs}{last['ssim']:>7.3f}{last['step']:>8}{row['rays_per_second']:>11,.0f}{row['fps']:>8.2f}",
+                    flush=True,
+                )
+            if {"ngp", "vanilla"} <= rows.keys():
+                ngp, vanilla = rows["ngp"], rows["vanilla"]
+                gaps = [a["psnr"] - b["psnr"] for a, b in zip(ngp["curve"], vanilla["curve"])]
+                ratio = ngp["rays_per_second"] / vanilla["rays_per_second"]
+                report.setdefault("baseline", []).append({"scene": label, "psnr_gap_db": gaps, "rays_per_second_ratio": ratio})
+                print(f"{'':<26}ngp - vanilla: " + ", ".join(f"{g:+.2f} dB" for g in gaps) + f"; rays/s x{ratio:.1f}")
+    args.out.write_text(json.dumps(report, indent=2, default=float) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
