@@ -52,7 +52,7 @@ class NeRFTaskConfig:
     train_background: Literal["random", "white", "black"] = "random"
     eval_background: Literal["white", "black"] = "white"
     # evaluation and rendering
-    eval_views: int = 0  # held-out views per evaluation (0: all of them)
+    eval_views: int = 8  # held-out views per evaluation during training, evenly spaced (0: all; `nfield eval` uses all)
     render_chunk: int = 2**13  # rays per forward pass when rendering images
 
     def validate(self) -> None:
