@@ -50,38 +50,11 @@ from nfield.encodings import (
 )
 from nfield.encodings.sh import check_sh_degree
 from nfield.errors import NfieldError
+from nfield.fields.density import TRUNC_EXP_MAX, trunc_exp  # noqa: F401 (re-exported)
 from nfield.fields.field import Field, FieldConfig
+from nfield.fields.kilonerf import KiloNeRFConfig, KiloNeRFField
 from nfield.networks import MLP, NETWORKS, MLPConfig
 from nfield.networks.mlp import check_int
-
-TRUNC_EXP_MAX = 15.0  # trunc_exp's backward uses exp(min(x, this)) <= 3.3e6 as the local gradient
-
-
-class _TruncExp(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(x)
-        return torch.exp(x)
-
-    @staticmethod
-    def backward(ctx: Any, grad_out: torch.Tensor) -> torch.Tensor:
-        (x,) = ctx.saved_tensors
-        return grad_out * torch.exp(x.clamp(max=TRUNC_EXP_MAX))
-
-
-def trunc_exp(x: torch.Tensor) -> torch.Tensor:
-    """exp(x) with the gradient of exp(min(x, 15)): instant-ngp's density activation.
-
-    The forward pass is the plain exponential (inf above ~88 in float32); only the gradient is
-    truncated, so one large log-density cannot blow up a training step.
-
-    Args:
-        x: any shape, log-density.
-
-    Returns:
-        exp(x), same shape.
-    """
-    return _TruncExp.apply(x)
 
 
 @dataclass(frozen=True)
@@ -143,8 +116,13 @@ def _check_heads(owner: str, cfg: NGPFieldConfig | GenericRadianceConfig) -> Non
     check_int(owner, "color_layers", cfg.color_layers, 0)
 
 
-RadianceConfig = VanillaNeRFConfig | NGPFieldConfig | GenericRadianceConfig
-_KINDS: dict[str, type] = {"VanillaNeRF": VanillaNeRFConfig, "NGP": NGPFieldConfig, "Generic": GenericRadianceConfig}
+RadianceConfig = VanillaNeRFConfig | NGPFieldConfig | GenericRadianceConfig | KiloNeRFConfig
+_KINDS: dict[str, type] = {
+    "VanillaNeRF": VanillaNeRFConfig,
+    "NGP": NGPFieldConfig,
+    "Generic": GenericRadianceConfig,
+    "KiloNeRF": KiloNeRFConfig,
+}
 _COMPONENTS = {"grid": ENCODINGS, "encoding": ENCODINGS, "direction_encoding": ENCODINGS, "network": NETWORKS}  # nested configs
 
 
@@ -257,8 +235,10 @@ def _as_generic(cfg: NGPFieldConfig) -> GenericRadianceConfig:
     )
 
 
-def build_radiance_field(cfg: RadianceConfig, aabb: torch.Tensor) -> RadianceField:
-    """The radiance field for `cfg` over the world box `aabb` (2, 3)."""
+def build_radiance_field(cfg: RadianceConfig, aabb: torch.Tensor) -> RadianceField | KiloNeRFField:
+    """The radiance field for `cfg` over the world box `aabb` (2, 3) (a grid of tiny MLPs for KiloNeRF)."""
+    if isinstance(cfg, KiloNeRFConfig):
+        return KiloNeRFField(cfg, aabb)
     return RadianceField(cfg, aabb)
 
 
@@ -272,7 +252,7 @@ def _otype(cfg: RadianceConfig) -> str:
 
 
 def radiance_config_to_dict(cfg: RadianceConfig) -> dict[str, Any]:
-    """JSON form ``{"otype": "VanillaNeRF" | "NGP" | "Generic", ...}``; component configs carry their own otype."""
+    """JSON form ``{"otype": "VanillaNeRF" | "NGP" | "Generic" | "KiloNeRF", ...}``; component configs carry their own otype."""
     data: dict[str, Any] = {"otype": _otype(cfg)}
     for f in dataclasses.fields(cfg):
         value = getattr(cfg, f.name)

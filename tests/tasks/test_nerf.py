@@ -7,6 +7,7 @@ import torch
 
 from nfield.data.scenes import load_scene
 from nfield.encodings import HashGridConfig
+from nfield.fields.kilonerf import KiloNeRFConfig
 from nfield.fields.radiance import NGPFieldConfig, VanillaNeRFConfig
 from nfield.render.samplers import OccupancyGridConfig
 from nfield.tasks.nerf import NeRFTask, NeRFTaskConfig, composite_on
@@ -91,3 +92,11 @@ def test_the_fox_trains_a_few_hundred_steps_at_reduced_resolution():
     losses = _train(task, 200, 1e-2)
     assert all(torch.isfinite(torch.tensor(losses)))
     assert sum(losses[-20:]) < 0.6 * sum(losses[:20])
+
+
+def test_kilonerf_trains_directly_from_images_to_a_held_out_psnr(primitives):
+    torch.manual_seed(0)
+    task = NeRFTask(primitives, KiloNeRFConfig(longest_axis_cells=8, position_frequencies=6), SMALL_SAMPLING, seed=0)
+    _train(task, 200, 5e-3)
+    result = task.evaluate()
+    assert result["psnr"] > 21 and result["ssim"] > 0.85

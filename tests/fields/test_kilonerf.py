@@ -1,0 +1,89 @@
+import pytest
+import torch
+
+from nfield.encodings.frequency import frequency_features
+from nfield.errors import NfieldError
+from nfield.fields.kilonerf import KiloNeRFConfig, KiloNeRFField, grid_resolution
+from nfield.fields.radiance import trunc_exp
+
+SMALL = KiloNeRFConfig(longest_axis_cells=4, position_frequencies=2, direction_frequencies=1, hidden=8, feature_dim=6)
+BOX = torch.tensor([[-1.0, -0.5, -0.25], [1.0, 0.5, 0.25]])
+
+
+def _reference(field: KiloNeRFField, x: torch.Tensor, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each point through its own cell's MLP, one cell at a time, with plain matrix products."""
+    rgb, sigma = torch.zeros(len(x), 3, dtype=x.dtype), torch.zeros(len(x), dtype=x.dtype)
+    cells = field.cell_index(x)
+    for cell in cells.unique().tolist():
+        if cell < 0:
+            continue
+        mask = cells == cell
+        local = field.local_coordinates(x[mask], cells[mask])
+        h = torch.cat([local, frequency_features(local, SMALL.position_frequencies)], dim=-1)
+
+        def linear(layer, h):
+            return h @ layer.weight[cell] + layer.bias[cell]
+
+        h = torch.relu(linear(field.position_layers[0], h))
+        h = torch.relu(linear(field.position_layers[1], h))
+        out = linear(field.position_layers[2], h)
+        sigma[mask] = trunc_exp(out[:, 0])
+        directions = torch.cat([d[mask], frequency_features(d[mask], SMALL.direction_frequencies)], dim=-1)
+        h = torch.relu(linear(field.color_layers[0], torch.cat([out[:, 1:], directions], dim=-1)))
+        rgb[mask] = torch.sigmoid(linear(field.color_layers[1], h))
+    return rgb, sigma
+
+
+def test_resolution_follows_the_box_and_absurd_grids_are_refused():
+    assert grid_resolution(16, BOX) == (16, 8, 4)
+    assert KiloNeRFField(SMALL, BOX).resolution == (4, 2, 1)
+    with pytest.raises(NfieldError, match="cells; at most"):
+        grid_resolution(2000, torch.tensor([[-1.0, -1, -1], [1, 1, 1]]))
+    with pytest.raises(NfieldError, match="positive integer"):
+        KiloNeRFConfig(longest_axis_cells=0)
+
+
+def test_batched_evaluation_equals_the_per_cell_loop_in_values_and_gradients():
+    torch.manual_seed(0)
+    field = KiloNeRFField(SMALL, BOX)
+    x = torch.rand(300, 3) * 2.4 - 1.2  # some points outside the box
+    d = torch.nn.functional.normalize(torch.randn(300, 3), dim=-1)
+    rgb, sigma = field(x, d)
+    grads = torch.autograd.grad((rgb.sum() + sigma.sum()), list(field.parameters()))
+    ref_rgb, ref_sigma = _reference(field, x, d)
+    ref_grads = torch.autograd.grad((ref_rgb.sum() + ref_sigma.sum()), list(field.parameters()))
+    torch.testing.assert_close(rgb, ref_rgb)
+    torch.testing.assert_close(sigma, ref_sigma)
+    for got, want in zip(grads, ref_grads):
+        torch.testing.assert_close(got, want)
+    torch.testing.assert_close(field.density(x), sigma)
+    outside = field.cell_index(x) < 0
+    assert outside.any() and (sigma[outside] == 0).all() and (rgb[outside] == 0).all()
+    # cells without points get no gradient: they cost nothing
+    used = torch.zeros(field.n_cells, dtype=torch.bool)
+    used[field.cell_index(x)[~outside]] = True
+    assert (grads[0][~used] == 0).all() and (grads[0][used].abs().sum() > 0)
+
+
+def test_cells_are_assigned_at_borders_and_outside_the_box():
+    field = KiloNeRFField(SMALL, BOX)  # cells 0.5 wide in x, 0.5 in y, 0.5 in z
+    points = torch.tensor(
+        [
+            [-1.0, -0.5, -0.25],  # the lower corner: cell (0, 0, 0)
+            [-0.5, -0.5, -0.25],  # on the first x border: the upper cell (1, 0, 0)
+            [1.0, 0.5, 0.25],  # the upper corner: the last cell (3, 1, 0)
+            [0.99, 0.0, 0.0],  # cell (3, 1, 0)
+            [1.01, 0.0, 0.0],  # outside
+            [0.0, -0.51, 0.0],  # outside
+        ]
+    )
+    assert field.cell_index(points).tolist() == [0, 2, 7, 7, -1, -1]
+    local = field.local_coordinates(points[:4], field.cell_index(points[:4]))
+    torch.testing.assert_close(local[0], torch.tensor([-1.0, -1.0, -1.0]))
+    torch.testing.assert_close(local[2], torch.tensor([1.0, 1.0, 1.0]))
+
+
+def test_parameters_live_in_stacked_tensors():
+    field = KiloNeRFField(SMALL, BOX)
+    shapes = [tuple(p.shape) for p in field.parameters()]
+    assert all(shape[0] == field.n_cells for shape in shapes) and len(shapes) == 10
