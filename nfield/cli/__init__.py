@@ -21,6 +21,7 @@ from nfield.cli.image import evaluate_image, fit_image, render_image
 from nfield.cli.nerf import evaluate_nerf, render_nerf, train_nerf
 from nfield.cli.sdf import evaluate_sdf, fit_sdf, mesh, render_sdf
 from nfield.errors import NfieldError
+from nfield.fields.kilonerf import load_kilonerf
 from nfield.run import read_config, require_checkpoint
 
 
@@ -165,6 +166,14 @@ def _describe_run(run_dir: Path) -> None:
     print(f"checkpoint: step {checkpoint.step} of {config.get('train', {}).get('steps')}")
     print(f"weights: {n_values:,} values, {checkpoint.model_file.stat().st_size / 2**20:.2f} MiB")
     print(f"field: {json.dumps(config.get('field'))}")
+    export = Path(run_dir) / "kilonerf.safetensors"
+    if export.is_file():
+        field, occupied = load_kilonerf(export)
+        n_occupied = "unknown" if occupied is None else f"{int(occupied.sum()):,}"
+        print(
+            f"kilonerf: {'x'.join(map(str, field.resolution))} = {field.n_cells:,} cells, {n_occupied} occupied, "
+            f"{field.parameter_count():,} parameters, {export.stat().st_size / 2**20:.2f} MB ({export.name})"
+        )
 
 
 COMMANDS = {

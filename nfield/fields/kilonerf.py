@@ -20,8 +20,12 @@ largest group, and run every layer as one batched matrix product over the occupi
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -182,3 +186,58 @@ class _CellGroups:
     def unpad(self, padded: torch.Tensor) -> torch.Tensor:
         """(C, P, ...) -> (M, ...) back in the points' order."""
         return padded[self.group, self.slot]
+
+
+def occupied_cells(field: KiloNeRFField, occupied_at, samples_per_axis: int = 4) -> torch.Tensor:
+    """(n_cells,) bool: the KiloNeRF cells in which `occupied_at` ((M, 3) world points -> (M,) bool,
+    e.g. an occupancy grid's) is true at any of a samples_per_axis^3 lattice of points."""
+    device = field.aabb.device
+    r = torch.tensor(field.resolution, device=device)
+    cells = torch.arange(field.n_cells, device=device)
+    ijk = torch.stack([cells // (r[1] * r[2]), (cells // r[2]) % r[1], cells % r[2]], dim=-1).float()  # (C, 3)
+    offsets = (torch.arange(samples_per_axis, device=device) + 0.5) / samples_per_axis
+    lattice = torch.stack(torch.meshgrid(offsets, offsets, offsets, indexing="ij"), dim=-1).reshape(-1, 3)  # (S, 3)
+    u = (ijk[:, None, :] + lattice[None]) / r  # (C, S, 3) in [0, 1]
+    points = field.aabb[0] + u * (field.aabb[1] - field.aabb[0])
+    return occupied_at(points.reshape(-1, 3)).reshape(field.n_cells, -1).any(dim=1)
+
+
+def save_kilonerf(path, field: KiloNeRFField, occupied: torch.Tensor | None = None) -> None:
+    """Write `field` as safetensors: every stacked parameter under its module name, the (n_cells,)
+    `occupied_cells` mask when given, and a JSON header (format, grid resolution, box, layer sizes)
+    in the file's metadata, so other renderers can load it."""
+    from safetensors.torch import save_file
+
+    tensors = {name: value.detach().cpu().contiguous() for name, value in field.state_dict().items()}
+    if occupied is not None:
+        tensors["occupied_cells"] = occupied.detach().cpu().to(torch.uint8)
+    header = {
+        "format": "nfield-kilonerf-1",
+        "resolution": list(field.resolution),
+        "aabb": field.aabb.tolist(),
+        "config": dataclasses.asdict(field.cfg),
+        "layers": {name: list(tensor.shape) for name, tensor in tensors.items() if name.endswith("weight")},
+    }
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.tmp")
+    save_file(tensors, str(temporary), metadata={"kilonerf": json.dumps(header)})
+    os.replace(temporary, path)  # readers never see a half-written file
+
+
+def load_kilonerf(path) -> tuple[KiloNeRFField, torch.Tensor | None]:
+    """The field written by `save_kilonerf` (on the CPU) and its occupied-cells mask (or None)."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            header = json.loads((handle.metadata() or {})["kilonerf"])
+        tensors = load_file(str(path))
+        field = KiloNeRFField(KiloNeRFConfig(**header["config"]), torch.tensor(header["aabb"]))
+    except Exception as err:  # safetensors raises its own error types for corrupt files
+        raise NfieldError(
+            f"{path}: not a KiloNeRF export ({str(err).splitlines()[0] if str(err) else type(err).__name__})"
+        ) from None
+    occupied = tensors.pop("occupied_cells", None)
+    field.load_state_dict(tensors)
+    return field, None if occupied is None else occupied.bool()

@@ -26,6 +26,7 @@ from tqdm import tqdm
 from nfield.data.images import save_image
 from nfield.data.scenes import Scene, SceneSplit
 from nfield.errors import NfieldError
+from nfield.fields.kilonerf import KiloNeRFField, occupied_cells, save_kilonerf
 from nfield.fields.radiance import build_radiance_field
 from nfield.metrics import psnr, psnr_from_mse, ssim
 from nfield.render.cameras import CameraSet, PinholeCamera, camera_rays, image_rays, pixel_rays
@@ -128,7 +129,12 @@ class NeRFTask:
         return {"psnr": sum(s[0] for s in scores) / len(scores), "ssim": sum(s[1] for s in scores) / len(scores)}
 
     def export(self, run_dir: Path) -> None:
-        """Write every held-out view's render next to its ground truth in ``renders/``."""
+        """Write every held-out view's render next to its ground truth in ``renders/``, and for a
+        KiloNeRF its portable export ``kilonerf.safetensors``."""
+        field_module = self.model["field"]
+        if isinstance(field_module, KiloNeRFField) and "grid" in self.model:
+            occupied = occupied_cells(field_module, self.model["grid"].occupied_at)
+            save_kilonerf(Path(run_dir) / "kilonerf.safetensors", field_module, occupied)
         out = Path(run_dir) / "renders"
         for rendered, target, name in self._test_renders(0):
             save_image(out / f"{name}.png", rendered.cpu())

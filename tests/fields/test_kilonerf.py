@@ -87,3 +87,30 @@ def test_parameters_live_in_stacked_tensors():
     field = KiloNeRFField(SMALL, BOX)
     shapes = [tuple(p.shape) for p in field.parameters()]
     assert all(shape[0] == field.n_cells for shape in shapes) and len(shapes) == 10
+
+
+def test_export_round_trips_with_its_header_and_occupied_cells(tmp_path):
+    import json
+
+    from safetensors import safe_open
+
+    from nfield.fields.kilonerf import load_kilonerf, occupied_cells, save_kilonerf
+
+    torch.manual_seed(1)
+    field = KiloNeRFField(SMALL, BOX)
+    ball = occupied_cells(field, lambda p: p.norm(dim=-1) < 0.3)  # the cells a ball of radius 0.3 touches
+    assert 0 < int(ball.sum()) < field.n_cells
+    assert bool(ball[field.cell_index(torch.zeros(1, 3))].all())
+    save_kilonerf(tmp_path / "k.safetensors", field, ball)
+    loaded, occupied = load_kilonerf(tmp_path / "k.safetensors")
+    assert torch.equal(occupied, ball) and loaded.resolution == field.resolution
+    x, d = torch.rand(50, 3) - 0.5, torch.nn.functional.normalize(torch.randn(50, 3), dim=-1)
+    for got, want in zip(loaded(x, d), field(x, d)):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+    with safe_open(str(tmp_path / "k.safetensors"), framework="pt") as handle:
+        header = json.loads(handle.metadata()["kilonerf"])
+    assert header["resolution"] == [4, 2, 1] and header["aabb"] == BOX.tolist()
+    assert header["layers"]["position_layers.0.weight"] == [8, 3 * (1 + 2 * 2), 8]
+    (tmp_path / "bad.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(NfieldError, match="not a KiloNeRF export"):
+        load_kilonerf(tmp_path / "bad.safetensors")
