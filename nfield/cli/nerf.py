@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional
 
@@ -212,10 +213,12 @@ def render_nerf(
         focal = 0.5 * height / float(np.tan(np.radians(float(fov[0])) / 2))
     camera = PinholeCamera(width, height, focal, focal, width / 2, height / 2)
     background = torch.tensor(BACKGROUNDS[task_cfg.eval_background], device=next(model.parameters()).device)
-    rendered = render_poses(model, task_cfg, config["scene"]["near"], poses, camera, background, progress)
     out = Path(out or Path(run_dir) / f"{Path(path).stem}.mp4")
     if out.suffix.lower() != ".mp4":
         raise NfieldError(f"--out {out}: a camera path is written as an .mp4 video")
+    started = time.perf_counter()
+    rendered = render_poses(model, task_cfg, config["scene"]["near"], poses, camera, background, progress)
+    fps = len(rendered) / (time.perf_counter() - started)
     out.parent.mkdir(parents=True, exist_ok=True)
     video = np.stack([(frame["rgb"].clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy() for frame in rendered])
     iio.imwrite(out, video, plugin="FFMPEG", fps=fps, codec="libx264", quality=8, macro_block_size=2)
@@ -236,7 +239,10 @@ def render_nerf(
             macro_block_size=2,
         )
         written.append(depth_out)
-    print(f"wrote {' and '.join(map(str, written))} ({len(rendered)} frames at {width}x{height})", file=sys.stderr)
+    print(
+        f"wrote {' and '.join(map(str, written))} ({len(rendered)} frames at {width}x{height}, rendered at {fps:.2f} frames/s)",
+        file=sys.stderr,
+    )
 
 
 def evaluate_nerf(run_dir: Path, scene: Optional[str], device: str) -> dict[str, Any]:
