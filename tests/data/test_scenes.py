@@ -12,7 +12,7 @@ from nfield.data.scenes import load_scene
 from nfield.errors import NfieldError
 from nfield.render.cameras import look_at, orbit_poses
 
-FOX = Path("/work/shared/data/nerf/fox")
+FOX = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "nerf" / "fox"
 
 
 def pixels(seed, height=6, width=8, channels=3):
@@ -305,7 +305,7 @@ def test_skip_missing_images_drops_frames_with_a_warning(tmp_path):
     assert scene.test.names == ["images/000.png", "images/002.png"] and scene.train.names == ["images/001.png"]
 
 
-@pytest.mark.skipif(not FOX.is_dir(), reason="the fox capture is not in /work/shared/data/nerf")
+@pytest.mark.skipif(not FOX.is_dir(), reason="shared data not available")
 def test_fox_capture():
     frames = json.loads((FOX / "transforms.json").read_text())["frames"]
     present = sorted(frame["file_path"] for frame in frames if (FOX / frame["file_path"]).is_file())
