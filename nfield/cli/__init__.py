@@ -17,6 +17,7 @@ import torch
 import tyro
 
 import nfield
+from nfield.cli.distill import distill
 from nfield.cli.image import evaluate_image, fit_image, render_image
 from nfield.cli.nerf import evaluate_nerf, render_nerf, train_nerf
 from nfield.cli.sdf import evaluate_sdf, fit_sdf, mesh, render_sdf
@@ -41,6 +42,7 @@ def render(
     azimuth: float = 30.0,
     distance: float = 3.4,
     fov: float = 40.0,
+    half: bool = False,
     device: str = "auto",
     progress: bool = True,
 ) -> None:
@@ -64,6 +66,7 @@ def render(
         azimuth: SDF runs: camera azimuth in degrees (the turntable's first frame).
         distance: SDF runs: camera distance from the centre, in normalised box units.
         fov: SDF runs: vertical field of view in degrees.
+        half: NeRF runs: evaluate the field in half precision (float16 on CUDA, bfloat16 on CPU).
         device: auto, cpu, cuda, cuda:N.
         progress: show the progress bar.
     """
@@ -73,8 +76,11 @@ def render(
     if task == "nerf":
         if lod is not None:
             raise NfieldError("--lod applies to SDF runs only")
-        render_nerf(run_dir, "orbit" if orbit else path or "orbit", frames, fps, out, width, height, depth, device, progress)
+        nerf_path = "orbit" if orbit else path or "orbit"
+        render_nerf(run_dir, nerf_path, frames, fps, out, width, height, depth, device, progress, half)
     elif task == "sdf":
+        if half:
+            raise NfieldError("--half applies to NeRF runs only")
         if path not in (None, "orbit"):
             raise NfieldError(f"--path {path}: SDF runs render one view, or an orbit with --orbit")
         orbit = orbit or path == "orbit"
@@ -91,6 +97,7 @@ def evaluate(
     shape: Optional[Path] = None,
     lod: Optional[int] = None,
     resolution: int = 256,
+    half: bool = False,
     device: str = "auto",
 ) -> None:
     """Evaluate a run against its target; prints one JSON object on the last line.
@@ -106,15 +113,18 @@ def evaluate(
         shape: SDF runs: reference mesh or point cloud (default: the one the run was fitted to).
         lod: SDF runs: level of detail (default the finest).
         resolution: SDF runs: marching-cubes samples per axis.
+        half: NeRF runs: evaluate the field in half precision (float16 on CUDA, bfloat16 on CPU).
         device: auto, cpu, cuda, cuda:N.
     """
     task = read_config(run_dir).get("task")
+    if half and task != "nerf":
+        raise NfieldError("--half applies to NeRF runs only")
     if task == "image":
         metrics = evaluate_image(run_dir, image, device)
     elif task == "sdf":
         metrics = evaluate_sdf(run_dir, shape, lod, resolution, device)
     elif task == "nerf":
-        metrics = evaluate_nerf(run_dir, scene, device)
+        metrics = evaluate_nerf(run_dir, scene, device, half)
     else:
         raise NfieldError(f"{run_dir}: unknown task '{task}' in config.json")
     print(json.dumps(metrics))
@@ -166,6 +176,9 @@ def _describe_run(run_dir: Path) -> None:
     print(f"checkpoint: step {checkpoint.step} of {config.get('train', {}).get('steps')}")
     print(f"weights: {n_values:,} values, {checkpoint.model_file.stat().st_size / 2**20:.2f} MiB")
     print(f"field: {json.dumps(config.get('field'))}")
+    if "teacher" in config:
+        teacher = config["teacher"]
+        print(f"distilled from: {teacher.get('run_dir')} ({teacher.get('model')}, step {teacher.get('step')})")
     export = Path(run_dir) / "kilonerf.safetensors"
     if export.is_file():
         field, occupied = load_kilonerf(export)
@@ -181,6 +194,7 @@ COMMANDS = {
     "render-image": render_image,
     "fit-sdf": fit_sdf,
     "train-nerf": train_nerf,
+    "distill": distill,
     "mesh": mesh,
     "render": render,
     "eval": evaluate,

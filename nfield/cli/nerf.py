@@ -30,6 +30,7 @@ from nfield.tasks.nerf import (
     NeRFTaskConfig,
     build_nerf_model,
     cameras_from_json,
+    half_precision,
     render_poses,
     write_cameras,
 )
@@ -186,6 +187,7 @@ def render_nerf(
     depth: bool,
     device: str,
     progress: bool,
+    half: bool = False,
 ) -> None:
     """The NeRF side of ``nfield render``: a camera path to an mp4 (and its depth video)."""
     config, model, task_cfg, _ = load_nerf_run(run_dir, device)
@@ -217,7 +219,8 @@ def render_nerf(
     if out.suffix.lower() != ".mp4":
         raise NfieldError(f"--out {out}: a camera path is written as an .mp4 video")
     started = time.perf_counter()
-    rendered = render_poses(model, task_cfg, config["scene"]["near"], poses, camera, background, progress)
+    with half_precision(background.device, half):
+        rendered = render_poses(model, task_cfg, config["scene"]["near"], poses, camera, background, progress)
     fps = len(rendered) / (time.perf_counter() - started)
     out.parent.mkdir(parents=True, exist_ok=True)
     video = np.stack([(frame["rgb"].clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy() for frame in rendered])
@@ -240,12 +243,13 @@ def render_nerf(
         )
         written.append(depth_out)
     print(
-        f"wrote {' and '.join(map(str, written))} ({len(rendered)} frames at {width}x{height}, rendered at {fps:.2f} frames/s)",
+        f"wrote {' and '.join(map(str, written))} ({len(rendered)} frames at {width}x{height}, "
+        f"rendered at {fps:.2f} frames/s{' in half precision' if half else ''})",
         file=sys.stderr,
     )
 
 
-def evaluate_nerf(run_dir: Path, scene: Optional[str], device: str) -> dict[str, Any]:
+def evaluate_nerf(run_dir: Path, scene: Optional[str], device: str, half: bool = False) -> dict[str, Any]:
     """PSNR/SSIM of a NeRF run on every held-out view of its scene (default: the one it trained on)."""
     config, model, task_cfg, step = load_nerf_run(run_dir, device)
     loaded = load_scene(
@@ -259,5 +263,7 @@ def evaluate_nerf(run_dir: Path, scene: Optional[str], device: str) -> dict[str,
         dataclasses.replace(task_cfg, eval_views=0),
         device=next(model.parameters()).device,
     )
-    task.model.load_state_dict(model.state_dict())
-    return {"step": step, **task.evaluate(), "views": len(loaded.test.images)}
+    task.model = model
+    with half_precision(task.device, half):
+        metrics = task.evaluate()
+    return {"step": step, **metrics, "views": len(loaded.test.images), **({"half": True} if half else {})}

@@ -12,10 +12,11 @@ Network per cell (the paper's): encoded position -> hidden -> hidden -> (density
 exponential. Every layer's parameters are stacked tensors (n_cells, in, out), never a list of
 modules.
 
-Evaluation groups the points by cell: sort by cell index, pad each occupied cell's points to the
-largest group, and run every layer as one batched matrix product over the occupied cells only
-(cells without points cost nothing). The result equals evaluating each cell's MLP on its points
-(tested against a per-cell loop, values and gradients).
+Evaluation groups the points by cell: sort by cell index, cut each occupied cell's points into
+tiles of a fixed width, and run every layer as one batched matrix product over the tiles (cells
+without points cost nothing). Other grouping strategies are selectable for comparison (see
+`KiloNeRFField`). Every strategy equals evaluating each cell's MLP on its points (tested against a
+per-cell loop, values and gradients).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from torch import nn
 from nfield.encodings.frequency import frequency_features
 from nfield.errors import NfieldError
 from nfield.fields.density import trunc_exp
+from nfield.render.samplers import OccupancyGrid
 
 #: Cells above this many would not fit a sensible amount of memory (4M cells x ~5k weights).
 MAX_CELLS = 2**22
@@ -88,10 +90,26 @@ class StackedLinear(nn.Module):
 
 class KiloNeRFField(nn.Module):
     """A grid of tiny radiance MLPs over the world box `aabb` (2, 3); the same interface as
-    `RadianceField`: ``density(x) -> (M,)`` and ``forward(x, d) -> (rgb (M, 3), sigma (M,))``."""
+    `RadianceField`: ``density(x) -> (M,)`` and ``forward(x, d) -> (rgb (M, 3), sigma (M,))``.
 
-    def __init__(self, cfg: KiloNeRFConfig, aabb: torch.Tensor):
+    `strategy` picks how points are grouped for the batched products (all give the same values
+    and gradients; `scripts/bench_kilonerf.py` measures them):
+
+    - ``tiled`` (default): sort by cell, cut each cell's points into tiles of `tile` points, one
+      `baddbmm` over the tiles. Padding is under one tile per cell whatever the distribution.
+    - ``padded``: sort by cell, pad every cell to the fullest one, one `baddbmm` over the cells.
+      Cheap for even distributions; memory grows with (occupied cells x fullest cell).
+    - ``segment``: sort by cell, one grouped matrix product over the contiguous segments.
+    - ``gather``: every point multiplied by a per-point copy of its cell's weights.
+    """
+
+    def __init__(self, cfg: KiloNeRFConfig, aabb: torch.Tensor, strategy: str = "tiled", tile: int = 128):
         super().__init__()
+        if strategy not in _LAYOUTS:
+            raise NfieldError(f"unknown KiloNeRF evaluation strategy '{strategy}'; use one of {', '.join(_LAYOUTS)}")
+        if not (isinstance(tile, int) and tile >= 1):
+            raise NfieldError(f"KiloNeRF tile must be a positive integer, got {tile!r}")
+        self.strategy, self.tile = strategy, tile
         aabb = torch.as_tensor(aabb, dtype=torch.float32)
         if aabb.shape != (2, 3) or not bool((aabb[1] > aabb[0]).all()):
             raise NfieldError(f"aabb must be [[xmin, ymin, zmin], [xmax, ymax, zmax]] with min < max, got {aabb.tolist()}")
@@ -142,64 +160,163 @@ class KiloNeRFField(nn.Module):
         inside = torch.nonzero(cells >= 0).squeeze(1)
         if len(inside) == 0:
             return rgb, sigma
-        groups = _CellGroups(cells[inside])
+        groups = _LAYOUTS[self.strategy](cells[inside], self.tile)
         local = self.local_coordinates(x[inside], cells[inside])
-        encoded = torch.cat([local, frequency_features(local, self.cfg.position_frequencies)], dim=-1)
-        h = groups.pad(encoded)
+        h = groups.pad(torch.cat([local, frequency_features(local, self.cfg.position_frequencies)], dim=-1))
         for layer in self.position_layers[:-1]:
-            h = torch.relu(layer(h, groups.cells))
-        out = self.position_layers[-1](h, groups.cells)  # (C, P, 1 + feature_dim)
-        sigma = sigma.index_put((inside,), trunc_exp(groups.unpad(out[..., 0])))
+            h = torch.relu(groups.linear(layer, h))
+        out = groups.linear(self.position_layers[-1], h)  # (..., 1 + feature_dim)
+        sigma = sigma.index_put((inside,), trunc_exp(groups.unpad(out[..., 0]).float()))
         if d is None:
             return rgb, sigma
         directions = d[inside].float()
         encoded_directions = torch.cat([directions, frequency_features(directions, self.cfg.direction_frequencies)], dim=-1)
-        h = torch.cat([out[..., 1:], groups.pad(encoded_directions)], dim=-1)
-        h = torch.relu(self.color_layers[0](h, groups.cells))
-        colour = torch.sigmoid(self.color_layers[1](h, groups.cells))
+        h = torch.cat([out[..., 1:], groups.pad(encoded_directions).to(out.dtype)], dim=-1)
+        h = torch.relu(groups.linear(self.color_layers[0], h))
+        colour = torch.sigmoid(groups.linear(self.color_layers[1], h).float())
         return rgb.index_put((inside,), groups.unpad(colour)), sigma
+
+    def last_layers(self) -> list[StackedLinear]:
+        """The output layers (density + feature, and RGB): the paper's L2-regularised layers."""
+        return [self.position_layers[-1], self.color_layers[-1]]
 
     def parameter_count(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
+    def extra_repr(self) -> str:
+        return f"resolution={self.resolution}, cells={self.n_cells}, strategy={self.strategy}, tile={self.tile}"
 
-class _CellGroups:
-    """Points grouped by cell: the occupied cells (C,), and for every point its group and its slot
-    within the group, so (M, F) values pad to (C, P, F) and back."""
 
-    def __init__(self, cells: torch.Tensor):
+class _Tiles:
+    """Points grouped by cell in tiles of at most `tile` points (one tile per cell, as wide as the
+    fullest cell, when `tile` is None): (M, F) values pad to (T, tile, F) and every layer is one
+    `baddbmm` over the tiles with each tile's cell weights."""
+
+    def __init__(self, cells: torch.Tensor, tile: int | None):
         order = torch.argsort(cells, stable=True)
         unique, counts = torch.unique_consecutive(cells[order], return_counts=True)
+        width = int(counts.max()) if tile is None else tile
+        tiles_per_cell = (counts + width - 1) // width
+        first_tile = torch.cumsum(tiles_per_cell, 0) - tiles_per_cell
         starts = torch.cumsum(counts, 0) - counts
+        arange = torch.arange(len(cells), device=cells.device)
         group_sorted = torch.repeat_interleave(torch.arange(len(unique), device=cells.device), counts)
-        slot_sorted = torch.arange(len(cells), device=cells.device) - starts[group_sorted]
-        self.cells = unique
-        self.width = int(counts.max())
-        self.group = torch.empty_like(group_sorted).index_put_((order,), group_sorted)
-        self.slot = torch.empty_like(slot_sorted).index_put_((order,), slot_sorted)
+        slot_sorted = arange - starts[group_sorted]  # the point's rank within its cell
+        tile_sorted = first_tile[group_sorted] + slot_sorted // width
+        self.tile_cells = torch.repeat_interleave(unique, tiles_per_cell)  # (T,) the cell of each tile
+        self.width = width
+        self.tile = torch.empty_like(tile_sorted).index_put_((order,), tile_sorted)
+        self.slot = torch.empty_like(slot_sorted).index_put_((order,), slot_sorted % width)
 
     def pad(self, values: torch.Tensor) -> torch.Tensor:
-        """(M, F) per point -> (C, P, F), zeros in the padding."""
-        padded = values.new_zeros(len(self.cells), self.width, values.shape[-1])
-        return padded.index_put((self.group, self.slot), values)
+        """(M, F) per point -> (T, width, F), zeros in the padding."""
+        padded = values.new_zeros(len(self.tile_cells), self.width, values.shape[-1])
+        return padded.index_put((self.tile, self.slot), values)
 
     def unpad(self, padded: torch.Tensor) -> torch.Tensor:
-        """(C, P, ...) -> (M, ...) back in the points' order."""
-        return padded[self.group, self.slot]
+        """(T, width, ...) -> (M, ...) back in the points' order."""
+        return padded[self.tile, self.slot]
+
+    def linear(self, layer: StackedLinear, h: torch.Tensor) -> torch.Tensor:
+        return torch.baddbmm(layer.bias[self.tile_cells][:, None, :].to(h.dtype), h, layer.weight[self.tile_cells].to(h.dtype))
 
 
-def occupied_cells(field: KiloNeRFField, occupied_at, samples_per_axis: int = 4) -> torch.Tensor:
-    """(n_cells,) bool: the KiloNeRF cells in which `occupied_at` ((M, 3) world points -> (M,) bool,
-    e.g. an occupancy grid's) is true at any of a samples_per_axis^3 lattice of points."""
+class _Segments:
+    """Points sorted by cell, contiguous per cell, and every layer one grouped matrix product over
+    the cells' segments (`torch.nn.functional.grouped_mm`; in bfloat16 on CUDA, which it requires)."""
+
+    def __init__(self, cells: torch.Tensor, tile: int | None):
+        self.order = torch.argsort(cells, stable=True)
+        self.point_cells = cells[self.order]
+        self.cells, counts = torch.unique_consecutive(self.point_cells, return_counts=True)
+        self.offsets = torch.cumsum(counts, 0).to(torch.int32)
+        self.inverse = torch.empty_like(self.order).index_put_((self.order,), torch.arange(len(cells), device=cells.device))
+
+    def pad(self, values: torch.Tensor) -> torch.Tensor:
+        return values[self.order]
+
+    def unpad(self, values: torch.Tensor) -> torch.Tensor:
+        return values[self.inverse]
+
+    def linear(self, layer: StackedLinear, h: torch.Tensor) -> torch.Tensor:
+        dtype = torch.bfloat16 if h.is_cuda else h.dtype
+        in_dim, out_dim = layer.weight.shape[1:]
+        align = 8  # grouped_mm wants rows of a multiple of 16 bytes
+        pad_in, pad_out = -in_dim % align, -out_dim % align
+        weight = nn.functional.pad(layer.weight[self.cells], (0, pad_out, 0, pad_in)).to(dtype)
+        a = nn.functional.pad(h, (0, pad_in)).to(dtype).contiguous()
+        out = nn.functional.grouped_mm(a, weight, offs=self.offsets)[:, :out_dim]
+        return out.to(h.dtype) + layer.bias[self.point_cells].to(h.dtype)
+
+
+class _Gather:
+    """Every point multiplied by its own cell's weights, gathered per point (chunked)."""
+
+    CHUNK = 2**15  # points per gather: (CHUNK, in, out) weights at a time
+
+    def __init__(self, cells: torch.Tensor, tile: int | None):
+        self.cells = cells
+
+    def pad(self, values: torch.Tensor) -> torch.Tensor:
+        return values
+
+    def unpad(self, values: torch.Tensor) -> torch.Tensor:
+        return values
+
+    def linear(self, layer: StackedLinear, h: torch.Tensor) -> torch.Tensor:
+        parts = [
+            torch.baddbmm(layer.bias[c][:, None, :].to(p.dtype), p[:, None, :], layer.weight[c].to(p.dtype))[:, 0]
+            for p, c in zip(h.split(self.CHUNK), self.cells.split(self.CHUNK))
+        ]
+        return torch.cat(parts)
+
+
+_LAYOUTS = {"tiled": _Tiles, "padded": lambda cells, tile: _Tiles(cells, None), "segment": _Segments, "gather": _Gather}
+#: How `KiloNeRFField` groups points for its batched matrix products (see `KiloNeRFField`).
+STRATEGIES = tuple(_LAYOUTS)
+
+
+def cell_corners(field: KiloNeRFField) -> tuple[torch.Tensor, torch.Tensor]:
+    """(n_cells, 3) min corners and (3,) size of the field's cells, in world units."""
     device = field.aabb.device
     r = torch.tensor(field.resolution, device=device)
     cells = torch.arange(field.n_cells, device=device)
-    ijk = torch.stack([cells // (r[1] * r[2]), (cells // r[2]) % r[1], cells % r[2]], dim=-1).float()  # (C, 3)
-    offsets = (torch.arange(samples_per_axis, device=device) + 0.5) / samples_per_axis
-    lattice = torch.stack(torch.meshgrid(offsets, offsets, offsets, indexing="ij"), dim=-1).reshape(-1, 3)  # (S, 3)
-    u = (ijk[:, None, :] + lattice[None]) / r  # (C, S, 3) in [0, 1]
-    points = field.aabb[0] + u * (field.aabb[1] - field.aabb[0])
-    return occupied_at(points.reshape(-1, 3)).reshape(field.n_cells, -1).any(dim=1)
+    ijk = torch.stack([cells // (r[1] * r[2]), (cells // r[2]) % r[1], cells % r[2]], dim=-1).float()
+    size = (field.aabb[1] - field.aabb[0]) / r
+    return field.aabb[0] + ijk * size, size
+
+
+def occupied_cells(field: KiloNeRFField, grid: OccupancyGrid) -> torch.Tensor:
+    """(n_cells,) bool: the KiloNeRF cells that overlap an occupied cell of the occupancy `grid`
+    (any level), i.e. every cell the renderer can ever evaluate; the others need no training.
+
+    Each occupied grid cell is probed on a lattice spaced no wider than a KiloNeRF cell (inset
+    from its faces, so a cell merely touching another does not count), which hits every KiloNeRF
+    cell the box overlaps.
+    """
+    levels, indices = torch.nonzero(grid.occupied, as_tuple=True)
+    result = torch.zeros(field.n_cells, dtype=torch.bool, device=field.aabb.device)
+    if len(indices) == 0:
+        return result
+    corners, size = grid.cell_corners(levels, indices)  # (G, 3), (G, 3)
+    kilo_size = (field.aabb[1] - field.aabb[0]) / torch.tensor(field.resolution, device=field.aabb.device)
+    per_axis = int(torch.ceil(size.max(dim=0).values / kilo_size).max()) + 1
+    fractions = torch.linspace(1e-4, 1 - 1e-4, per_axis, device=corners.device)
+    lattice = torch.stack(torch.meshgrid(fractions, fractions, fractions, indexing="ij"), dim=-1).reshape(-1, 3)
+    for part in torch.arange(len(indices), device=corners.device).split(max(1, 2**20 // len(lattice))):
+        points = corners[part, None] + lattice[None] * size[part, None]
+        cells = field.cell_index(points.reshape(-1, 3))
+        result[cells[cells >= 0]] = True
+    return result
+
+
+def occupied_bounds(grid: OccupancyGrid) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(3,) min and (3,) max corner of the occupied cells of `grid` (None when none is occupied)."""
+    levels, indices = torch.nonzero(grid.occupied, as_tuple=True)
+    if len(indices) == 0:
+        return None
+    corners, size = grid.cell_corners(levels, indices)
+    return corners.amin(dim=0), (corners + size).amax(dim=0)
 
 
 def save_kilonerf(path, field: KiloNeRFField, occupied: torch.Tensor | None = None) -> None:

@@ -250,6 +250,7 @@ class OccupancyGridConfig:
     threshold: float = 0.01  # density above which a cell is occupied (or the mean density, if lower)
     update_every: int = 16  # training steps between updates
     warmup_steps: int = 256  # steps during which every cell is re-evaluated at each update
+    frozen: bool = False  # keep the estimates as loaded (e.g. a teacher's grid): update does nothing
 
 
 class OccupancyGrid(nn.Module):
@@ -320,7 +321,7 @@ class OccupancyGrid(nn.Module):
         scale = 2.0 ** torch.arange(self.cfg.n_levels, device=self.aabb.device, dtype=self.aabb.dtype)[:, None]
         return centre - scale * half, 2 * scale * half
 
-    def _cell_corners(self, levels: torch.Tensor, cells: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def cell_corners(self, levels: torch.Tensor, cells: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(M, 3) min corners and (M, 3) sizes of cells given by (M,) levels and (M,) indices in their level."""
         resolution = self.cfg.resolution
         xyz = torch.stack([cells // resolution**2, cells // resolution % resolution, cells % resolution], dim=1)
@@ -330,7 +331,7 @@ class OccupancyGrid(nn.Module):
 
     @torch.no_grad()
     def update(self, step: int, total: int) -> None:
-        """Refresh the density estimates, every `update_every` steps (else do nothing).
+        """Refresh the density estimates, every `update_every` steps (else, or when `frozen`, do nothing).
 
         At an update, one point per chosen cell, uniformly at random inside it, is evaluated with
         `density_fn` (no autograd): all cells during the first `warmup_steps` steps, afterwards a
@@ -342,7 +343,7 @@ class OccupancyGrid(nn.Module):
             step: the trainer's step, from 0.
             total: the run's total steps (unused: the schedule depends on the step only).
         """
-        if step % self.cfg.update_every:
+        if self.cfg.frozen or step % self.cfg.update_every:
             return
         if self.density_fn is None:
             raise NfieldError("OccupancyGrid.update: set grid.density_fn (points (M, 3) -> densities (M,)) before training")
@@ -355,7 +356,7 @@ class OccupancyGrid(nn.Module):
                 drawn = torch.randint(n_cells, (n_cells // 4,), device=self.density.device)
                 cells = torch.cat([drawn, torch.nonzero(self.occupied[level]).squeeze(1)])
             for part in cells.split(_CHUNK):
-                corners, cell_size = self._cell_corners(torch.full_like(part, level), part)
+                corners, cell_size = self.cell_corners(torch.full_like(part, level), part)
                 densities = self.density_fn(torch.addcmul(corners, torch.rand_like(corners), cell_size))
                 if not isinstance(densities, torch.Tensor) or densities.numel() != len(part):
                     raise NfieldError(f"OccupancyGrid: density_fn must return one density per point, for {len(part)} points")
@@ -447,7 +448,7 @@ class OccupancyGrid(nn.Module):
         levels, cells = torch.nonzero(self.occupied, as_tuple=True)
         if len(cells) == 0:
             return parts[0]
-        corners, cell_size = self._cell_corners(levels, cells)  # march only through the box around occupied cells
+        corners, cell_size = self.cell_corners(levels, cells)  # march only through the box around occupied cells
         box_lo, box_hi = corners.amin(dim=0).to(origins), (corners + cell_size).amax(dim=0).to(origins)
         t_near, t_far, _ = ray_box_intersection(origins, directions, box_lo, box_hi)
         # steps [t_k, t_k+1], t_k = near + k step_size (capped at far), from the last one to begin before the box

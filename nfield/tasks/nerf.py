@@ -50,6 +50,7 @@ class NeRFTaskConfig:
     # loss and backgrounds
     loss: Literal["mse", "huber"] = "mse"
     huber_delta: float = 0.1
+    l2_last_layers: float = 0.0  # weight of the squared weights and biases of the field's output layers (KiloNeRF)
     train_background: Literal["random", "white", "black"] = "random"
     eval_background: Literal["white", "black"] = "white"
     # evaluation and rendering
@@ -60,6 +61,8 @@ class NeRFTaskConfig:
         for name in ("batch_rays", "n_samples", "n_importance", "steps_per_ray", "render_chunk"):
             if getattr(self, name) <= 0:
                 raise NfieldError(f"{name} must be positive, got {getattr(self, name)}")
+        if not self.l2_last_layers >= 0:
+            raise NfieldError(f"l2_last_layers must be >= 0, got {self.l2_last_layers}")
 
 
 class NeRFTask:
@@ -113,6 +116,8 @@ class NeRFTask:
         rendered = render_nerf_rays(self.model, self.cfg, self.scene.near, origins, directions, batch["background"], train=True)
         loss = sum(self._photometric(out["rgb"].float(), batch["target"]) for out in rendered)
         mse = F.mse_loss(rendered[0]["rgb"].detach().float(), batch["target"])
+        if self.cfg.l2_last_layers > 0:
+            loss = loss + self.cfg.l2_last_layers * last_layers_l2(self.model["field"])
         return loss, {"psnr": psnr_from_mse(mse)}
 
     def _photometric(self, rgb: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -133,7 +138,7 @@ class NeRFTask:
         KiloNeRF its portable export ``kilonerf.safetensors``."""
         field_module = self.model["field"]
         if isinstance(field_module, KiloNeRFField) and "grid" in self.model:
-            occupied = occupied_cells(field_module, self.model["grid"].occupied_at)
+            occupied = occupied_cells(field_module, self.model["grid"])
             save_kilonerf(Path(run_dir) / "kilonerf.safetensors", field_module, occupied)
         out = Path(run_dir) / "renders"
         for rendered, target, name in self._test_renders(0):
@@ -169,6 +174,21 @@ class NeRFTask:
                 yield image["rgb"].reshape(height, width, 3), target, Path(split.names[index]).stem
         finally:
             self.model.train()
+
+
+def last_layers_l2(field_module: nn.Module) -> torch.Tensor:
+    """Sum of the squared weights and biases of `field_module.last_layers()` (KiloNeRF's output
+    layers; the paper regularises them while fine-tuning so cells stay smooth where few rays pass)."""
+    if not hasattr(field_module, "last_layers"):
+        raise NfieldError(f"l2_last_layers applies to KiloNeRF fields, not {type(field_module).__name__}")
+    return sum(layer.weight.square().sum() + layer.bias.square().sum() for layer in field_module.last_layers())
+
+
+def half_precision(device: torch.device | str, enabled: bool = True):
+    """A context evaluating fields in half precision: float16 autocast on CUDA, bfloat16 on the CPU
+    (which has no fast float16 matrix products). Compositing stays in float32."""
+    device = torch.device(device)
+    return torch.autocast(device.type, dtype=torch.float16 if device.type == "cuda" else torch.bfloat16, enabled=enabled)
 
 
 def composite_on(pixels: torch.Tensor, background: torch.Tensor) -> torch.Tensor:

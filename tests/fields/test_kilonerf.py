@@ -5,6 +5,7 @@ from nfield.encodings.frequency import frequency_features
 from nfield.errors import NfieldError
 from nfield.fields.kilonerf import KiloNeRFConfig, KiloNeRFField, grid_resolution
 from nfield.fields.radiance import trunc_exp
+from nfield.render.samplers import OccupancyGrid, OccupancyGridConfig
 
 SMALL = KiloNeRFConfig(longest_axis_cells=4, position_frequencies=2, direction_frequencies=1, hidden=8, feature_dim=6)
 BOX = torch.tensor([[-1.0, -0.5, -0.25], [1.0, 0.5, 0.25]])
@@ -43,9 +44,10 @@ def test_resolution_follows_the_box_and_absurd_grids_are_refused():
         KiloNeRFConfig(longest_axis_cells=0)
 
 
-def test_batched_evaluation_equals_the_per_cell_loop_in_values_and_gradients():
+@pytest.mark.parametrize(("strategy", "tile"), [("tiled", 128), ("tiled", 3), ("padded", 1), ("segment", 1), ("gather", 1)])
+def test_batched_evaluation_equals_the_per_cell_loop_in_values_and_gradients(strategy, tile):
     torch.manual_seed(0)
-    field = KiloNeRFField(SMALL, BOX)
+    field = KiloNeRFField(SMALL, BOX, strategy=strategy, tile=tile)
     x = torch.rand(300, 3) * 2.4 - 1.2  # some points outside the box
     d = torch.nn.functional.normalize(torch.randn(300, 3), dim=-1)
     rgb, sigma = field(x, d)
@@ -63,6 +65,47 @@ def test_batched_evaluation_equals_the_per_cell_loop_in_values_and_gradients():
     used = torch.zeros(field.n_cells, dtype=torch.bool)
     used[field.cell_index(x)[~outside]] = True
     assert (grads[0][~used] == 0).all() and (grads[0][used].abs().sum() > 0)
+
+
+def test_strategies_agree_on_an_uneven_distribution():
+    """Most points in one cell, a few in many: tiles bound the padding, all strategies agree."""
+    torch.manual_seed(2)
+    x = torch.cat([torch.rand(400, 3) * 0.2 - 0.9, torch.rand(40, 3) * 2 - 1]) * torch.tensor([1.0, 0.5, 0.25])
+    d = torch.nn.functional.normalize(torch.randn(len(x), 3), dim=-1)
+    field = KiloNeRFField(SMALL, BOX)
+    reference = _reference(field, x, d)
+    for strategy in ("tiled", "padded", "segment", "gather"):
+        field.strategy, field.tile = strategy, 16
+        for got, want in zip(field(x, d), reference):
+            torch.testing.assert_close(got, want)
+    with pytest.raises(NfieldError, match="evaluation strategy"):
+        KiloNeRFField(SMALL, BOX, strategy="loop")
+
+
+@pytest.mark.parametrize("grid_resolution", [16, 5, 2])
+def test_occupied_cells_are_exactly_those_overlapping_occupied_grid_cells(grid_resolution):
+    """Against brute force: a dense lattice in every KiloNeRF cell asks the grid; grids finer,
+    unaligned with and coarser than the KiloNeRF cells."""
+    from nfield.fields.kilonerf import cell_corners, occupied_bounds, occupied_cells
+
+    field = KiloNeRFField(SMALL, BOX)
+    grid = OccupancyGrid(OccupancyGridConfig(resolution=grid_resolution), BOX)
+    generator = torch.Generator().manual_seed(grid_resolution)
+    grid.occupied[0] = torch.rand(grid_resolution**3, generator=generator) < 0.05 + 1 / grid_resolution**3
+    assert grid.occupied.any() and not grid.occupied.all()
+    corners, size = cell_corners(field)
+    fractions = (torch.arange(40) + 0.5) / 40
+    lattice = torch.stack(torch.meshgrid(fractions, fractions, fractions, indexing="ij"), dim=-1).reshape(-1, 3)
+    brute = torch.stack([grid.occupied_at(corner + lattice * size).any() for corner in corners])
+    assert torch.equal(occupied_cells(field, grid), brute)
+    # the occupied region's bounds: the extreme occupied grid cells, found by asking the grid at every cell centre
+    cell = (BOX[1] - BOX[0]) / grid_resolution
+    steps = (torch.arange(grid_resolution) + 0.5) / grid_resolution
+    centres = BOX[0] + torch.stack(torch.meshgrid(steps, steps, steps, indexing="ij"), dim=-1).reshape(-1, 3) * (BOX[1] - BOX[0])
+    occupied_centres = centres[grid.occupied_at(centres)]
+    lo, hi = occupied_bounds(grid)
+    torch.testing.assert_close(lo, occupied_centres.amin(dim=0) - cell / 2)
+    torch.testing.assert_close(hi, occupied_centres.amax(dim=0) + cell / 2)
 
 
 def test_cells_are_assigned_at_borders_and_outside_the_box():
@@ -98,7 +141,10 @@ def test_export_round_trips_with_its_header_and_occupied_cells(tmp_path):
 
     torch.manual_seed(1)
     field = KiloNeRFField(SMALL, BOX)
-    ball = occupied_cells(field, lambda p: p.norm(dim=-1) < 0.3)  # the cells a ball of radius 0.3 touches
+    grid = OccupancyGrid(OccupancyGridConfig(resolution=16), torch.tensor([[-1.0] * 3, [1.0] * 3]))
+    grid.density_fn = lambda p: 10.0 * (p.norm(dim=-1) < 0.3)
+    grid.update(0, 1)
+    ball = occupied_cells(field, grid)  # the cells a ball of radius 0.3 touches
     assert 0 < int(ball.sum()) < field.n_cells
     assert bool(ball[field.cell_index(torch.zeros(1, 3))].all())
     save_kilonerf(tmp_path / "k.safetensors", field, ball)

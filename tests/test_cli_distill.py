@@ -1,0 +1,112 @@
+"""End-to-end: distil a trained ngp run into a KiloNeRF, fine-tune, render, evaluate, resume, and the errors."""
+
+import json
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from nfield.checkpoint import latest_checkpoint
+from nfield.cli import main
+from nfield.fields.kilonerf import load_kilonerf
+from scenes.synthetic import generate
+
+TEACHER = ("--n-levels", 8, "--log2-hashmap-size", 14, "--grid-resolution", 32, "--grid-warmup", 32, "--steps-per-ray", 128)
+STUDENT = ("--longest-axis-cells", 8, "--position-frequencies", 6, "--batch-points", 4096, "--no-progress")
+
+
+def run(capsys, *argv):
+    status = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return status, captured.out.strip().splitlines(), captured.err
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory):
+    return generate("primitives", tmp_path_factory.mktemp("scene") / "primitives", size=32, n_train=32, n_val=1, n_test=3)
+
+
+@pytest.fixture(scope="module")
+def teacher(scene, tmp_path_factory):
+    out = tmp_path_factory.mktemp("teacher") / "ngp"
+    argv = ("train-nerf", scene, *TEACHER, "--batch-rays", 512, "--steps", 250, "--eval-every", 0, "--no-progress", "--out", out)
+    assert main([str(a) for a in argv]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def distilled(teacher, tmp_path_factory):
+    out = tmp_path_factory.mktemp("kilo") / "kilo"
+    argv = ("distill", teacher, *STUDENT, "--distill-steps", 200, "--finetune-steps", 250, "--out", out)
+    status = main([str(a) for a in argv])
+    assert status == 0
+    return out
+
+
+def test_distilled_kilonerf_comes_within_a_db_of_its_teacher(distilled, capsys):
+    """On a generated 32x32 scene: the distilled student is far above an untrained one, and after
+    fine-tuning within 1 dB of the teacher on the held-out views (measured: above it)."""
+    config = json.loads((distilled / "config.json").read_text())
+    assert config["task"] == "nerf" and config["model"] == "kilonerf" and config["teacher"]["model"] == "ngp"
+    assert config["teacher"]["step"] == 250 and config["task_config"]["occupancy"]["frozen"]
+    distill_evals = [json.loads(line) for line in (distilled / "distill" / "metrics.jsonl").read_text().splitlines()]
+    distilled_psnr = [m["psnr"] for m in distill_evals if m["kind"] == "eval"][-1]
+    status, lines, err = run(capsys, "eval", distilled)
+    assert status == 0, err
+    student = json.loads(lines[-1])["psnr"]
+    status, lines, err = run(capsys, "eval", config["teacher"]["run_dir"])
+    teacher = json.loads(lines[-1])["psnr"]
+    assert teacher > 22 and distilled_psnr > 15 and student > teacher - 1.0, (teacher, distilled_psnr, student)
+    field, occupied = load_kilonerf(distilled / "kilonerf.safetensors")
+    assert field.resolution == (8, 8, 8) and occupied is not None and occupied.any()
+    status, lines, err = run(capsys, "info", distilled)
+    assert status == 0 and "distilled from:" in "\n".join(lines) and "512 cells" in "\n".join(lines)
+
+
+def test_kilonerf_renders_a_playable_video_in_half_precision_and_evaluates_close_to_float32(distilled, capsys, tmp_path):
+    status, _, err = run(capsys, "render", distilled, "--frames", 3, "--half", "--out", tmp_path / "k.mp4", "--no-progress")
+    assert status == 0, err
+    assert "frames/s in half precision" in err
+    frames = iio.imread(tmp_path / "k.mp4", plugin="FFMPEG", index=None)
+    assert frames.shape == (3, 32, 32, 3) and not np.array_equal(frames[0], frames[1])
+    full = json.loads(run(capsys, "eval", distilled)[1][-1])
+    half = json.loads(run(capsys, "eval", distilled, "--half")[1][-1])
+    assert half["half"] and abs(half["psnr"] - full["psnr"]) < 0.5
+
+
+def test_distillation_resumes_from_its_checkpoints(teacher, tmp_path, capsys):
+    """A run whose fine-tuning was lost resumes from the distillation checkpoint to the same weights."""
+    common = ("--distill-steps", 6, "--finetune-steps", 6, "--batch-points", 512, "--no-progress")
+    assert run(capsys, "distill", teacher, "--longest-axis-cells", 4, *common, "--out", tmp_path / "a")[0] == 0
+    assert run(capsys, "distill", teacher, "--longest-axis-cells", 4, *common, "--out", tmp_path / "b")[0] == 0
+    for checkpoint in (tmp_path / "b" / "checkpoints").iterdir():  # as if stopped right after distillation
+        checkpoint.unlink() if checkpoint.is_file() else __import__("shutil").rmtree(checkpoint)
+    (tmp_path / "b" / "metrics.jsonl").unlink()
+    status, _, err = run(capsys, "distill", teacher, "--resume", "--out", tmp_path / "b", "--no-progress")
+    assert status == 0, err
+    a = load_file(str(latest_checkpoint(tmp_path / "a").model_file))
+    b = load_file(str(latest_checkpoint(tmp_path / "b").model_file))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_bad_distillation_input_gives_one_clear_line_and_nonzero_exit(teacher, tmp_path, capsys):
+    (tmp_path / "sdf").mkdir()
+    (tmp_path / "sdf" / "config.json").write_text(json.dumps({"task": "sdf"}))
+    cases = [
+        (("distill", tmp_path / "nowhere"), "no such run directory"),
+        (("distill", tmp_path / "sdf"), "needs a radiance-field run"),
+        (("distill", teacher, "--longest-axis-cells", 0), "positive integer"),
+        (("distill", teacher, "--longest-axis-cells", 100000), "cells; at most"),
+        (("distill", teacher, "--aabb", 0, 0, 0, 0.1, 0.1, 0.1), "does not contain the teacher's occupied region"),
+        (("distill", teacher, "--aabb", 0, 0, 0, -1, 1, 1), "--aabb"),
+        (("distill", teacher, "--distill-steps", 0, "--finetune-steps", 0), "nothing to do"),
+        (("distill", teacher, "--distill-lr", 0), "--distill-lr"),
+        (("render", teacher, "--half", "--lod", 1), "SDF runs only"),
+    ]
+    for argv, message in cases:
+        status, _, err = run(capsys, *argv, "--out", tmp_path / "run", "--no-progress")
+        lines = err.strip().splitlines()
+        assert status == 1, (argv, err)
+        assert len(lines) == 1 and lines[0].startswith("nfield: error:") and message in lines[0], (argv, err)
