@@ -172,7 +172,15 @@ def distill(
 
     seed_everything(settings["seed"])
     task = DistillTask(
-        teacher_model, loaded, student_cfg, box.to(run_device), task_cfg, distill_cfg, run_device, settings["seed"]
+        teacher_model,
+        grid,
+        loaded,
+        student_cfg,
+        box.to(run_device),
+        task_cfg,
+        cfg=distill_cfg,
+        device=run_device,
+        seed=settings["seed"],
     )
     n_occupied, n_cells = int(task.occupied.sum()), task.student.n_cells
     print(

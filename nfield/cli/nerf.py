@@ -66,7 +66,7 @@ def train_nerf(
 
     Args:
         scene: scene folder (or its transforms.json).
-        model: ngp, vanilla, siren, fourier (default ngp).
+        model: ngp, vanilla, kilonerf, siren, fourier (default ngp).
         out: run directory (default runs/nerf/<scene>-<model>).
         seed: random seed for initialisation and ray sampling.
         device: auto (CUDA when available), cpu, cuda, cuda:N.

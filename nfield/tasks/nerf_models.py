@@ -79,6 +79,7 @@ class NeRFModelOptions:
     steps_per_ray: Optional[int] = None  # occupancy marching: steps across the box's diagonal
     n_samples: Optional[int] = None  # hierarchical: coarse samples per ray
     n_importance: Optional[int] = None  # hierarchical: fine samples per ray
+    longest_axis_cells: Optional[int] = None  # kilonerf: cells along the box's longest axis
 
     def given(self) -> dict[str, int]:
         return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
@@ -100,6 +101,10 @@ def resolve_nerf_model(name: str, options: NeRFModelOptions = NeRFModelOptions()
     if name not in NERF_MODELS:
         raise NfieldError(f"unknown model '{name}'; choose one of: {', '.join(NERF_MODELS)}")
     model, given = NERF_MODELS[name], options.given()
+    if "longest_axis_cells" in given:
+        if not isinstance(model.field, KiloNeRFConfig):
+            raise NfieldError("--longest-axis-cells applies to the kilonerf model only")
+        model = dataclasses.replace(model, field=dataclasses.replace(model.field, longest_axis_cells=given["longest_axis_cells"]))
     grid_keys = {k: given[k] for k in ("n_levels", "log2_hashmap_size") if k in given}
     if grid_keys:
         if not isinstance(model.field, NGPFieldConfig):

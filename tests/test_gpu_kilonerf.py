@@ -1,0 +1,54 @@
+"""KiloNeRF on CUDA: every evaluation strategy against the per-cell loop, and distillation of an ngp
+teacher end to end with half-precision rendering."""
+
+import json
+
+import pytest
+import torch
+
+from nfield.cli import main
+from nfield.fields.kilonerf import STRATEGIES, KiloNeRFConfig, KiloNeRFField
+from scenes.synthetic import generate
+
+pytestmark = pytest.mark.gpu
+
+SMALL = KiloNeRFConfig(longest_axis_cells=8, position_frequencies=4, direction_frequencies=2, hidden=32, feature_dim=16)
+BOX = torch.tensor([[-1.0, -1.0, -0.5], [1.0, 1.0, 0.5]])
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_strategies_equal_the_cpu_reference_on_cuda(strategy):
+    torch.manual_seed(0)
+    cpu = KiloNeRFField(SMALL, BOX)
+    x = torch.rand(20000, 3) * 2.2 - 1.1
+    d = torch.nn.functional.normalize(torch.randn(len(x), 3), dim=-1)
+    want_rgb, want_sigma = cpu(x, d)
+    want_grads = torch.autograd.grad(want_rgb.sum() + want_sigma.sum(), list(cpu.parameters()))
+    cuda = KiloNeRFField(SMALL, BOX, strategy=strategy).cuda()
+    cuda.load_state_dict(cpu.state_dict())
+    rgb, sigma = cuda(x.cuda(), d.cuda())
+    grads = torch.autograd.grad(rgb.sum() + sigma.sum(), list(cuda.parameters()))
+    # segment runs in bfloat16 on CUDA (grouped_mm's requirement): looser tolerances
+    tolerance = dict(rtol=5e-2, atol=5e-2) if strategy == "segment" else dict(rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(rgb.cpu(), want_rgb, **tolerance)
+    torch.testing.assert_close(sigma.cpu(), want_sigma, **tolerance)
+    for got, want in zip(grads, want_grads):
+        scale = want.abs().max().clamp_min(1e-6)
+        assert float((got.cpu() - want).abs().max() / scale) < (5e-2 if strategy == "segment" else 1e-3)
+
+
+def test_ngp_teacher_distils_to_a_kilonerf_that_renders_faster_in_half_precision(tmp_path, capsys):
+    scene = generate("primitives", tmp_path / "primitives", size=128, n_train=60, n_val=1, n_test=4)
+    teacher, kilo = tmp_path / "teacher", tmp_path / "kilo"
+    common = ["--device", "cuda", "--no-progress"]
+    assert main(["train-nerf", str(scene), "--steps", "1500", "--out", str(teacher), *common]) == 0
+    teacher_psnr = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["psnr"]
+    status = main(["distill", str(teacher), "--distill-steps", "1500", "--finetune-steps", "1500", "--out", str(kilo), *common])
+    assert status == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["fine_tuned"]["psnr"] > teacher_psnr - 1.0, (teacher_psnr, result)
+    assert main(["eval", str(kilo), "--half", *common[:2]]) == 0
+    half = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert abs(half["psnr"] - result["fine_tuned"]["psnr"]) < 0.2
+    assert main(["render", str(kilo), "--half", "--frames", "4", *common]) == 0
+    assert (kilo / "orbit.mp4").stat().st_size > 0
