@@ -100,6 +100,8 @@ def test_bad_nerf_input_gives_one_clear_line_and_nonzero_exit(scene, tmp_path, c
         (("train-nerf", tmp_path / "missing"), "a.png"),
         (("train-nerf", scene, "--model", "octree"), "unknown model"),
         (("train-nerf", scene, "--model", "vanilla", "--n-levels", 4), "ngp model only"),
+        (("train-nerf", scene, "--longest-axis-cells", 8), "kilonerf model only"),
+        (("train-nerf", scene, "--model", "kilonerf", "--longest-axis-cells", 0), "positive integer"),
         (("train-nerf", scene, "--downscale", 0), "--downscale"),
     ]
     for argv, message in cases:

@@ -22,7 +22,7 @@ from nfield.fields.kilonerf import KiloNeRFConfig, grid_resolution
 from nfield.fields.radiance import radiance_config_from_dict, radiance_config_to_dict
 from nfield.run import prepare_run_dir, read_config, write_config
 from nfield.tasks.distill import DistillConfig, DistillTask, check_box_contains, student_task_config, teacher_occupancy
-from nfield.tasks.nerf import NeRFTask, NeRFTaskConfig, cameras_from_json, write_cameras
+from nfield.tasks.nerf import NeRFTask, NeRFTaskConfig, cameras_from_json, march_step, write_cameras
 from nfield.train import TrainConfig, Trainer, resolve_device, seed_everything
 
 DISTILL_DIR = "distill"  # the distillation phase's checkpoints and metrics, inside the run directory
@@ -130,7 +130,8 @@ def distill(
     _, teacher_model, teacher_task_cfg, teacher_step = load_nerf_run(teacher, str(run_device))
     teacher_model.requires_grad_(False)
     task_cfg = student_task_config(teacher_task_cfg, settings["l2_last_layers"])
-    grid = teacher_occupancy(teacher_model, task_cfg.occupancy)
+    seed_everything(settings["seed"])  # the grid's random probes, then the student's initialisation
+    grid = teacher_occupancy(teacher_model, task_cfg.occupancy, march_step(box.to(run_device), task_cfg))
     check_box_contains(box.to(run_device), grid)  # bad inputs fail before the run directory is written
     grid_resolution(student_cfg.longest_axis_cells, box)
     scene_info = teacher_config["scene"]
@@ -170,7 +171,6 @@ def distill(
         cameras = cameras_from_json(json.loads(cameras_file.read_text())) if cameras_file.is_file() else loaded.train.cameras
         write_cameras(out, cameras)
 
-    seed_everything(settings["seed"])
     task = DistillTask(
         teacher_model,
         grid,

@@ -247,7 +247,9 @@ class OccupancyGridConfig:
     resolution: int = 128  # cells per side of each level
     n_levels: int = 1  # instant-ngp cascades: level l covers the aabb scaled by 2^l about its centre
     ema_decay: float = 0.95  # per update, the decay of a cell's density estimate
-    threshold: float = 0.01  # density above which a cell is occupied (or the mean density, if lower)
+    threshold: float = (
+        0.01  # optical thickness (density x the grid's step_size) above which a cell is occupied (or the mean's, if lower)
+    )
     update_every: int = 16  # training steps between updates
     warmup_steps: int = 256  # steps during which every cell is re-evaluated at each update
     frozen: bool = False  # keep the estimates as loaded (e.g. a teacher's grid): update does nothing
@@ -259,7 +261,9 @@ class OccupancyGrid(nn.Module):
     Level l of `n_levels` is a resolution^3 grid over the aabb scaled by 2^l about its centre (the
     levels nest; a point belongs to the finest level containing it). Each cell keeps a running
     estimate of the largest density in it, refreshed by `update` from `density_fn`; a cell is
-    occupied when its estimate exceeds min(threshold, mean estimate). Cells are indexed
+    occupied when its optical thickness over one march step, estimate x `step_size`, exceeds
+    min(threshold, the mean's) (instant-ngp's rule: with its threshold 0.01, a cell whose samples
+    would each absorb under 1% of the light is skipped). Cells are indexed
     x * R^2 + y * R + z within a level.
 
     The estimates and the occupancy are persistent buffers, so checkpoints restore them.
@@ -270,6 +274,8 @@ class OccupancyGrid(nn.Module):
         aabb: (2, 3) the level-0 box.
         density_fn: (M, 3) points -> (M,) densities, a function set by the caller before training
             (e.g. ``grid.density_fn = field.density``); never registered as a submodule.
+        step_size: the march step the renderer uses (world units, default 1: the threshold then
+            applies to the density itself), set by the caller with `density_fn`.
 
     Example::
 
@@ -299,6 +305,7 @@ class OccupancyGrid(nn.Module):
             raise NfieldError(f"OccupancyGrid: aabb must be (2, 3) min and max corners with min < max, got {aabb.tolist()}")
         self.cfg = cfg
         self.density_fn: DensityFn | None = None
+        self.step_size = 1.0
         n_cells = cfg.resolution**3
         self.register_buffer("aabb", aabb.clone())
         self.register_buffer("density", torch.zeros(cfg.n_levels, n_cells))
@@ -337,7 +344,8 @@ class OccupancyGrid(nn.Module):
         `density_fn` (no autograd): all cells during the first `warmup_steps` steps, afterwards a
         random quarter of each level's cells (drawn with replacement) plus all occupied cells. Then
         density = max(density * ema_decay, new) for every cell (new = 0 where not evaluated, the
-        largest draw where a cell was drawn twice) and occupied = density > min(threshold, mean).
+        largest draw where a cell was drawn twice) and occupied = density x step_size >
+        min(threshold, mean density x step_size).
 
         Args:
             step: the trainer's step, from 0.
@@ -362,7 +370,8 @@ class OccupancyGrid(nn.Module):
                     raise NfieldError(f"OccupancyGrid: density_fn must return one density per point, for {len(part)} points")
                 fresh[level].scatter_reduce_(0, part, densities.reshape(-1).float(), reduce="amax")
         self.density.copy_(torch.maximum(self.density * self.cfg.ema_decay, fresh))
-        self.occupied.copy_(self.density > self.density.mean().clamp_max(self.cfg.threshold))
+        thickness = self.density * self.step_size
+        self.occupied.copy_(thickness > thickness.mean().clamp_max(self.cfg.threshold))
 
     def occupied_at(self, x: torch.Tensor) -> torch.Tensor:
         """Whether points lie in occupied cells (of the finest level containing each).

@@ -14,8 +14,9 @@ marks occupied. Distillation regresses the student on the teacher point by point
   fixed march step. Alpha is bounded, so empty space (sigma ~ 0) and opaque surfaces (sigma in the
   thousands) weigh alike, which raw densities would not.
 
-The student's occupancy grid is the teacher's (for a teacher sampled hierarchically, one is
-computed from its density), frozen: KiloNeRF renders with the teacher's empty-space skipping.
+The student's occupancy grid is the teacher's, refreshed from the teacher's final density (for a
+teacher sampled hierarchically, computed from it), and frozen: KiloNeRF renders with the teacher's
+empty-space skipping (see `teacher_occupancy`).
 Fine-tuning on the training images then runs the ordinary NeRF task on the student with L2
 regularisation on its output layers (`NeRFTaskConfig.l2_last_layers`).
 """
@@ -36,7 +37,7 @@ from nfield.fields.kilonerf import KiloNeRFConfig, KiloNeRFField, cell_corners, 
 from nfield.metrics import psnr_from_mse
 from nfield.render.cameras import pixel_rays
 from nfield.render.samplers import OccupancyGrid, OccupancyGridConfig, ray_aabb
-from nfield.tasks.nerf import NeRFTask, NeRFTaskConfig
+from nfield.tasks.nerf import NeRFTask, NeRFTaskConfig, march_step
 
 
 @dataclass(frozen=True)
@@ -72,18 +73,27 @@ def student_task_config(teacher_cfg: NeRFTaskConfig, l2_last_layers: float) -> N
 
 
 @torch.no_grad()
-def teacher_occupancy(teacher: nn.ModuleDict, cfg: OccupancyGridConfig, passes: int = 8) -> OccupancyGrid:
-    """The teacher's occupancy grid, or for a teacher without one (hierarchical sampling), a grid of
-    `cfg` over its box filled from its density: every cell probed at `passes` random points, the
-    largest density kept."""
-    if "grid" in teacher:
-        return teacher["grid"]
-    field = teacher["field"]
-    grid = OccupancyGrid(dataclasses.replace(cfg, frozen=False, ema_decay=1.0, warmup_steps=1, update_every=1), field.aabb)
-    grid = grid.to(field.aabb.device)
-    grid.density_fn = field.density
+def teacher_occupancy(teacher: nn.ModuleDict, cfg: OccupancyGridConfig, step_size: float, passes: int = 8) -> OccupancyGrid:
+    """The occupancy grid the student renders with: the teacher's final density probed at `passes`
+    random points in every cell (the largest kept), thresholded for the march step `step_size`;
+    for a teacher with an occupancy grid, on that grid's cells and only where it is occupied.
+
+    A teacher's own grid is not taken as it is: its running estimates decay slowly (x0.95 per
+    update), so after a short run they still hold the density of the untrained field and mark
+    empty space occupied. Probing the final density fixes that, and intersecting with the
+    teacher's grid never adds a cell the teacher skipped when it was evaluated.
+    """
+    own = teacher["grid"] if "grid" in teacher else None
+    if own is not None:
+        cfg = own.cfg
+    aabb = own.aabb if own is not None else teacher["field"].aabb
+    fresh = dataclasses.replace(cfg, frozen=False, ema_decay=1.0, warmup_steps=1, update_every=1)
+    grid = OccupancyGrid(fresh, aabb).to(aabb.device)
+    grid.density_fn, grid.step_size = teacher["field"].density, step_size
     for _ in range(passes):
         grid.update(0, 1)
+    if own is not None:
+        grid.occupied &= own.occupied
     return grid
 
 
@@ -134,7 +144,7 @@ class DistillTask:
             raise NfieldError("the teacher's occupancy grid marks nothing occupied inside the box; there is nothing to distil")
         self.corners, self.cell_size = cell_corners(self.student)
         box = self.student.aabb
-        self.step_size = float((box[1] - box[0]).norm()) / task_cfg.steps_per_ray
+        self.step_size = march_step(box, task_cfg)
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(seed)
 

@@ -210,7 +210,13 @@ def build_nerf_model(field_cfg: Any, cfg: NeRFTaskConfig, aabb: torch.Tensor, de
     model = nn.ModuleDict(modules).to(device)
     if "grid" in model:
         model["grid"].density_fn = model["field"].density
+        model["grid"].step_size = march_step(aabb, cfg)
     return model
+
+
+def march_step(aabb: torch.Tensor, cfg: NeRFTaskConfig) -> float:
+    """The occupancy sampler's step along rays: the box's diagonal / `cfg.steps_per_ray`, world units."""
+    return float((aabb[1] - aabb[0]).norm()) / cfg.steps_per_ray
 
 
 def render_nerf_rays(
@@ -235,7 +241,7 @@ def render_nerf_rays(
         coarse = render_rays(model["coarse"], origins, directions, coarse_samples, background)
         fine_samples = importance_samples(coarse_samples, coarse["weights"].detach(), n_rays, cfg.n_importance, perturb=train)
         return [render_rays(field_module, origins, directions, fine_samples, background), coarse]
-    step_size = float((aabb[1] - aabb[0]).norm()) / cfg.steps_per_ray
+    step_size = march_step(aabb, cfg)
     with torch.no_grad():
         samples = model["grid"].march(
             origins, directions, t_near, t_far, step_size, sigma_fn=field_module.density, early_stop_eps=cfg.early_stop_eps

@@ -41,7 +41,7 @@ def _task(scene, seed=0):
     teacher = nn.ModuleDict({"field": BallTeacher()})  # sampled hierarchically: no occupancy grid of its own
     task_cfg = student_task_config(NeRFTaskConfig(sampler="hierarchical", steps_per_ray=64), l2_last_layers=0.0)
     task_cfg = NeRFTaskConfig(**{**task_cfg.__dict__, "occupancy": OccupancyGridConfig(resolution=16, frozen=True)})
-    grid = teacher_occupancy(teacher, task_cfg.occupancy)
+    grid = teacher_occupancy(teacher, task_cfg.occupancy, step_size=0.05)
     student = KiloNeRFConfig(longest_axis_cells=4, position_frequencies=3, direction_frequencies=1, hidden=16, feature_dim=8)
     cfg = DistillConfig(batch_points=2048, rays_per_step=128)
     return DistillTask(teacher, grid, scene, student, BOX, task_cfg, cfg, seed=seed), teacher
@@ -89,7 +89,7 @@ def test_the_student_grid_is_the_teachers_and_stays_frozen(scene):
 
 def test_a_box_missing_the_teachers_occupied_region_is_refused(scene):
     teacher = nn.ModuleDict({"field": BallTeacher()})
-    grid = teacher_occupancy(teacher, OccupancyGridConfig(resolution=16))
+    grid = teacher_occupancy(teacher, OccupancyGridConfig(resolution=16), step_size=0.05)
     check_box_contains(BOX, grid)
     check_box_contains(torch.tensor([[-0.1] * 3, [0.9] * 3]), grid)  # the ball fits
     with pytest.raises(NfieldError, match="does not contain the teacher's occupied region"):
