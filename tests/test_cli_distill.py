@@ -5,7 +5,6 @@ import json
 import imageio.v3 as iio
 import numpy as np
 import pytest
-import torch
 from safetensors.torch import load_file
 
 from nfield.checkpoint import latest_checkpoint
@@ -77,18 +76,30 @@ def test_kilonerf_renders_a_playable_video_in_half_precision_and_evaluates_close
 
 
 def test_distillation_resumes_from_its_checkpoints(teacher, tmp_path, capsys):
-    """A run whose fine-tuning was lost resumes from the distillation checkpoint to the same weights."""
+    """A run whose fine-tuning was lost resumes from the distillation checkpoint to the same weights
+    (a resume that skipped the distillation checkpoint, or reseeded the sampler, lands elsewhere)."""
     common = ("--distill-steps", 6, "--finetune-steps", 6, "--batch-points", 512, "--no-progress")
     assert run(capsys, "distill", teacher, "--longest-axis-cells", 4, *common, "--out", tmp_path / "a")[0] == 0
     assert run(capsys, "distill", teacher, "--longest-axis-cells", 4, *common, "--out", tmp_path / "b")[0] == 0
     for checkpoint in (tmp_path / "b" / "checkpoints").iterdir():  # as if stopped right after distillation
         checkpoint.unlink() if checkpoint.is_file() else __import__("shutil").rmtree(checkpoint)
     (tmp_path / "b" / "metrics.jsonl").unlink()
+    distill_log = tmp_path / "b" / "distill" / "metrics.jsonl"
+    trained_before = distill_log.read_text().count('"kind": "train"')
     status, _, err = run(capsys, "distill", teacher, "--resume", "--out", tmp_path / "b", "--no-progress")
     assert status == 0, err
-    a = load_file(str(latest_checkpoint(tmp_path / "a").model_file))
-    b = load_file(str(latest_checkpoint(tmp_path / "b").model_file))
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert distill_log.read_text().count('"kind": "train"') == trained_before  # distillation was not redone
+    assert run(capsys, "distill", teacher, "--longest-axis-cells", 4, *common, "--seed", 1, "--out", tmp_path / "c")[0] == 0
+    a, b, c = (load_file(str(latest_checkpoint(tmp_path / name).model_file)) for name in "abc")
+    assert a.keys() == b.keys() == c.keys()
+
+    def moved(x, y):
+        return sum(int(((x[k] - y[k]).abs() > 1e-5).sum()) for k in x if x[k].is_floating_point())
+
+    # equal up to float rounding: batched products may sum in another order from one call to the next
+    # (seen once in a full-suite run), and Adam turns a rounding-level gradient near zero into a full
+    # step, so a few entries may differ; another sampler state (seed) moves most trained entries
+    assert moved(a, b) < 0.02 * moved(a, c), (moved(a, b), moved(a, c))
 
 
 def test_bad_distillation_input_gives_one_clear_line_and_nonzero_exit(teacher, tmp_path, capsys):
