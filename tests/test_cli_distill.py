@@ -89,6 +89,8 @@ def test_distillation_resumes_from_its_checkpoints(teacher, tmp_path, capsys):
     status, _, err = run(capsys, "distill", teacher, "--resume", "--out", tmp_path / "b", "--no-progress")
     assert status == 0, err
     assert distill_log.read_text().count('"kind": "train"') == trained_before  # distillation was not redone
+    status, _, err = run(capsys, "distill", tmp_path / "a", "--resume", "--out", tmp_path / "b", "--no-progress")
+    assert status == 1 and "resume it with the same teacher" in err
     assert run(capsys, "distill", teacher, "--longest-axis-cells", 4, *common, "--seed", 1, "--out", tmp_path / "c")[0] == 0
     a, b, c = (load_file(str(latest_checkpoint(tmp_path / name).model_file)) for name in "abc")
     assert a.keys() == b.keys() == c.keys()

@@ -91,6 +91,9 @@ def distill(
         if "teacher" not in config:
             raise NfieldError(f"{out}: is not a distilled run (no 'teacher' in config.json); resume it with train-nerf")
         settings = config["distill"]
+        recorded = config["teacher"].get("run_dir")
+        if recorded and Path(recorded) != Path(teacher).resolve():
+            raise NfieldError(f"{out}: was distilled from {recorded}, not {teacher}; resume it with the same teacher")
     else:
         box = teacher_config["scene"]["aabb"] if aabb is None else [list(aabb[:3]), list(aabb[3:])]
         settings = {
