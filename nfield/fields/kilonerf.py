@@ -38,6 +38,9 @@ from nfield.render.samplers import OccupancyGrid
 
 #: Cells above this many would not fit a sensible amount of memory (4M cells x ~5k weights).
 MAX_CELLS = 2**22
+#: Points per batched evaluation without autograd (rendering), so memory stays bounded (about 64 MB
+#: of activations per layer) however many samples a chunk of rays produces.
+INFERENCE_CHUNK = 2**18
 
 
 @dataclass(frozen=True)
@@ -153,6 +156,15 @@ class KiloNeRFField(nn.Module):
         return self._evaluate(x, None)[1]
 
     def _evaluate(self, x: torch.Tensor, d: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        if not torch.is_grad_enabled() and len(x) > INFERENCE_CHUNK:  # rendering: bounded memory per call
+            parts = [
+                self._evaluate_points(x[i : i + INFERENCE_CHUNK], None if d is None else d[i : i + INFERENCE_CHUNK])
+                for i in range(0, len(x), INFERENCE_CHUNK)
+            ]
+            return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+        return self._evaluate_points(x, d)
+
+    def _evaluate_points(self, x: torch.Tensor, d: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         x = x.float()
         cells = self.cell_index(x)
         rgb = x.new_zeros(len(x), 3)

@@ -108,6 +108,23 @@ def test_occupied_cells_are_exactly_those_overlapping_occupied_grid_cells(grid_r
     torch.testing.assert_close(hi, occupied_centres.amax(dim=0) + cell / 2)
 
 
+def test_inference_in_bounded_chunks_equals_one_pass(monkeypatch):
+    import nfield.fields.kilonerf as kilonerf
+
+    torch.manual_seed(3)
+    field = KiloNeRFField(SMALL, BOX)
+    x = torch.rand(1000, 3) * 2.2 - 1.1
+    d = torch.nn.functional.normalize(torch.randn(len(x), 3), dim=-1)
+    with torch.no_grad():
+        whole = field(x, d)
+        monkeypatch.setattr(kilonerf, "INFERENCE_CHUNK", 64)
+        chunked = field(x, d)
+        density = field.density(x)
+    for got, want in zip(chunked, whole):
+        torch.testing.assert_close(got, want)
+    torch.testing.assert_close(density, whole[1])
+
+
 def test_cells_are_assigned_at_borders_and_outside_the_box():
     field = KiloNeRFField(SMALL, BOX)  # cells 0.5 wide in x, 0.5 in y, 0.5 in z
     points = torch.tensor(
