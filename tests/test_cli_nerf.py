@@ -49,10 +49,12 @@ def test_train_nerf_reports_held_out_metrics_and_writes_renders(trained, capsys)
 
 
 def test_render_writes_a_playable_orbit_video_and_its_depth(trained, capsys, tmp_path):
-    status, _, err = run(capsys, "render", trained, "--path", "orbit", "--frames", 3, "--depth", "--out", tmp_path / "o.mp4")
+    argv = ("--path", "orbit", "--frames", 3, "--fps", 12, "--depth", "--out", tmp_path / "o.mp4")
+    status, _, err = run(capsys, "render", trained, *argv)
     assert status == 0, err
     frames = iio.imread(tmp_path / "o.mp4", plugin="FFMPEG", index=None)
     assert frames.shape == (3, 24, 24, 3) and not np.array_equal(frames[0], frames[1])
+    assert iio.immeta(tmp_path / "o.mp4", plugin="FFMPEG")["fps"] == 12  # plays at --fps, not at the render speed
     assert iio.imread(tmp_path / "o_depth.mp4", plugin="FFMPEG", index=None).shape[0] == 3
     for path in ("spiral", "interp"):
         status, _, err = run(
@@ -74,6 +76,23 @@ def test_render_writes_a_playable_orbit_video_and_its_depth(trained, capsys, tmp
         assert iio.imread(tmp_path / f"{path}.mp4", plugin="FFMPEG", index=None).shape == (2, 12, 16, 3)
     status, _, err = run(capsys, "render", trained, "--lod", 1)
     assert status == 1 and "SDF runs only" in err
+
+
+def test_render_without_ffmpeg_writes_png_frames_and_still_succeeds(trained, capsys, tmp_path, monkeypatch):
+    import imageio_ffmpeg
+
+    def no_ffmpeg():
+        raise RuntimeError("No ffmpeg exe could be found. Install ffmpeg on your system, or set the IMAGEIO_FFMPEG_EXE ...")
+
+    monkeypatch.setattr(imageio_ffmpeg, "get_ffmpeg_exe", no_ffmpeg)
+    status, _, err = run(capsys, "render", trained, "--frames", 2, "--depth", "--out", tmp_path / "o.mp4")
+    assert status == 0, err
+    assert "Traceback" not in err and not (tmp_path / "o.mp4").exists()
+    for folder in ("o_frames", "o_depth_frames"):
+        frames = sorted((tmp_path / folder).iterdir())
+        assert [iio.imread(p).shape for p in frames] == [(24, 24, 3)] * 2
+    assert sum("pip install imageio-ffmpeg" in line for line in err.splitlines()) == 2  # one line per video
+    assert f"wrote {tmp_path / 'o_frames'} and {tmp_path / 'o_depth_frames'}" in err
 
 
 def test_nerf_resume_equals_an_uninterrupted_run(scene, tmp_path, capsys):

@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional
 
-import imageio.v3 as iio
 import numpy as np
 import torch
 import tyro
@@ -36,6 +35,7 @@ from nfield.tasks.nerf import (
 )
 from nfield.tasks.nerf_models import NeRFModelOptions, resolve_nerf_model
 from nfield.train import TrainConfig, Trainer, resolve_device, seed_everything
+from nfield.video import write_video
 
 PATHS = ("orbit", "spiral", "interp")
 
@@ -221,30 +221,19 @@ def render_nerf(
     started = time.perf_counter()
     with half_precision(background.device, half):
         rendered = render_poses(model, task_cfg, config["scene"]["near"], poses, camera, background, progress)
-    fps = len(rendered) / (time.perf_counter() - started)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    render_fps = len(rendered) / (time.perf_counter() - started)
     video = np.stack([(frame["rgb"].clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy() for frame in rendered])
-    iio.imwrite(out, video, plugin="FFMPEG", fps=fps, codec="libx264", quality=8, macro_block_size=2)
-    written = [out]
+    written = [write_video(out, video, fps)]
     if depth:
         depths = torch.stack([frame["depth"] for frame in rendered])
         scale = depths[torch.stack([frame["opacity"] for frame in rendered]) > 0.5]
         far = float(scale.max()) if scale.numel() else 1.0
         colours = inferno(1 - (depths / far).clamp(0, 1))
-        depth_out = out.with_name(f"{out.stem}_depth.mp4")
-        iio.imwrite(
-            depth_out,
-            (colours * 255 + 0.5).to(torch.uint8).numpy(),
-            plugin="FFMPEG",
-            fps=fps,
-            codec="libx264",
-            quality=8,
-            macro_block_size=2,
-        )
-        written.append(depth_out)
+        depth_video = (colours * 255 + 0.5).to(torch.uint8).numpy()
+        written.append(write_video(out.with_name(f"{out.stem}_depth.mp4"), depth_video, fps))
     print(
         f"wrote {' and '.join(map(str, written))} ({len(rendered)} frames at {width}x{height}, "
-        f"rendered at {fps:.2f} frames/s{' in half precision' if half else ''})",
+        f"rendered at {render_fps:.2f} frames/s{' in half precision' if half else ''})",
         file=sys.stderr,
     )
 

@@ -213,8 +213,8 @@ def render_sdf(
         out = out or Path(run_dir) / "turntable.mp4"
         if out.suffix.lower() not in (".mp4", ".gif"):
             raise NfieldError(f"--out {out}: a turntable is written as .mp4 (or .gif)")
-        seconds = render_turntable(model, out, frames=frames, fps=fps, start_azimuth=azimuth, progress=progress, **view)
-        print(f"wrote {out} ({frames} frames at {width}x{height}, {frames / seconds:.1f} frames/s rendered)", file=sys.stderr)
+        written, seconds = render_turntable(model, out, frames=frames, fps=fps, start_azimuth=azimuth, progress=progress, **view)
+        print(f"wrote {written} ({frames} frames at {width}x{height}, {frames / seconds:.1f} frames/s rendered)", file=sys.stderr)
     else:
         out = out or Path(run_dir) / "render.png"
         depth_path = render_view_to_files(model, out, azimuth=azimuth, **view)

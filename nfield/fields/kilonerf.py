@@ -41,6 +41,9 @@ MAX_CELLS = 2**22
 #: Points per batched evaluation without autograd (rendering), so memory stays bounded (about 64 MB
 #: of activations per layer) however many samples a chunk of rays produces.
 INFERENCE_CHUNK = 2**18
+#: Cells per `grouped_mm` call of the ``segment`` strategy: it refuses 1024 or more groups on Hopper
+#: GPUs, and a default grid has thousands of cells.
+GROUPED_MM_MAX_GROUPS = 1000
 
 
 @dataclass(frozen=True)
@@ -102,7 +105,8 @@ class KiloNeRFField(nn.Module):
       `baddbmm` over the tiles. Padding is under one tile per cell whatever the distribution.
     - ``padded``: sort by cell, pad every cell to the fullest one, one `baddbmm` over the cells.
       Cheap for even distributions; memory grows with (occupied cells x fullest cell).
-    - ``segment``: sort by cell, one grouped matrix product over the contiguous segments.
+    - ``segment``: sort by cell, grouped matrix products over the contiguous segments (at most
+      `GROUPED_MM_MAX_GROUPS` cells per product).
     - ``gather``: every point multiplied by a per-point copy of its cell's weights.
     """
 
@@ -234,15 +238,24 @@ class _Tiles:
 
 
 class _Segments:
-    """Points sorted by cell, contiguous per cell, and every layer one grouped matrix product over
-    the cells' segments (`torch.nn.functional.grouped_mm`; in bfloat16 on CUDA, which it requires)."""
+    """Points sorted by cell, contiguous per cell, and every layer grouped matrix products over the
+    cells' segments (`torch.nn.functional.grouped_mm`; in bfloat16 on CUDA, which it requires), one
+    per run of at most `GROUPED_MM_MAX_GROUPS` consecutive cells."""
 
     def __init__(self, cells: torch.Tensor, tile: int | None):
         self.order = torch.argsort(cells, stable=True)
         self.point_cells = cells[self.order]
         self.cells, counts = torch.unique_consecutive(self.point_cells, return_counts=True)
-        self.offsets = torch.cumsum(counts, 0).to(torch.int32)
+        ends = torch.cumsum(counts, 0)  # (G,) one past each cell's last row
         self.inverse = torch.empty_like(self.order).index_put_((self.order,), torch.arange(len(cells), device=cells.device))
+        # chunks of cells [g0, g1) own the sorted rows [r0, r1); offsets count from r0
+        group_bounds = [*range(0, len(self.cells), GROUPED_MM_MAX_GROUPS), len(self.cells)]
+        cuts = [g - 1 for g in group_bounds[1:-1]]  # the last cell of every chunk but the last
+        row_bounds = [0, *(ends[cuts].tolist() if cuts else []), len(cells)]
+        self.chunks = [
+            (g0, g1, r0, r1, (ends[g0:g1] - r0).to(torch.int32))
+            for g0, g1, r0, r1 in zip(group_bounds, group_bounds[1:], row_bounds, row_bounds[1:])
+        ]
 
     def pad(self, values: torch.Tensor) -> torch.Tensor:
         return values[self.order]
@@ -257,7 +270,8 @@ class _Segments:
         pad_in, pad_out = -in_dim % align, -out_dim % align
         weight = nn.functional.pad(layer.weight[self.cells], (0, pad_out, 0, pad_in)).to(dtype)
         a = nn.functional.pad(h, (0, pad_in)).to(dtype).contiguous()
-        out = nn.functional.grouped_mm(a, weight, offs=self.offsets)[:, :out_dim]
+        parts = [nn.functional.grouped_mm(a[r0:r1], weight[g0:g1], offs=offs) for g0, g1, r0, r1, offs in self.chunks]
+        out = torch.cat(parts)[:, :out_dim]
         return out.to(h.dtype) + layer.bias[self.point_cells].to(h.dtype)
 
 

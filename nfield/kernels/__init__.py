@@ -3,6 +3,7 @@ tested against. `triton_available()` says whether they can run here."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import torch
@@ -16,3 +17,9 @@ def triton_available(device: torch.device | str) -> bool:
     except ImportError:
         return False
     return torch.device(device).type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def device_guard(tensor: torch.Tensor) -> contextlib.AbstractContextManager:
+    """``torch.cuda.device(tensor.device)`` for CUDA tensors (so a kernel launches on the tensor's
+    GPU, not the current one), a no-op context otherwise."""
+    return torch.cuda.device(tensor.device) if tensor.is_cuda else contextlib.nullcontext()

@@ -21,6 +21,8 @@ import torch
 import triton
 import triton.language as tl
 
+from nfield.kernels import device_guard
+
 # A program holds 128 points and streams 8 triangles at a time: (128, 8) tiles keep the ~30 live
 # tile values per pair in registers at 4 warps (larger tiles spill).
 _BLOCK_POINTS = 128
@@ -161,15 +163,17 @@ def mesh_distance_and_winding(
     winding = torch.empty_like(distance)
     if len(points):
         grid = (math.ceil(len(points) / _BLOCK_POINTS),)
-        _mesh_distance_kernel[grid](
-            points,
-            corners,
-            distance,
-            winding,
-            len(points),
-            corners.shape[1],
-            BLOCK_P=_BLOCK_POINTS,
-            BLOCK_T=_BLOCK_TRIANGLES,
-            num_warps=4,
-        )
+        # Triton launches on the current CUDA device, not the tensors' (e.g. cuda:1)
+        with device_guard(points):
+            _mesh_distance_kernel[grid](
+                points,
+                corners,
+                distance,
+                winding,
+                len(points),
+                corners.shape[1],
+                BLOCK_P=_BLOCK_POINTS,
+                BLOCK_T=_BLOCK_TRIANGLES,
+                num_warps=4,
+            )
     return distance, winding

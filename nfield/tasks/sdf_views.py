@@ -21,6 +21,7 @@ from nfield.errors import NfieldError
 from nfield.fields.sdf import NGLODField, SDFField, distance_fn
 from nfield.render.cameras import PinholeCamera, orbit_poses
 from nfield.render.sphere_trace import render_sdf
+from nfield.video import write_video
 
 #: Sphere tracing settings for fitted fields (normalised units): learned distances are only
 #: approximately 1-Lipschitz, so steps are shortened a little.
@@ -102,9 +103,10 @@ def render_turntable(
     distance: float = 3.4,
     fov: float = 40.0,
     progress: bool = True,
-) -> float:
-    """Render a 360-degree turntable to `out` (.mp4 via imageio-ffmpeg, or .gif); returns the
-    seconds spent rendering (excluding encoding)."""
+) -> tuple[Path, float]:
+    """Render a 360-degree turntable to `out` (.mp4 via imageio-ffmpeg, or .gif); returns the path
+    written (`out`, or a folder of PNG frames where no ffmpeg binary is found, see `write_video`)
+    and the seconds spent rendering (excluding encoding)."""
     poses = orbit_poses(frames, distance, elevation, start_azimuth_deg=start_azimuth)
     images, seconds = [], 0.0
     for c2w in tqdm(poses, desc="render", disable=not progress, dynamic_ncols=True):
@@ -117,6 +119,5 @@ def render_turntable(
     video = np.stack(images)
     if out.suffix.lower() == ".gif":
         iio.imwrite(out, video, duration=1000 / fps, loop=0)
-    else:
-        iio.imwrite(out, video, plugin="FFMPEG", fps=fps, codec="libx264", quality=8, macro_block_size=2)
-    return seconds
+        return out, seconds
+    return write_video(out, video, fps), seconds

@@ -15,21 +15,23 @@ def _reference(field: KiloNeRFField, x: torch.Tensor, d: torch.Tensor) -> tuple[
     """Each point through its own cell's MLP, one cell at a time, with plain matrix products."""
     rgb, sigma = torch.zeros(len(x), 3, dtype=x.dtype), torch.zeros(len(x), dtype=x.dtype)
     cells = field.cell_index(x)
+    per_cell = {layer: (layer.weight.unbind(), layer.bias.unbind()) for layer in [*field.position_layers, *field.color_layers]}
     for cell in cells.unique().tolist():
         if cell < 0:
             continue
         mask = cells == cell
         local = field.local_coordinates(x[mask], cells[mask])
-        h = torch.cat([local, frequency_features(local, SMALL.position_frequencies)], dim=-1)
+        h = torch.cat([local, frequency_features(local, field.cfg.position_frequencies)], dim=-1)
 
         def linear(layer, h):
-            return h @ layer.weight[cell] + layer.bias[cell]
+            weights, biases = per_cell[layer]
+            return h @ weights[cell] + biases[cell]
 
         h = torch.relu(linear(field.position_layers[0], h))
         h = torch.relu(linear(field.position_layers[1], h))
         out = linear(field.position_layers[2], h)
         sigma[mask] = trunc_exp(out[:, 0])
-        directions = torch.cat([d[mask], frequency_features(d[mask], SMALL.direction_frequencies)], dim=-1)
+        directions = torch.cat([d[mask], frequency_features(d[mask], field.cfg.direction_frequencies)], dim=-1)
         h = torch.relu(linear(field.color_layers[0], torch.cat([out[:, 1:], directions], dim=-1)))
         rgb[mask] = torch.sigmoid(linear(field.color_layers[1], h))
     return rgb, sigma
@@ -80,6 +82,43 @@ def test_strategies_agree_on_an_uneven_distribution():
             torch.testing.assert_close(got, want)
     with pytest.raises(NfieldError, match="evaluation strategy"):
         KiloNeRFField(SMALL, BOX, strategy="loop")
+
+
+def test_segment_strategy_keeps_each_grouped_mm_under_hoppers_group_limit(monkeypatch):
+    """grouped_mm refuses 1024 or more groups on Hopper GPUs (simulated here): over a thousand
+    occupied cells run in several calls, with the default and with small chunks, and give the
+    per-cell loop's values and gradients."""
+    import nfield.fields.kilonerf as kilonerf
+
+    grouped_mm, groups_per_call = torch.nn.functional.grouped_mm, []
+
+    def hopper_grouped_mm(a, b, offs):
+        if len(offs) >= 1024:
+            raise RuntimeError(f"grouped_mm: {len(offs)} groups, at most 1023 are supported")
+        groups_per_call.append(len(offs))
+        return grouped_mm(a, b, offs=offs)
+
+    monkeypatch.setattr(torch.nn.functional, "grouped_mm", hopper_grouped_mm)
+    torch.manual_seed(4)
+    cfg = KiloNeRFConfig(longest_axis_cells=12, position_frequencies=1, direction_frequencies=1, hidden=8, feature_dim=4)
+    field = KiloNeRFField(cfg, torch.tensor([[-1.0] * 3, [1.0] * 3]), strategy="segment")  # 12^3 cells
+    x = torch.rand(4000, 3) * 2.2 - 1.1
+    d = torch.nn.functional.normalize(torch.randn(len(x), 3), dim=-1)
+    cells = field.cell_index(x)
+    occupied = len(cells[cells >= 0].unique())
+    assert occupied > 1000
+    ref_rgb, ref_sigma = _reference(field, x, d)
+    ref_grads = torch.autograd.grad(ref_rgb.sum() + ref_sigma.sum(), list(field.parameters()))
+    for chunk in (kilonerf.GROUPED_MM_MAX_GROUPS, 300):
+        monkeypatch.setattr(kilonerf, "GROUPED_MM_MAX_GROUPS", chunk)
+        groups_per_call.clear()
+        rgb, sigma = field(x, d)
+        grads = torch.autograd.grad(rgb.sum() + sigma.sum(), list(field.parameters()))
+        assert max(groups_per_call) <= chunk and sum(groups_per_call) == 5 * occupied  # 5 layers, every cell once
+        torch.testing.assert_close(rgb, ref_rgb)
+        torch.testing.assert_close(sigma, ref_sigma)
+        for got, want in zip(grads, ref_grads):
+            torch.testing.assert_close(got, want)
 
 
 @pytest.mark.parametrize("grid_resolution", [16, 5, 2])
