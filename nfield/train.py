@@ -29,6 +29,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from nfield.backends import BACKENDS, backends_in_use, reset_backends, set_backend
 from nfield.checkpoint import latest_checkpoint, load_model_weights, load_trainer_state, save_checkpoint
 from nfield.errors import NfieldError, TrainingDiverged
 
@@ -51,6 +52,7 @@ class TrainConfig:
     log_every: int = 25  # steps between metrics.jsonl lines and progress-bar updates
     seed: int = 0
     progress: bool = True  # show the tqdm progress bar
+    backend: str = "auto"  # force every component with several implementations onto one: torch, triton, tcnn (auto: each its own)
 
     def validate(self) -> None:
         if self.steps <= 0:
@@ -66,6 +68,8 @@ class TrainConfig:
                 raise NfieldError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
         if self.log_every <= 0:
             raise NfieldError(f"--log-every must be positive, got {self.log_every}")
+        if self.backend not in BACKENDS:
+            raise NfieldError(f"unknown --backend '{self.backend}'; choose one of {', '.join(BACKENDS)}")
 
 
 class Task(Protocol):
@@ -155,6 +159,15 @@ class Trainer:
         cfg.validate()
         self.task, self.cfg, self.run_dir = task, cfg, Path(run_dir)
         self.device = torch.device(device)
+        # components that cannot take the backend asked for (networks built on PyTorch cannot move
+        # to tiny-cuda-nn) keep their own; the run log says what ran
+        taken: dict[str, bool] = {}
+        if cfg.backend != "auto":  # "auto" leaves each component's own setting (its config's) alone
+            taken = set_backend(task.model, cfg.backend)
+            if callable(getattr(task, "set_backend", None)):  # a task's own kernels (the NeRF renderer)
+                taken[f"{task.name} renderer"] = task.set_backend(cfg.backend)
+        self.backend_refusals = [path for path, took in taken.items() if not took]
+        self.backends_logged = False
         self.use_amp = cfg.mixed_precision and self.device.type == "cuda"
         groups = task.param_groups()
         for group in groups:
@@ -180,7 +193,8 @@ class Trainer:
         state = load_trainer_state(checkpoint)
         try:
             self.optimizer.load_state_dict(state["optimizer"])
-            self.scaler.load_state_dict(state["scaler"])
+            if state["scaler"]:  # a disabled scaler (a CPU run) saved {}: an enabled one starts fresh
+                self.scaler.load_state_dict(state["scaler"])
             self.task.load_state_dict(state["task"])
             torch.set_rng_state(state["rng_cpu"])
             if self.device.type == "cuda" and state.get("rng_cuda") is not None:
@@ -220,11 +234,17 @@ class Trainer:
         )
         window: list[tuple[int, torch.Tensor, dict[str, torch.Tensor]]] = []
         evaluated: dict[str, float] = {}
+        reported = self.backends_logged  # which backends ran: logged after this trainer's first step
         try:
             while self.step < end:
                 started = time.perf_counter()
+                if not reported:
+                    reset_backends()
                 window.append(self._train_step())
                 self.step += 1
+                if not reported:
+                    self._log_backends(bar)
+                    reported = self.backends_logged = True
                 evaluate = self._boundary(self.step, cfg.eval_every, total)
                 checkpoint = self._boundary(self.step, cfg.checkpoint_every, end)
                 flush = evaluate or checkpoint or self._boundary(self.step, cfg.log_every, end)
@@ -275,6 +295,15 @@ class Trainer:
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         return step, loss.detach(), {k: v.detach() for k, v in metrics.items()}
+
+    def _log_backends(self, bar: tqdm) -> None:
+        """Write which implementation ran each component in the first step (metrics.jsonl and stderr)."""
+        ran = backends_in_use()
+        self._log({"step": self.step, "kind": "backends", "backends": ran, "kept_own_backend": self.backend_refusals}, None)
+        if self.is_main and ran:
+            shown = ", ".join(f"{name} {backend}" for name, backend in sorted(ran.items()))
+            kept = f" ({', '.join(self.backend_refusals)} kept their own)" if self.backend_refusals else ""
+            bar.write(f"backends: {shown}{kept}", file=sys.stderr)
 
     @staticmethod
     def _boundary(step: int, every: int, last: int) -> bool:

@@ -1,6 +1,7 @@
 """The generic trainer on a tiny deterministic task: schedules, resume, checkpoints, NaN guard."""
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -188,6 +189,22 @@ def test_ctrl_c_saves_a_checkpoint_and_says_how_to_resume(tmp_path):
     with pytest.raises(NfieldError, match="interrupted at step 17.*--resume"):
         trainer.fit()
     assert latest_checkpoint(tmp_path).step == 17
+
+
+def test_a_run_resumes_across_enabled_and_disabled_gradient_scaling(tmp_path):
+    """A CPU run (scaler disabled, saved as {}) resumes where scaling is on (CUDA), and back."""
+    _, started = make(tmp_path, 30)
+    started.fit(stop_after=10)
+    task, scaled = make(tmp_path, 30)
+    scaled.scaler = torch.amp.GradScaler("cpu", enabled=True)  # as on CUDA with mixed precision
+    assert scaled.resume() == 10
+    before = weights(task.model)
+    assert scaled.fit(stop_after=20) == {}
+    assert scaled.scaler.get_scale() == 2.0**16  # fresh: no overflow in 10 steps, growth after 2000
+    assert any(not torch.equal(value, task.model.state_dict()[key]) for key, value in before.items())
+    _, unscaled = make(tmp_path, 30)
+    assert unscaled.resume() == 20
+    assert math.isfinite(unscaled.fit()["psnr"]) and latest_checkpoint(tmp_path).step == 30
 
 
 def test_resume_without_checkpoint_is_a_clear_error(tmp_path):

@@ -8,6 +8,7 @@ error prints one line on stderr and exits with status 1 (2 for malformed command
 from __future__ import annotations
 
 import json
+import os
 import platform
 import sys
 from pathlib import Path
@@ -17,13 +18,18 @@ import torch
 import tyro
 
 import nfield
+from nfield.backends import choose_backend
 from nfield.cli.distill import distill
 from nfield.cli.image import evaluate_image, fit_image, render_image
 from nfield.cli.nerf import evaluate_nerf, render_nerf, train_nerf
 from nfield.cli.sdf import evaluate_sdf, fit_sdf, mesh, render_sdf
+from nfield.encodings.grid import GRID_BACKENDS
 from nfield.errors import NfieldError
 from nfield.fields.kilonerf import load_kilonerf
+from nfield.networks.mlp import MLP_BACKENDS
+from nfield.render.volume import RENDER_BACKENDS
 from nfield.run import read_config, require_checkpoint
+from nfield.train import resolve_device
 
 
 def render(
@@ -164,6 +170,14 @@ def info(run_dir: tyro.conf.Positional[Optional[Path]] = None) -> None:
             print(f"  {label}: {version} ({usable})")
         except Exception:
             print(f"  {label}: not installed")
+    device = resolve_device("auto")
+    chosen = {
+        "HashGrid, DenseGrid": choose_backend("HashGrid", "auto", device, GRID_BACKENDS),
+        "MLP": choose_backend("MLP", "auto", device, MLP_BACKENDS, auto_triton=False),
+        "composite, render_weights": choose_backend("composite", "auto", device, RENDER_BACKENDS),
+        "OccupancyGrid.march": choose_backend("OccupancyGrid.march", "auto", device, RENDER_BACKENDS),
+    }
+    print(f"backend 'auto' on {device}: " + "; ".join(f"{name} -> {backend}" for name, backend in chosen.items()))
 
 
 def _describe_run(run_dir: Path) -> None:
@@ -176,6 +190,9 @@ def _describe_run(run_dir: Path) -> None:
     print(f"checkpoint: step {checkpoint.step} of {config.get('train', {}).get('steps')}")
     print(f"weights: {n_values:,} values, {checkpoint.model_file.stat().st_size / 2**20:.2f} MiB")
     print(f"field: {json.dumps(config.get('field'))}")
+    ran = _logged_backends(Path(run_dir))
+    if ran:
+        print("backends (first training step): " + ", ".join(f"{name} {backend}" for name, backend in sorted(ran.items())))
     if "teacher" in config:
         teacher = config["teacher"]
         print(f"distilled from: {teacher.get('run_dir')} ({teacher.get('model')}, step {teacher.get('step')})")
@@ -187,6 +204,21 @@ def _describe_run(run_dir: Path) -> None:
             f"kilonerf: {'x'.join(map(str, field.resolution))} = {field.n_cells:,} cells, {n_occupied} occupied, "
             f"{field.parameter_count():,} parameters, {export.stat().st_size / 2**20:.2f} MB ({export.name})"
         )
+
+
+def _logged_backends(run_dir: Path) -> dict[str, str]:
+    """The backends the run's last training session logged for its first step (metrics.jsonl)."""
+    path = run_dir / "metrics.jsonl"
+    found: dict[str, str] = {}
+    if path.is_file():
+        for line in path.read_text(errors="replace").splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(record, dict) and record.get("kind") == "backends" and isinstance(record.get("backends"), dict):
+                found = record["backends"]
+    return found
 
 
 COMMANDS = {
@@ -221,4 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("nfield: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader of stdout went away (`nfield info | head`): not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     return 0

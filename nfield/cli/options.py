@@ -25,6 +25,9 @@ class TrainOptions:
     checkpoint_every: Optional[int] = None  # steps between checkpoints (default 500)
     keep_checkpoints: Optional[int] = None  # checkpoints kept on disk (default 2)
     log_every: Optional[int] = None  # steps between metrics.jsonl lines (default 25)
+    backend: Optional[Literal["auto", "torch", "triton", "tcnn"]] = (
+        None  # implementation of grids, MLPs and rendering (default auto: Triton kernels on CUDA)
+    )
 
     def apply(self, base: TrainConfig, progress: bool = True) -> TrainConfig:
         given = {k: v for k, v in dataclasses.asdict(self).items() if v is not None}

@@ -1,30 +1,42 @@
 """Multiresolution feature grids with multilinear interpolation: instant-ngp's hash grid and a dense one.
 
-Geometry (d = 2 or 3, L levels, F features per level). A point x in [-1, 1]^d is mapped to
-u = (x + 1) / 2 in [0, 1]^d (points slightly outside are clamped to the box). Level l has scale
-s_l = base_resolution * per_level_scale^l and r_l = ceil(s_l) + 1 vertices per axis. With
-p = u * s_l, the point lies in cell c = clamp(floor(p), 0, r_l - 2) at offset p - c in [0, 1]^d,
-and its level-l feature is the multilinear blend of the F-vectors stored at the cell's 2^d vertices.
+Geometry, the same as tiny-cuda-nn's ``HashGrid`` / ``DenseGrid`` encodings (d = 2 or 3, L levels,
+F features per level, T = 2^log2_hashmap_size). A point x in [-1, 1]^d is mapped to
+u = (x + 1) / 2, clamped to [0, 1]^d. Level l has, in float32 arithmetic,
 
-Storage. A vertex v of a level with r_l^d <= T = 2^log2_hashmap_size vertices has its own row,
-v_0 + v_1 r_l + v_2 r_l^2 (first axis fastest). Finer levels share T rows through instant-ngp's
-spatial hash (v_0 * 1) xor (v_1 * 2654435761) xor (v_2 * 805459861) mod T, computed in int64, whose
-low bits equal tiny-cuda-nn's uint32 arithmetic. `DenseGrid` stores every level densely. All levels'
-rows live in one parameter table (total_rows, F), level after level, initialised U(-1e-4, 1e-4).
-The geometry differs slightly from tiny-cuda-nn's (which uses scale s_l - 1 and a half-cell offset),
-so tables are not interchangeable with tcnn checkpoints even though the keys and the hash are.
+    scale_l = exp2(l * log2(per_level_scale)) * base_resolution - 1      (cells per unit of u)
+    r_l     = ceil(scale_l) + 1                                           (vertices per axis)
 
-Two implementations of the same arithmetic, with bit-identical results (the PyTorch backend):
+and with p = u * scale_l + 0.5 (the half-cell offset staggers the levels) the point lies in the
+cell c = floor(p) at offset p - c in [0, 1)^d; its level-l feature is the multilinear blend of the
+F-vectors stored at the cell's 2^d vertices c + b, b in {0, 1}^d.
+
+Storage. Level l owns S_l rows of one (total_rows, F) parameter table, level after level:
+S_l = min(next multiple of 8 of r_l^d, T) for `HashGrid` (no minimum for `DenseGrid`). A level with
+r_l^d <= T stores vertex v at row (v_0 + v_1 r_l + v_2 r_l^2) mod S_l (first axis fastest; the
+half-cell offset can reach v_i = r_l at the top of the box, which wraps around, as in
+tiny-cuda-nn); finer levels share T rows through the spatial hash
+(v_0 * 1 xor v_1 * 2654435761 xor v_2 * 805459861) mod T in uint32 arithmetic. Rows start out
+U(-1e-4, 1e-4). The output is level-major: columns [l F, (l + 1) F) are level l. A table is
+therefore tiny-cuda-nn's parameter vector reshaped to (total_rows, F), and loads into
+``tinycudann.Encoding`` with the same keys and back (`nfield.backends.tcnn`). Grids saved before
+this layout (nfield 0.1) are refused with a one-line error: their geometry differs.
+
+Backends (the ``backend`` key; see `nfield.backends`): ``auto`` runs the Triton kernels of
+`nfield.kernels.grid_encoding` on CUDA and the PyTorch reference elsewhere; ``tcnn`` runs
+tiny-cuda-nn on the same table. The PyTorch reference has two paths with bit-identical results:
 
 - When x does not require grad (the usual training step), a custom autograd function saves only x
   and recomputes vertex rows and weights in backward, scattering the table gradient with
-  `index_add_`: the saved memory is O(N d) however many levels and corners there are. It loops over
-  levels and the 2^d corners, so only (N, F) gathers are ever transient.
+  `index_add_`: the saved memory is O(N d) however many levels and corners there are.
 - When x requires grad (normals, eikonal losses), ordinary differentiable torch ops, so gradients
   w.r.t. x and second derivatives work. Autograd keeps every corner's rows, weights and gathered
   features, O(N L 2^d F), so use moderate batches there.
 
-Both compute in float32 (float64 for a float64 module) even under autocast.
+The Triton path gives the same first and second derivatives from kernels (forward, backward to
+the table and to x, and the backward of the x-gradient that an eikonal loss needs). Every path
+computes in float32 (float64 for a float64 module on the reference) even under autocast; tables
+may be float32 or float16 (the kernels accumulate in float32).
 """
 
 from __future__ import annotations
@@ -34,14 +46,19 @@ import math
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator
 
+import numpy as np
 import torch
 from torch import nn
 
+from nfield.backends import check_backend, choose_backend, record_backend
 from nfield.encodings.registry import ENCODINGS
 from nfield.errors import NfieldError
 
 _PRIMES = (1, 2654435761, 805459861)  # instant-ngp's spatial hash, one prime per axis
 _MAX_TABLE_VALUES = 2**31  # 8 GiB of float32: any larger table is a configuration mistake
+_MAX_DENSE_PARAMS = 2**31 - 1  # tiny-cuda-nn caps a level's dense size here before padding
+LAYOUT_VERSION = 2  # 1: nfield 0.1's geometry (scale_l = base * b^l, no offset); 2: tiny-cuda-nn's
+GRID_BACKENDS = ("torch", "triton", "tcnn")
 
 
 @dataclass(frozen=True)
@@ -49,27 +66,42 @@ class HashGridConfig:
     n_levels: int = 16  # resolution levels L
     n_features_per_level: int = 2  # F; the output has L * F columns
     log2_hashmap_size: int = 19  # T = 2^this rows per hashed level (levels with <= T vertices are dense)
-    base_resolution: int = 16  # scale of the coarsest level, in cells per unit of u = (x + 1) / 2
+    base_resolution: int = 16  # vertices per axis of the coarsest level (scale base - 1 cells per unit of u)
     per_level_scale: float = 2.0  # scale ratio between consecutive levels
+    backend: str = "auto"  # auto, torch, triton or tcnn (see nfield.backends)
+
+    def __post_init__(self) -> None:
+        check_backend("HashGridConfig", self.backend, GRID_BACKENDS)
 
 
 @dataclass(frozen=True)
 class DenseGridConfig:
-    n_levels: int = 8  # resolution levels L (the finest has about base * scale^(L-1) cells per axis)
+    n_levels: int = 8  # resolution levels L (the finest has about base * scale^(L-1) vertices per axis)
     n_features_per_level: int = 2  # F; the output has L * F columns
-    base_resolution: int = 16  # scale of the coarsest level, in cells per unit of u = (x + 1) / 2
-    per_level_scale: float = 1.5  # scale ratio between consecutive levels (finest: 16 * 1.5^7 = 273)
+    base_resolution: int = 16  # vertices per axis of the coarsest level
+    per_level_scale: float = 1.5  # scale ratio between consecutive levels (finest: 274 vertices per axis)
+    backend: str = "auto"  # auto, torch, triton or tcnn (see nfield.backends)
+
+    def __post_init__(self) -> None:
+        check_backend("DenseGridConfig", self.backend, GRID_BACKENDS)
 
 
 @dataclass(frozen=True)
 class GridLevel:
     """Where one level's vertices live in the shared table."""
 
-    scale: float  # s_l: cells per unit of u
-    resolution: int  # r_l = ceil(s_l) + 1 vertices per axis
+    scale: float  # scale_l: cells per unit of u (a float32 value)
+    resolution: int  # r_l = ceil(scale_l) + 1 vertices per axis
     offset: int  # first row of this level in the table
-    size: int  # rows: r_l^d when dense, T when hashed
-    hashed: bool
+    size: int  # rows S_l; vertex indices are taken modulo this
+    hashed: bool  # r_l^d > T: rows through the spatial hash
+
+
+def level_scale(index: int, base_resolution: int, per_level_scale: float) -> float:
+    """scale_l = exp2(l log2(per_level_scale)) base_resolution - 1, rounded as tiny-cuda-nn's float32 arithmetic."""
+    log2_scale = np.float32(math.log2(per_level_scale))
+    grown = np.exp2(np.float32(index) * log2_scale, dtype=np.float32)
+    return float(grown * np.float32(base_resolution) - np.float32(1.0))
 
 
 def grid_levels(
@@ -78,11 +110,13 @@ def grid_levels(
     """The L levels' geometry and table layout; `hashmap_size` None stores every level densely."""
     levels, offset = [], 0
     for index in range(n_levels):
-        scale = base_resolution * per_level_scale**index
+        scale = level_scale(index, base_resolution, per_level_scale)
         resolution = math.ceil(scale) + 1
-        dense_size = resolution**dim
-        size = dense_size if hashmap_size is None else min(dense_size, hashmap_size)
-        levels.append(GridLevel(scale, resolution, offset, size, hashed=size < dense_size))
+        dense = resolution**dim
+        padded = -(-min(dense, _MAX_DENSE_PARAMS) // 8) * 8
+        hashed = hashmap_size is not None and dense > hashmap_size
+        size = hashmap_size if hashed else padded
+        levels.append(GridLevel(scale, resolution, offset, size, hashed))
         offset += size
     return tuple(levels)
 
@@ -103,6 +137,7 @@ def _vertex_rows(vertex: list[torch.Tensor], level: GridLevel) -> torch.Tensor:
         index = vertex[-1]
         for coordinate in reversed(vertex[:-1]):
             index = index * level.resolution + coordinate
+        index = index % level.size
     return index + level.offset
 
 
@@ -113,11 +148,11 @@ def _level_corners(u: torch.Tensor, level: GridLevel) -> Iterator[tuple[torch.Te
         u: (N, d) points in [0, 1]^d.
 
     Yields:
-        (rows, weights): (N,) int64 table rows and (N,) multilinear weights, one corner at a time;
-        the weights are differentiable w.r.t. u.
+        (rows, weights): (N,) int64 table rows and (N,) multilinear weights, one corner at a time
+        (corner bits first axis lowest); the weights are differentiable w.r.t. u.
     """
-    p = u * level.scale
-    cell = p.detach().floor().clamp(0, level.resolution - 2)
+    p = u * level.scale + 0.5
+    cell = p.detach().floor()
     frac = p - cell
     weights_by_bit = (1.0 - frac, frac)
     cell = cell.long()
@@ -194,6 +229,23 @@ class _GridInterpolation(torch.autograd.Function):
         return None, grad_table, None
 
 
+def interpolate_reference(x: torch.Tensor, table: torch.Tensor, levels: tuple[GridLevel, ...]) -> torch.Tensor:
+    """The PyTorch reference of the grid encoding (the path the kernels are tested against).
+
+    Args:
+        x: (N, d) points in [-1, 1] (clamped to the box).
+        table: (total_rows, F) the levels' rows.
+        levels: the layout from `grid_levels`.
+
+    Returns:
+        (N, L * F) level-major features, differentiable w.r.t. the table, and w.r.t. x (to any
+        order) when x requires grad.
+    """
+    if x.requires_grad:
+        return _interpolate_differentiable(x, table, levels)
+    return _GridInterpolation.apply(x, table, levels)
+
+
 class _FeatureGrid(nn.Module):
     """The implementation behind `HashGrid` and `DenseGrid`; `log2_hashmap_size` None = all levels dense."""
 
@@ -208,8 +260,8 @@ class _FeatureGrid(nn.Module):
                 raise NfieldError(f"{name}: {key} must be a positive integer, got {value!r}")
         if not (isinstance(cfg.per_level_scale, (int, float)) and cfg.per_level_scale >= 1.0):
             raise NfieldError(f"{name}: per_level_scale must be a number >= 1, got {cfg.per_level_scale!r}")
-        if log2_hashmap_size is not None and not (isinstance(log2_hashmap_size, int) and 1 <= log2_hashmap_size <= 30):
-            raise NfieldError(f"{name}: log2_hashmap_size must be an integer in [1, 30], got {log2_hashmap_size!r}")
+        if log2_hashmap_size is not None and not (isinstance(log2_hashmap_size, int) and 3 <= log2_hashmap_size <= 30):
+            raise NfieldError(f"{name}: log2_hashmap_size must be an integer in [3, 30], got {log2_hashmap_size!r}")
         hashmap_size = None if log2_hashmap_size is None else 2**log2_hashmap_size
         self.levels = grid_levels(in_dim, cfg.n_levels, cfg.base_resolution, cfg.per_level_scale, hashmap_size)
         rows = self.levels[-1].offset + self.levels[-1].size
@@ -220,7 +272,11 @@ class _FeatureGrid(nn.Module):
         self.cfg = cfg
         self.in_dim = in_dim
         self.out_dim = cfg.n_levels * cfg.n_features_per_level
+        self.backend = cfg.backend
+        self.last_backend: str | None = None
         self.params = nn.Parameter(torch.empty(rows, cfg.n_features_per_level).uniform_(-1e-4, 1e-4))
+        self.register_buffer("layout_version", torch.tensor(LAYOUT_VERSION, dtype=torch.int32))
+        self._tcnn: nn.Module | None = None
 
     @property
     def n_params(self) -> int:
@@ -237,24 +293,68 @@ class _FeatureGrid(nn.Module):
         """Indices of the levels stored through the spatial hash (the others are dense)."""
         return tuple(index for index, level in enumerate(self.levels) if level.hashed)
 
+    def set_backend(self, name: str) -> bool:
+        """Run later calls on backend `name` (auto, torch, triton, tcnn; the table is shared by all); True."""
+        check_backend(type(self).__name__, name, GRID_BACKENDS)
+        self.backend = name
+        return True
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
+        version = state_dict.get(prefix + "layout_version")
+        if prefix + "params" in state_dict and (version is None or int(version) != LAYOUT_VERSION):
+            found = "nfield 0.1's" if version is None else f"version {int(version)}"
+            raise NfieldError(
+                f"{type(self).__name__} weights use {found} grid geometry, not tiny-cuda-nn's (layout {LAYOUT_VERSION}); "
+                "retrain the run with this nfield"
+            )
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        dtype = torch.promote_types(self.params.dtype, torch.float32)
-        x, table = x.to(dtype), self.params.to(dtype)
-        if x.requires_grad:
-            return _interpolate_differentiable(x, table, self.levels)
-        return _GridInterpolation.apply(x, table, self.levels)
+        """Features (N, L * F), float32 (float64 for a float64 table on the reference), of x (N, d) in [-1, 1]."""
+        if x.dim() != 2 or x.shape[1] != self.in_dim:
+            raise NfieldError(f"{type(self).__name__}: expected points of shape (N, {self.in_dim}), got {tuple(x.shape)}")
+        table = self.params
+        backend = choose_backend(type(self).__name__, self.backend, x.device, GRID_BACKENDS)
+        if backend == "triton" and (table.dtype not in (torch.float32, torch.float16) or table.shape[1] not in (1, 2, 4, 8)):
+            if self.backend == "triton":
+                raise NfieldError(
+                    f"{type(self).__name__}: the triton backend takes float32 or float16 tables with 1, 2, 4 or 8 features "
+                    f"per level, got {table.dtype} with {table.shape[1]}"
+                )
+            backend = "torch"
+        self.last_backend = backend
+        record_backend(type(self).__name__, backend)
+        if backend == "triton":
+            from nfield.kernels.grid_encoding import grid_encode
+
+            return grid_encode(x.float(), table, self.levels)
+        if backend == "tcnn":
+            from nfield.backends.tcnn import tcnn_grid_encode
+
+            if self._tcnn is None:
+                object.__setattr__(self, "_tcnn", _build_tcnn_encoding(self))
+            return tcnn_grid_encode(self._tcnn, x, table)
+        dtype = torch.promote_types(table.dtype, torch.float32)
+        return interpolate_reference(x.to(dtype), table.to(dtype), self.levels)
 
     def extra_repr(self) -> str:
+        ran = f" (last call: {self.last_backend})" if self.last_backend else ""
         return (
             f"in_dim={self.in_dim}, n_levels={self.cfg.n_levels}, "
             f"n_features_per_level={self.cfg.n_features_per_level}, resolutions={list(self.resolutions)}, "
-            f"hashed_levels={list(self.hashed_levels)}, n_params={self.n_params}, backend=torch"
+            f"hashed_levels={list(self.hashed_levels)}, n_params={self.n_params}, backend={self.backend}{ran}"
         )
+
+
+def _build_tcnn_encoding(grid: _FeatureGrid) -> nn.Module:
+    from nfield.backends.tcnn import build_tcnn_encoding
+
+    return build_tcnn_encoding(grid.in_dim, grid.cfg, grid.params.dtype, grid.params.device)
 
 
 @ENCODINGS.register("HashGrid", HashGridConfig)
 class HashGrid(_FeatureGrid):
-    """instant-ngp's multiresolution hash encoding (Müller et al. 2022), PyTorch backend.
+    """instant-ngp's multiresolution hash encoding (Müller et al. 2022), tiny-cuda-nn's geometry.
 
     Levels with at most 2^log2_hashmap_size vertices are stored densely, finer ones through the
     spatial hash (see the module docstring for the exact geometry and hash).
@@ -271,10 +371,10 @@ class HashGrid(_FeatureGrid):
 class DenseGrid(_FeatureGrid):
     """Multiresolution dense feature grid: `HashGrid` with every level stored densely.
 
-    Level l has (ceil(base_resolution * per_level_scale^l) + 1)^d rows, so keep the finest level
-    modest: the defaults (8 levels from 16, growing 1.5x to 273 cells) hold 0.27M values in 2-D and
-    59M in 3-D; with tiny-cuda-nn's hash-grid keys (16 levels from 16, doubling) the table would not
-    fit and construction raises `NfieldError`.
+    Level l has about (base_resolution * per_level_scale^l)^d rows, so keep the finest level
+    modest: the defaults (8 levels from 16 vertices, growing 1.5x to 274) hold 0.27M values in
+    2-D and 59M in 3-D; with tiny-cuda-nn's hash-grid keys (16 levels from 16, doubling) the table
+    would not fit and construction raises `NfieldError`.
 
     Input (N, d) in [-1, 1], d = 2 or 3; output (N, n_levels * n_features_per_level), level-major,
     float32 under autocast.

@@ -5,6 +5,12 @@ Layout, with tiny-cuda-nn's key names: ``Linear(in_dim, n_neurons) + activation`
 ``Linear(n_neurons, out_dim) + output_activation``; ``n_hidden_layers = 0`` is a single
 ``Linear(in_dim, out_dim) + output_activation``.
 
+Backends (the ``backend`` key, see `nfield.backends`): ``torch`` runs ``nn.Linear`` layers;
+``triton`` runs the same weights through the fused kernel of `nfield.kernels.tiny_mlp` (CUDA;
+widths, inputs and outputs up to 128, n_hidden_layers >= 1, float16 with float32 accumulation);
+``auto`` stays on ``torch`` until the fused kernel is measured faster on a GPU (BENCHMARKS.md).
+``tcnn`` builds tiny-cuda-nn's MLP instead, with its own bias-free parameters.
+
 Example::
 
     >>> import torch
@@ -21,8 +27,11 @@ from typing import Callable
 import torch
 from torch import nn
 
+from nfield.backends import check_backend, choose_backend, record_backend
 from nfield.errors import NfieldError
 from nfield.networks.registry import NETWORKS
+
+MLP_BACKENDS = ("torch", "triton", "tcnn")
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "relu": nn.ReLU,
@@ -84,11 +93,13 @@ class MLPConfig:
     n_hidden_layers: int = 3  # hidden layers of width n_neurons; 0 = one Linear(in_dim, out_dim)
     activation: str = "relu"  # after every hidden layer; a name in ACTIVATIONS
     output_activation: str = "none"  # after the last Linear; a name in ACTIVATIONS
+    backend: str = "auto"  # auto (torch), torch, triton (fused kernel) or tcnn (see nfield.backends)
 
     def __post_init__(self) -> None:
         validate_layer_sizes("MLPConfig", self.n_neurons, self.n_hidden_layers)
         activation_module(self.activation)
         activation_module(self.output_activation)
+        check_backend("MLPConfig", self.backend, MLP_BACKENDS)
 
 
 @NETWORKS.register("MLP", MLPConfig)
@@ -96,7 +107,8 @@ class MLP(nn.Module):
     """Fully connected network with PyTorch-default (Kaiming-uniform) initialisation.
 
     Input (N, in_dim) features; output (N, out_dim), after `cfg.output_activation`.
-    The layers are `self.layers`, an ``nn.Sequential`` alternating Linear and activation modules.
+    The layers are `self.layers`, an ``nn.Sequential`` alternating Linear and activation modules
+    (absent with backend ``tcnn``, whose network is `self.tcnn`).
     """
 
     def __init__(self, in_dim: int, out_dim: int, cfg: MLPConfig = MLPConfig()):
@@ -104,6 +116,13 @@ class MLP(nn.Module):
         self.cfg = cfg
         self.in_dim = in_dim
         self.out_dim = out_dim
+        self.backend = cfg.backend
+        self.last_backend: str | None = None
+        if cfg.backend == "tcnn":
+            from nfield.backends.tcnn import TcnnNetwork
+
+            self.tcnn = TcnnNetwork(in_dim, out_dim, cfg)
+            return
         widths = [in_dim] + [cfg.n_neurons] * cfg.n_hidden_layers + [out_dim]
         layers: list[nn.Module] = []
         for i, (fan_in, fan_out) in enumerate(zip(widths[:-1], widths[1:])):
@@ -111,5 +130,61 @@ class MLP(nn.Module):
             layers += [nn.Linear(fan_in, fan_out), activation_module(cfg.output_activation if last else cfg.activation)]
         self.layers = nn.Sequential(*layers)
 
+    def fusable(self) -> str | None:
+        """None when the fused Triton kernel can run this network, else why not (one phrase)."""
+        from nfield.kernels.tiny_mlp import FUSED_ACTIVATIONS, MAX_WIDTH
+
+        cfg = self.cfg
+        if cfg.backend == "tcnn":
+            return "it was built on tiny-cuda-nn"
+        if cfg.n_hidden_layers < 1:
+            return "it has no hidden layer"
+        if max(cfg.n_neurons, self.in_dim, self.out_dim) > MAX_WIDTH:
+            return f"its widths exceed {MAX_WIDTH}"
+        for name in (cfg.activation, cfg.output_activation):
+            if _canonical(name) not in FUSED_ACTIVATIONS:
+                return f"the fused kernel has no {name!r} activation"
+        return None
+
+    def set_backend(self, name: str) -> bool:
+        """Run later calls on backend `name` (auto, torch, triton); returns whether it applied.
+
+        tcnn is chosen at construction only (tiny-cuda-nn's networks have no biases, so the
+        weights cannot carry over): asking a PyTorch-built MLP for tcnn, or a tcnn-built one for
+        anything else, leaves it as it is and returns False.
+        """
+        check_backend("MLP", name, MLP_BACKENDS)
+        if (name == "tcnn") != (self.cfg.backend == "tcnn"):
+            return False
+        self.backend = name
+        return True
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        backend = choose_backend("MLP", self.backend, x.device, MLP_BACKENDS, auto_triton=False)
+        if backend == "triton":
+            reason = self.fusable()
+            if reason is not None:
+                raise NfieldError(f"MLP: backend 'triton' cannot run this network: {reason}; use backend 'auto'")
+        self.last_backend = backend
+        record_backend("MLP", backend)
+        if backend == "tcnn":
+            return self.tcnn(x)
+        if backend == "triton":
+            from nfield.kernels.tiny_mlp import fused_mlp
+
+            linears = [m for m in self.layers if isinstance(m, nn.Linear)]
+            out = fused_mlp(
+                x,
+                [m.weight for m in linears],
+                [m.bias for m in linears],
+                _canonical(self.cfg.activation),
+                _canonical(self.cfg.output_activation),
+            )
+            if torch.is_autocast_enabled(x.device.type):
+                return out.to(torch.get_autocast_dtype(x.device.type))
+            return out
         return self.layers(x)
+
+    def extra_repr(self) -> str:
+        ran = f" (last call: {self.last_backend})" if self.last_backend else ""
+        return f"backend={self.backend}{ran}"

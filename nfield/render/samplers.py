@@ -31,6 +31,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from nfield.backends import choose_backend, record_backend
 from nfield.errors import NfieldError
 from nfield.render.sphere_trace import ray_box_intersection
 from nfield.render.volume import render_weights
@@ -408,6 +409,7 @@ class OccupancyGrid(nn.Module):
         sigma_fn: DensityFn | None = None,
         early_stop_eps: float = 1e-4,
         alpha_threshold: float = 0.0,
+        backend: str = "auto",
     ) -> RaySamples:
         """instant-ngp's ray marching: fixed steps along each ray, keeping those in occupied cells.
 
@@ -417,7 +419,9 @@ class OccupancyGrid(nn.Module):
         `sigma_fn`, the kept intervals' densities (evaluated without autograd) also drop those
         behind the point where the ray's transmittance falls below `early_stop_eps` and those whose
         alpha is below `alpha_threshold`. Work is done `_CHUNK` intervals at a time, so memory
-        stays bounded.
+        stays bounded. With backend ``auto`` on CUDA (or ``triton``) the steps are walked by the
+        Triton kernel of `nfield.kernels.ray_marching`, which writes the same packed samples
+        without the dense (rays x steps) tensors.
 
         Args:
             origins: (N, 3) ray origins.
@@ -428,6 +432,7 @@ class OccupancyGrid(nn.Module):
             sigma_fn: optional (M, 3) points -> (M,) densities, for early termination.
             early_stop_eps: transmittance below which a ray stops (with sigma_fn).
             alpha_threshold: alpha below which an interval is dropped (with sigma_fn).
+            backend: auto, torch or triton (`nfield.backends`); triton needs float32 rays.
 
         Returns:
             `RaySamples` of the kept intervals.
@@ -452,6 +457,12 @@ class OccupancyGrid(nn.Module):
                 f"OccupancyGrid.march: origins and directions must be (N, 3) and near, far (N,), got "
                 f"{tuple(origins.shape)}, {tuple(directions.shape)}, {tuple(near.shape)}, {tuple(far.shape)}"
             )
+        chosen = choose_backend("OccupancyGrid.march", backend, origins.device, ("torch", "triton"))
+        if chosen == "triton" and origins.dtype != torch.float32:
+            if backend == "triton":
+                raise NfieldError(f"OccupancyGrid.march: the triton backend takes float32 rays, got {origins.dtype}")
+            chosen = "torch"
+        record_backend("OccupancyGrid.march", chosen)
         empty = origins.new_zeros(0)
         parts = [RaySamples(torch.zeros(0, dtype=torch.long, device=origins.device), empty, empty)]
         levels, cells = torch.nonzero(self.occupied, as_tuple=True)
@@ -466,19 +477,41 @@ class OccupancyGrid(nn.Module):
         n_steps = (last - first).clamp_min(0).long()
         marching = torch.nonzero(n_steps).squeeze(1)
         for rays in marching.split(max(1, _CHUNK // int(n_steps.max()))) if len(marching) else ():
-            width = int(n_steps[rays].max())
-            steps = torch.arange(width + 1, device=origins.device, dtype=origins.dtype)
-            t = torch.minimum(near[rays, None] + (first[rays, None] + steps) * step_size, far[rays, None])
-            middle = 0.5 * (t[:, :-1] + t[:, 1:])
-            points = torch.addcmul(origins[rays, None], middle[..., None], directions[rays, None])
-            keep = (steps[:-1] < n_steps[rays, None]) & (t[:, 1:] > t[:, :-1])  # no empty interval at far
-            keep &= self.occupied_at(points.view(-1, 3)).view(middle.shape)
-            samples = _pack(rays[:, None], t[:, :-1], t[:, 1:], keep)
+            if chosen == "triton":
+                from nfield.kernels.ray_marching import march_kernel
+
+                samples = RaySamples(
+                    *march_kernel(
+                        origins[rays],
+                        directions[rays],
+                        near[rays],
+                        far[rays],
+                        first[rays],
+                        n_steps[rays],
+                        step_size,
+                        self.occupied,
+                        self.aabb,
+                        rays,
+                    )  # fmt: skip
+                )
+            else:
+                samples = self._march_steps(origins, directions, near, far, first, n_steps, step_size, rays)
             if sigma_fn is not None and len(samples):
                 sigmas = sigma_fn(samples.positions(origins, directions)).reshape(-1).to(origins.dtype)
                 # ray indices local to the chunk, so transmittance is computed over the chunk's rays only
                 local = torch.searchsorted(rays, samples.ray_indices)
-                _, transmittance, alphas = render_weights(samples.t_starts, samples.t_ends, sigmas, local, len(rays))
+                _, transmittance, alphas = render_weights(samples.t_starts, samples.t_ends, sigmas, local, len(rays), chosen)
                 samples = _select(samples, (transmittance >= early_stop_eps) & (alphas >= alpha_threshold))
             parts.append(samples)
         return RaySamples(*(torch.cat([getattr(part, name) for part in parts]) for name in ("ray_indices", "t_starts", "t_ends")))
+
+    def _march_steps(self, origins, directions, near, far, first, n_steps, step_size: float, rays: torch.Tensor) -> RaySamples:
+        """The PyTorch reference of one chunk of `march`: the kept steps of `rays` (n,), densely."""
+        width = int(n_steps[rays].max())
+        steps = torch.arange(width + 1, device=origins.device, dtype=origins.dtype)
+        t = torch.minimum(near[rays, None] + (first[rays, None] + steps) * step_size, far[rays, None])
+        middle = 0.5 * (t[:, :-1] + t[:, 1:])
+        points = torch.addcmul(origins[rays, None], middle[..., None], directions[rays, None])
+        keep = (steps[:-1] < n_steps[rays, None]) & (t[:, 1:] > t[:, :-1])  # no empty interval at far
+        keep &= self.occupied_at(points.view(-1, 3)).view(middle.shape)
+        return _pack(rays[:, None], t[:, :-1], t[:, 1:], keep)

@@ -10,7 +10,10 @@ Along a ray cut into intervals i of length delta_i with density sigma_i and colo
 Samples come packed, as `nfield.render.samplers.RaySamples` (`ray_indices`, `t_starts`, `t_ends`,
 grouped by ray and in increasing t within a ray), and the field comes as a callback, so any field
 renders. Everything is differentiable with respect to the densities and colours and runs on the
-device of the tensors given.
+device of the tensors given: `render_weights` and `composite` take a ``backend`` (see
+`nfield.backends`): ``auto`` runs the Triton kernels of `nfield.kernels.volume_rendering` on CUDA
+(one lane per ray, a running transmittance, no dense (rays x samples) tensor) and the PyTorch
+reference below elsewhere; both agree to float32 rounding.
 
 Example::
 
@@ -30,6 +33,7 @@ from typing import TYPE_CHECKING, Callable
 
 import torch
 
+from nfield.backends import choose_backend, record_backend
 from nfield.errors import NfieldError
 
 if TYPE_CHECKING:
@@ -39,6 +43,22 @@ RgbSigmaFn = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Te
 """(positions (M, 3), directions (M, 3)) -> (rgb (M, 3), sigma (M,)); an (M, 1) sigma is accepted too."""
 
 _MAX_OPTICAL_DEPTH = 1e3  # sigma * delta is clamped here: exp(-1e3) is 0 in float64 already, and no inf reaches the sums
+RENDER_BACKENDS = ("torch", "triton")
+
+
+def _kernel_backend(owner: str, backend: str, intervals: tuple[torch.Tensor, ...], values: tuple[torch.Tensor, ...]) -> bool:
+    """Whether the Triton kernel runs this call: float32 intervals without gradients, and values
+    (densities, colours) in float32, float16 or bfloat16, which it reads into float32."""
+    chosen = choose_backend(owner, backend, intervals[0].device, RENDER_BACKENDS)
+    if chosen == "triton":
+        usable = all(t.dtype == torch.float32 and not t.requires_grad for t in intervals)
+        usable &= all(v.dtype in (torch.float32, torch.float16, torch.bfloat16) for v in values)
+        if not usable:
+            if backend == "triton":
+                raise NfieldError(f"{owner}: the triton backend takes float32 intervals without gradients; use backend 'auto'")
+            chosen = "torch"
+    record_backend(owner, chosen)
+    return chosen == "triton"
 
 
 def render_weights(
@@ -47,6 +67,7 @@ def render_weights(
     sigmas: torch.Tensor,
     ray_indices: torch.Tensor,
     n_rays: int,
+    backend: str = "auto",
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-sample rendering weights, transmittances and opacities of packed samples.
 
@@ -60,6 +81,8 @@ def render_weights(
         sigmas: (M,) densities, >= 0.
         ray_indices: (M,) int64 ray of each sample, < n_rays.
         n_rays: N, the number of rays.
+        backend: auto, torch or triton; the kernel computes no gradients, so sigmas that require
+            grad take the reference under auto.
 
     Returns:
         weights: (M,) T_i alpha_i.
@@ -79,6 +102,10 @@ def render_weights(
             f"render_weights: t_starts, t_ends, sigmas and ray_indices must all be (M,), got {tuple(t_starts.shape)}, "
             f"{tuple(t_ends.shape)}, {tuple(sigmas.shape)}, {tuple(ray_indices.shape)}"
         )
+    if _kernel_backend("render_weights", backend, (t_starts, t_ends), (sigmas,)) and not sigmas.requires_grad:
+        from nfield.kernels.volume_rendering import render_weights_kernel
+
+        return render_weights_kernel(t_starts, t_ends, sigmas, ray_indices, n_rays)
     optical_depth = (sigmas * (t_ends - t_starts).to(sigmas)).clamp_max(_MAX_OPTICAL_DEPTH)
     before = torch.cumsum(optical_depth.double(), dim=0) - optical_depth.double()  # exclusive, over all rays
     counts = torch.bincount(ray_indices, minlength=n_rays)
@@ -120,6 +147,7 @@ def composite(
     samples: RaySamples,
     n_rays: int,
     background: torch.Tensor | None = None,
+    backend: str = "auto",
 ) -> dict[str, torch.Tensor]:
     """Composite packed samples' colours and densities into per-ray colour, opacity and depth.
 
@@ -129,6 +157,7 @@ def composite(
         samples: their `RaySamples` (M samples).
         n_rays: N, the number of rays.
         background: (N, 3) or (3,) colour behind the volume, or None for black.
+        backend: auto, torch or triton (`nfield.backends`).
 
     Returns:
         A dict with
@@ -151,10 +180,17 @@ def composite(
             f"composite: rgbs must be (M, 3) and sigmas (M,) for M = {len(samples)} samples, "
             f"got {tuple(rgbs.shape)} and {tuple(sigmas.shape)}"
         )
-    weights, _, _ = render_weights(samples.t_starts, samples.t_ends, sigmas, samples.ray_indices, n_rays)
-    opacity = accumulate(weights, None, samples.ray_indices, n_rays)
-    rgb = accumulate(weights, rgbs, samples.ray_indices, n_rays)
-    expected_t = accumulate(weights, samples.midpoints().to(weights)[:, None], samples.ray_indices, n_rays)[:, 0]
+    if _kernel_backend("composite", backend, (samples.t_starts, samples.t_ends), (sigmas, rgbs)):
+        from nfield.kernels.volume_rendering import composite_kernel
+
+        rgb, opacity, expected_t, weights = composite_kernel(
+            rgbs, sigmas, samples.t_starts, samples.t_ends, samples.ray_indices, n_rays
+        )
+    else:
+        weights, _, _ = render_weights(samples.t_starts, samples.t_ends, sigmas, samples.ray_indices, n_rays, "torch")
+        opacity = accumulate(weights, None, samples.ray_indices, n_rays)
+        rgb = accumulate(weights, rgbs, samples.ray_indices, n_rays)
+        expected_t = accumulate(weights, samples.midpoints().to(weights)[:, None], samples.ray_indices, n_rays)[:, 0]
     stops = opacity > 0
     depth = torch.where(stops, expected_t / torch.where(stops, opacity, 1.0), 0.0)
     if background is not None:
@@ -171,6 +207,7 @@ def render_rays(
     directions: torch.Tensor,
     samples: RaySamples,
     background: torch.Tensor | None = None,
+    backend: str = "auto",
 ) -> dict[str, torch.Tensor]:
     """Volume-render rays: evaluate the field at the samples' midpoints and `composite`.
 
@@ -183,6 +220,7 @@ def render_rays(
         directions: (N, 3) ray directions.
         samples: `RaySamples` of these rays.
         background: (N, 3) or (3,) colour behind the volume, or None for black.
+        backend: the compositing backend: auto, torch or triton (`nfield.backends`).
 
     Returns:
         The dict of `composite`: rgb (N, 3), opacity (N,), depth (N,), weights (M,).
@@ -203,4 +241,4 @@ def render_rays(
                 f"got {tuple(rgbs.shape)} and {tuple(sigmas.shape)}"
             )
         sigmas = sigmas.reshape(-1)
-    return composite(rgbs, sigmas, samples, len(origins), background)
+    return composite(rgbs, sigmas, samples, len(origins), background, backend)

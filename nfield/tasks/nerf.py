@@ -13,6 +13,7 @@ Evaluation renders held-out views in chunks and reports PSNR and SSIM against th
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from nfield.backends import check_backend
 from nfield.data.images import save_image
 from nfield.data.scenes import Scene, SceneSplit
 from nfield.errors import NfieldError
@@ -31,7 +33,7 @@ from nfield.fields.radiance import build_radiance_field
 from nfield.metrics import psnr, psnr_from_mse, ssim
 from nfield.render.cameras import CameraSet, PinholeCamera, camera_rays, image_rays, pixel_rays
 from nfield.render.samplers import OccupancyGrid, OccupancyGridConfig, importance_samples, ray_aabb, stratified_samples
-from nfield.render.volume import render_rays
+from nfield.render.volume import RENDER_BACKENDS, render_rays
 
 BACKGROUNDS = {"white": (1.0, 1.0, 1.0), "black": (0.0, 0.0, 0.0)}
 
@@ -56,6 +58,7 @@ class NeRFTaskConfig:
     # evaluation and rendering
     eval_views: int = 8  # held-out views per evaluation during training, evenly spaced (0: all; `nfield eval` uses all)
     render_chunk: int = 2**13  # rays per forward pass when rendering images
+    render_backend: str = "auto"  # ray marching and compositing: auto (Triton kernels on CUDA), torch, triton
 
     def validate(self) -> None:
         for name in ("batch_rays", "n_samples", "n_importance", "steps_per_ray", "render_chunk"):
@@ -63,6 +66,7 @@ class NeRFTaskConfig:
                 raise NfieldError(f"{name} must be positive, got {getattr(self, name)}")
         if not self.l2_last_layers >= 0:
             raise NfieldError(f"l2_last_layers must be >= 0, got {self.l2_last_layers}")
+        check_backend("render_backend", self.render_backend, RENDER_BACKENDS)
 
 
 class NeRFTask:
@@ -87,6 +91,14 @@ class NeRFTask:
         self.generator.manual_seed(seed)
 
     # --- the trainer's interface -------------------------------------------------------------
+    def set_backend(self, name: str) -> bool:
+        """Ray marching and compositing on backend `name` (auto, torch, triton); False for tcnn,
+        which has no renderer (the rendering then stays on its configured backend)."""
+        if name not in ("auto", *RENDER_BACKENDS):
+            return False
+        self.cfg = dataclasses.replace(self.cfg, render_backend=name)
+        return True
+
     def param_groups(self) -> list[dict[str, Any]]:
         return [{"params": [p for p in self.model.parameters() if p.requires_grad]}]
 
@@ -238,15 +250,22 @@ def render_nerf_rays(
     n_rays = len(origins)
     if cfg.sampler == "hierarchical":
         coarse_samples = stratified_samples(t_near, t_far, cfg.n_samples, perturb=train)
-        coarse = render_rays(model["coarse"], origins, directions, coarse_samples, background)
+        coarse = render_rays(model["coarse"], origins, directions, coarse_samples, background, cfg.render_backend)
         fine_samples = importance_samples(coarse_samples, coarse["weights"].detach(), n_rays, cfg.n_importance, perturb=train)
-        return [render_rays(field_module, origins, directions, fine_samples, background), coarse]
+        return [render_rays(field_module, origins, directions, fine_samples, background, cfg.render_backend), coarse]
     step_size = march_step(aabb, cfg)
     with torch.no_grad():
         samples = model["grid"].march(
-            origins, directions, t_near, t_far, step_size, sigma_fn=field_module.density, early_stop_eps=cfg.early_stop_eps
+            origins,
+            directions,
+            t_near,
+            t_far,
+            step_size,
+            sigma_fn=field_module.density,
+            early_stop_eps=cfg.early_stop_eps,
+            backend=cfg.render_backend,
         )
-    return [render_rays(field_module, origins, directions, samples, background)]
+    return [render_rays(field_module, origins, directions, samples, background, cfg.render_backend)]
 
 
 @torch.no_grad()

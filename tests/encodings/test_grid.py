@@ -31,15 +31,22 @@ CONFIGS = {
 }
 
 
+def reference_scale(level, cfg):
+    """tiny-cuda-nn's scale: exp2f(level * log2(per_level_scale)) * base_resolution - 1.0f, in float32."""
+    grown = np.exp2(np.float32(level) * np.float32(math.log2(cfg.per_level_scale)), dtype=np.float32)
+    return float(grown * np.float32(cfg.base_resolution) - np.float32(1.0))
+
+
 def reference_layout(dim, cfg):
-    """[(scale, resolution, offset, size, hashed)] from the documented formulas."""
+    """[(scale, resolution, offset, size, hashed)] from tiny-cuda-nn's formulas."""
     hashmap = 2**cfg.log2_hashmap_size if isinstance(cfg, HashGridConfig) else None
     layout, offset = [], 0
     for level in range(cfg.n_levels):
-        scale = cfg.base_resolution * cfg.per_level_scale**level
+        scale = reference_scale(level, cfg)
         resolution = math.ceil(scale) + 1
+        padded = (resolution**dim + 7) // 8 * 8  # rows of a level are padded to a multiple of 8
         hashed = hashmap is not None and resolution**dim > hashmap
-        size = hashmap if hashed else resolution**dim
+        size = hashmap if hashed else padded
         layout.append((scale, resolution, offset, size, hashed))
         offset += size
     return layout
@@ -48,8 +55,8 @@ def reference_layout(dim, cfg):
 def reference_corners(point, dim, cfg):
     """(level, table row, weight) of every corner of the point's cell at every level, in float64."""
     for level, (scale, resolution, offset, size, hashed) in enumerate(reference_layout(dim, cfg)):
-        p = np.clip((point + 1) / 2, 0, 1) * scale
-        cell = [min(max(math.floor(p[i]), 0), resolution - 2) for i in range(dim)]
+        p = np.clip((point + 1) / 2, 0, 1) * scale + 0.5  # the half-cell offset
+        cell = [math.floor(p[i]) for i in range(dim)]
         frac = [p[i] - cell[i] for i in range(dim)]
         for corner in itertools.product((0, 1), repeat=dim):
             vertex = [cell[i] + corner[i] for i in range(dim)]
@@ -60,7 +67,7 @@ def reference_corners(point, dim, cfg):
                     code ^= (vertex[i] * PRIMES[i]) & 0xFFFFFFFF  # uint32 arithmetic, as in tiny-cuda-nn
                 row = code % size
             else:
-                row = sum(vertex[i] * resolution**i for i in range(dim))
+                row = sum(vertex[i] * resolution**i for i in range(dim)) % size  # wraps at the top
             yield level, offset + row, weight
 
 
@@ -143,8 +150,8 @@ def test_layout_matches_the_formulas():
         rows = layout[-1][2] + layout[-1][3]
         assert grid.params.shape == (rows, cfg.n_features_per_level) and grid.n_params == rows * cfg.n_features_per_level
     # The mixes the tests rely on: dense below T, a level exactly at T stays dense, hashed above.
-    assert ENCODINGS.build(CONFIGS["2d"][1], 2).hashed_levels == (2, 3)
-    assert ENCODINGS.build(CONFIGS["2d-fractional"][1], 2).hashed_levels == (3,)  # 8^2 == T stays dense
+    assert ENCODINGS.build(CONFIGS["2d"][1], 2).hashed_levels == (3,)  # 16^2 == T stays dense
+    assert ENCODINGS.build(CONFIGS["2d-fractional"][1], 2).hashed_levels == (3,)
     assert ENCODINGS.build(CONFIGS["3d"][1], 3).hashed_levels == (2,)
 
 
@@ -157,28 +164,30 @@ def test_empty_batch():
 def test_default_hash_grid_and_repr():
     torch.manual_seed(0)
     grid = HashGrid(3)
-    assert grid.out_dim == 32 and grid.resolutions[0] == 17 and grid.resolutions[-1] == 16 * 2**15 + 1
-    assert grid.hashed_levels == tuple(range(3, 16))  # 17^3, 33^3, 65^3 <= 2^19 < 129^3
+    # tiny-cuda-nn's geometry: base_resolution counts vertices, so scale 15 and 16 vertices at level 0
+    assert grid.out_dim == 32 and grid.resolutions[0] == 16 and grid.resolutions[-1] == 16 * 2**15
+    assert grid.hashed_levels == tuple(range(3, 16))  # 16^3, 32^3, 64^3 <= 2^19 < 128^3
     assert grid.params.abs().max() <= 1e-4 and grid.params.abs().max() > 0
     text = repr(grid)
-    assert "backend=torch" in text and f"n_params={grid.n_params}" in text and "hashed_levels=[3," in text
+    assert "backend=auto" in text and f"n_params={grid.n_params}" in text and "hashed_levels=[3," in text
 
 
 @pytest.mark.parametrize("name", ["2d", "3d", "2d-dense"])
-def test_dense_levels_index_each_row_exactly_once(name):
+def test_dense_levels_store_vertices_first_axis_fastest(name):
     grid, dim, cfg = build(name)
     with torch.no_grad():
         grid.params[:, 0] = torch.arange(len(grid.params), dtype=torch.float64)
     for index, level in enumerate(grid.levels):
         if level.hashed:
             continue
-        assert level.scale == level.resolution - 1  # integer scales: every vertex is reachable
-        vertices = torch.tensor(list(itertools.product(range(level.resolution), repeat=dim)), dtype=torch.float64)
-        rows = grid(-1 + 2 * vertices / level.scale)[:, index * cfg.n_features_per_level]
-        assert torch.equal(rows.sort().values, torch.arange(level.offset, level.offset + level.size, dtype=torch.float64))
-        # Row-major, first axis fastest.
-        expected = level.offset + sum(vertices[:, i] * level.resolution**i for i in range(dim))
-        assert torch.equal(rows, expected)
+        assert level.scale == level.resolution - 1  # integer scales
+        # vertex k sits at p = u * scale + 0.5 = k; k = 1 .. r - 1 lie inside the box
+        inner = torch.tensor(list(itertools.product(range(1, level.resolution), repeat=dim)), dtype=torch.float64)
+        rows = grid(-1 + 2 * (inner - 0.5) / level.scale)[:, index * cfg.n_features_per_level]
+        expected = level.offset + sum(inner[:, i] * level.resolution**i for i in range(dim))
+        torch.testing.assert_close(rows, expected, rtol=0, atol=1e-9)
+        assert len(expected.unique()) == len(expected)
+        assert level.size % 8 == 0 and level.size - 8 < level.resolution**dim <= level.size
 
 
 @pytest.mark.parametrize("name", ["2d", "3d"])
@@ -236,11 +245,11 @@ def test_second_derivatives_give_a_working_eikonal_loss():
     (grad,) = torch.autograd.grad(grid(x).sum(), x, create_graph=True)
     (mixed,) = torch.autograd.grad(grad[:, 0].sum(), x, create_graph=True)
     table = grid.params.detach()[:, 0]
-    r = 5
+    scale, r = 3, 4  # base_resolution 4 vertices: scale 3
     for n, point in enumerate(x.detach()):
-        c = [math.floor((point[i].item() + 1) / 2 * 4) for i in range(2)]
+        c = [math.floor((point[i].item() + 1) / 2 * scale + 0.5) for i in range(2)]
         v = lambda a, b: table[(c[0] + a) + (c[1] + b) * r].item()  # noqa: E731
-        expected = (v(1, 1) - v(1, 0) - v(0, 1) + v(0, 0)) * (4 / 2) ** 2
+        expected = (v(1, 1) - v(1, 0) - v(0, 1) + v(0, 0)) * (scale / 2) ** 2
         assert abs(mixed[n, 1].item() - expected) < 1e-10
         assert abs(mixed[n, 0].item()) < 1e-12  # linear along each axis
     loss = ((grad.norm(dim=1) - 1) ** 2).sum()
@@ -319,7 +328,7 @@ def test_registry_accepts_instant_ngp_keys():
     }
     grid = ENCODINGS.build(ENCODINGS.from_dict(data), 3)
     assert isinstance(grid, HashGrid) and grid.out_dim == 8
-    assert ENCODINGS.to_dict(grid.cfg) == data
+    assert ENCODINGS.to_dict(grid.cfg) == {**data, "backend": "auto"}
 
 
 @pytest.mark.gpu

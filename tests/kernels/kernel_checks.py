@@ -1,0 +1,279 @@
+"""Every Triton kernel against its PyTorch reference, at two sizes.
+
+``small`` runs on the CPU in Triton's interpreter (``TRITON_INTERPRET=1`` must be set before
+Triton is imported, so the CPU tests run this module in a subprocess); ``large`` runs compiled on
+CUDA from the gpu-marked tests, at sizes that cross block boundaries and int32 index ranges.
+
+    TRITON_INTERPRET=1 python -m tests.kernels.kernel_checks grid composite march mlp
+
+Each check draws fresh random inputs, poisons outputs where the kernel allocates them, and raises
+AssertionError with the offending error; `main` prints one line per check.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import torch
+
+from nfield.encodings import DenseGrid, DenseGridConfig, HashGrid, HashGridConfig
+from nfield.encodings.grid import interpolate_reference
+from nfield.networks import MLP, MLPConfig
+from nfield.render.samplers import OccupancyGrid, OccupancyGridConfig, RaySamples
+from nfield.render.volume import composite, render_weights
+
+
+def relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
+    """||got - want|| / ||want|| in float64 (0 when both vanish); NaN anywhere is infinite error."""
+    got, want = got.detach().double().cpu(), want.detach().double().cpu()
+    if not torch.isfinite(got).all():
+        return float("inf")
+    scale = want.norm()
+    return float((got - want).norm() / scale) if scale > 0 else float((got - want).norm())
+
+
+def assert_close(name: str, got: torch.Tensor, want: torch.Tensor, tolerance: float) -> float:
+    assert got.shape == want.shape, f"{name}: shape {tuple(got.shape)} != {tuple(want.shape)}"
+    error = relative_error(got, want)
+    assert error <= tolerance, f"{name}: relative error {error:.3g} > {tolerance:g}"
+    return error
+
+
+# --------------------------------------------------------------------------------------- grids
+def grid_cases(size: str) -> list[tuple[str, int, object, torch.dtype]]:
+    """(label, dim, config, table dtype): d = 2, 3; F = 1, 2, 4, 8; dense, hashed and boundary levels."""
+    f32, f16 = torch.float32, torch.float16
+    cases = [
+        ("2d-F1-hash", 2, HashGridConfig(n_levels=4, n_features_per_level=1, log2_hashmap_size=8, base_resolution=4), f32),
+        ("2d-F2-fractional", 2, HashGridConfig(n_levels=5, log2_hashmap_size=7, base_resolution=3, per_level_scale=1.5), f32),
+        ("3d-F2-hash", 3, HashGridConfig(n_levels=4, log2_hashmap_size=9, base_resolution=2, per_level_scale=2.0), f32),
+        ("3d-F4-fp16", 3, HashGridConfig(n_levels=3, n_features_per_level=4, log2_hashmap_size=10, base_resolution=4), f16),
+        ("3d-F8-dense", 3, DenseGridConfig(n_levels=2, n_features_per_level=8, base_resolution=3, per_level_scale=2.0), f32),
+        ("2d-F4-dense-fp16", 2, DenseGridConfig(n_levels=3, n_features_per_level=4, base_resolution=5, per_level_scale=1.7), f16),
+    ]
+    if size == "large":
+        ngp = HashGridConfig(n_levels=16, per_level_scale=(4096 / 16) ** (1 / 15))
+        cases += [("3d-ngp", 3, ngp, torch.float32), ("3d-ngp-fp16", 3, ngp, torch.float16)]
+    return cases
+
+
+def grid_points(n: int, dim: int, device: str, generator: torch.Generator) -> torch.Tensor:
+    """Random points plus the box's corners and faces (x = +-1) and points outside it, as a
+    non-contiguous view (every other column of a wider tensor)."""
+    inside = torch.rand(n, dim, generator=generator) * 2 - 1
+    corners = torch.cartesian_prod(*[torch.tensor([-1.0, 1.0])] * dim)
+    outside = torch.rand(7, dim, generator=generator) * 4 - 2
+    points = torch.cat([inside, corners, outside])
+    wide = torch.zeros(len(points), 2 * dim)
+    wide[:, ::2] = points
+    return wide.to(device)[:, ::2]
+
+
+def check_grid(device: str, size: str) -> str:
+    generator = torch.Generator().manual_seed(0)
+    n = 300 if size == "small" else 2**20 + 77  # not a multiple of the 128-point block
+    worst = {"forward": 0.0, "table": 0.0, "x": 0.0, "xx": 0.0, "x-table": 0.0}
+    for label, dim, cfg, dtype in grid_cases(size):
+        grid = (HashGrid if isinstance(cfg, HashGridConfig) else DenseGrid)(dim, cfg).to(device)
+        with torch.no_grad():
+            grid.params.copy_(torch.randn(grid.params.shape, generator=generator))
+        table = grid.params.detach().to(dtype).requires_grad_()
+        reference_table = table.detach().float().requires_grad_()
+        x = grid_points(n, dim, device, generator)
+        assert not x.is_contiguous()
+        from nfield.kernels.grid_encoding import grid_encode
+
+        tolerance = 1e-5 if dtype == torch.float32 else 2e-3
+        # forward and backward to the table (x without gradient)
+        y = grid_encode(x, table, grid.levels)
+        want = interpolate_reference(x, reference_table, grid.levels)
+        worst["forward"] = max(worst["forward"], assert_close(f"{label} forward", y, want, 1e-5))
+        cotangent = torch.randn(y.shape, generator=generator).to(device)
+        (got,) = torch.autograd.grad(y, table, cotangent)
+        (expected,) = torch.autograd.grad(want, reference_table, cotangent)
+        worst["table"] = max(worst["table"], assert_close(f"{label} d/dtable", got, expected, tolerance))
+        # gradients w.r.t. x, and an eikonal-style loss on them (second derivatives)
+        if size == "large" and label.endswith("fp16"):
+            continue
+        m = min(len(x), 4000)  # the reference keeps every corner for double backward: a subset
+        xk = x[:m].detach().clone().requires_grad_()
+        xr = x[:m].detach().clone().requires_grad_()
+        head = torch.randn(grid.out_dim, 1, generator=generator).to(device)
+
+        def eikonal(points, features, params):
+            value = (torch.tanh(features) @ head).sum()
+            (gradient,) = torch.autograd.grad(value, points, create_graph=True)
+            loss = ((gradient.norm(dim=1) - 1.0) ** 2).sum()
+            return gradient, torch.autograd.grad(loss, [points, params])
+
+        gk, (xx_k, xt_k) = eikonal(xk, grid_encode(xk, table, grid.levels), table)
+        gr, (xx_r, xt_r) = eikonal(xr, interpolate_reference(xr, reference_table, grid.levels), reference_table)
+        worst["x"] = max(worst["x"], assert_close(f"{label} d/dx", gk, gr, 1e-4))
+        worst["xx"] = max(worst["xx"], assert_close(f"{label} eikonal d/dx", xx_k, xx_r, 1e-3))
+        worst["x-table"] = max(worst["x-table"], assert_close(f"{label} eikonal d/dtable", xt_k, xt_r, max(tolerance, 1e-4)))
+    if size == "large":
+        worst["int64"] = check_grid_int64_indexing(device)
+    return ", ".join(f"{key} {value:.1e}" for key, value in worst.items())
+
+
+def check_grid_int64_indexing(device: str) -> float:
+    """N L F above 2^31 output values: the last rows must still be right."""
+    torch.manual_seed(1)
+    grid = HashGrid(3, HashGridConfig(n_levels=16, n_features_per_level=2, log2_hashmap_size=15)).to(device)
+    n = 2**26 + 3  # 2^26 x 32 columns = 2^31 values
+    x = torch.rand(n, 3, device=device) * 2 - 1
+    from nfield.kernels.grid_encoding import grid_encode
+
+    with torch.no_grad():
+        tail = grid_encode(x, grid.params, grid.levels)[-4096:].clone()
+        want = interpolate_reference(x[-4096:], grid.params, grid.levels)
+    del x
+    torch.cuda.empty_cache()
+    return assert_close("int64 indexing: last rows of 2^31 values", tail, want, 1e-5)
+
+
+def check_grid_module_dispatch(device: str) -> str:
+    """The public HashGrid on backend triton equals itself on backend torch, N = 0 included."""
+    torch.manual_seed(2)
+    grid = HashGrid(3, HashGridConfig(n_levels=3, log2_hashmap_size=8)).to(device)
+    x = torch.rand(200, 3, device=device) * 2 - 1
+    grid.set_backend("torch")
+    want = grid(x)
+    grid.set_backend("triton")
+    got = grid(x)
+    assert grid.last_backend == "triton" and "last call: triton" in repr(grid)
+    assert grid(x[:0]).shape == (0, grid.out_dim)
+    return f"module {assert_close('HashGrid backend triton', got, want, 1e-5):.1e}"
+
+
+# ---------------------------------------------------------------------------------- compositing
+def packed_samples(n_rays: int, max_samples: int, device: str, generator: torch.Generator) -> tuple[RaySamples, int]:
+    counts = torch.randint(0, max_samples + 1, (n_rays,), generator=generator)
+    counts[:3] = torch.tensor([0, 1, max_samples])
+    rays = torch.repeat_interleave(torch.arange(n_rays), counts)
+    deltas = torch.rand(len(rays), generator=generator) * 0.05 + 1e-4
+    gaps = torch.rand(len(rays), generator=generator) * 0.01  # gaps between intervals, as a grid leaves
+    ends = torch.cumsum(deltas + gaps, 0)
+    starts = ends - deltas
+    return RaySamples(rays.to(device), starts.to(device), ends.to(device)), n_rays
+
+
+def check_composite(device: str, size: str) -> str:
+    generator = torch.Generator().manual_seed(3)
+    n_rays, max_samples = (150, 90) if size == "small" else (2**16 + 5, 300)
+    samples, n = packed_samples(n_rays, max_samples, device, generator)
+    m = len(samples)
+    sigmas = torch.rand(m, generator=generator) * 30
+    sigmas[::11] = 1e6  # optical depth clamped at 1e3
+    sigmas[::13] = 0.0
+    sigmas = sigmas.to(device).requires_grad_()
+    rgbs = torch.rand(m, 3, generator=generator).to(device).requires_grad_()
+    background = torch.rand(3, generator=generator).to(device)
+    got = composite(rgbs, sigmas, samples, n, background, backend="triton")
+    want = composite(rgbs, sigmas, samples, n, background, backend="torch")
+    errors = {}
+    for key in ("rgb", "opacity", "depth", "weights"):
+        errors[key] = assert_close(f"composite {key}", got[key], want[key], 1e-5)
+    cotangents = {key: torch.randn(value.shape, generator=generator).to(device) for key, value in want.items()}
+
+    def loss(out):
+        return sum((out[key] * cotangents[key]).sum() for key in out)
+
+    grads_got = torch.autograd.grad(loss(got), [rgbs, sigmas])
+    grads_want = torch.autograd.grad(loss(want), [rgbs, sigmas])
+    errors["d/drgb"] = assert_close("composite d/drgb", grads_got[0], grads_want[0], 1e-5)
+    errors["d/dsigma"] = assert_close("composite d/dsigma", grads_got[1], grads_want[1], 1e-5)
+    detached = sigmas.detach()
+    for name, a, b in zip(
+        ("weights", "transmittance", "alphas"),
+        render_weights(samples.t_starts, samples.t_ends, detached, samples.ray_indices, n, backend="triton"),
+        render_weights(samples.t_starts, samples.t_ends, detached, samples.ray_indices, n, backend="torch"),
+    ):
+        errors[name] = max(errors.get(name, 0.0), assert_close(f"render_weights {name}", a, b, 1e-5))
+    empty = RaySamples(samples.ray_indices[:0], samples.t_starts[:0], samples.t_ends[:0])
+    out = composite(rgbs[:0], sigmas[:0], empty, 4, background, backend="triton")
+    assert torch.equal(out["rgb"], background.expand(4, 3)) and out["opacity"].abs().sum() == 0
+    return ", ".join(f"{key} {value:.1e}" for key, value in errors.items()) + f" ({m} samples)"
+
+
+# ------------------------------------------------------------------------------------- marching
+def check_march(device: str, size: str) -> str:
+    generator = torch.Generator().manual_seed(4)
+    n_rays, resolution, step = (120, 8, 0.08) if size == "small" else (2**17 + 3, 128, 3**0.5 * 3 / 1024)
+    counts = []
+    for n_levels in (1, 3):
+        grid = OccupancyGrid(
+            OccupancyGridConfig(resolution=resolution, n_levels=n_levels), torch.tensor([[-1.0, -0.5, -1.0], [1.0, 1.5, 1.0]])
+        )
+        grid = grid.to(device)
+        grid.occupied.copy_((torch.rand(grid.density.shape, generator=generator) < 0.15).to(device))
+        origins = (torch.randn(n_rays, 3, generator=generator) * 3).to(device)
+        directions = torch.nn.functional.normalize(torch.randn(n_rays, 3, generator=generator).to(device) - 0.3 * origins, dim=-1)
+        near, far = torch.zeros(n_rays, device=device), torch.full((n_rays,), 12.0, device=device)
+        near[:5] = 20.0  # empty rays
+        for sigma_fn in (None, lambda p: 8.0 * (p.norm(dim=-1) < 0.8).float()):
+            got = grid.march(origins, directions, near, far, step, sigma_fn=sigma_fn, alpha_threshold=1e-3, backend="triton")
+            want = grid.march(origins, directions, near, far, step, sigma_fn=sigma_fn, alpha_threshold=1e-3, backend="torch")
+            assert len(got) == len(want), f"march (levels {n_levels}): {len(got)} samples, reference {len(want)}"
+            assert torch.equal(got.ray_indices, want.ray_indices), f"march (levels {n_levels}): ray indices differ"
+            assert_close("march t_starts", got.t_starts, want.t_starts, 1e-6)
+            assert_close("march t_ends", got.t_ends, want.t_ends, 1e-6)
+            counts.append(len(want))
+    return f"identical samples ({', '.join(map(str, counts))})"
+
+
+# ------------------------------------------------------------------------------------------ MLP
+def check_mlp(device: str, size: str) -> str:
+    torch.manual_seed(5)
+    n = 300 if size == "small" else 2**18 + 11
+    cases = [(32, 2, "relu", "none", 32, 16), (48, 1, "tanh", "sigmoid", 20, 3), (16, 3, "softplus", "leaky_relu", 7, 4)]
+    if size == "large":
+        cases += [(64, 2, "relu", "none", 32, 16), (128, 2, "relu", "sigmoid", 64, 3)]
+    worst = {"forward": 0.0, "backward": 0.0}
+    for width, layers, act, out_act, in_dim, out_dim in cases:
+        net = MLP(in_dim, out_dim, MLPConfig(n_neurons=width, n_hidden_layers=layers, activation=act, output_activation=out_act))
+        net = net.to(device)
+        x = torch.randn(n, in_dim + 3, device=device)[:, 3:].requires_grad_()  # non-contiguous
+        net.set_backend("torch")
+        want = net(x)
+        cotangent = torch.randn_like(want)
+        grads_want = torch.autograd.grad(want, [x, *net.parameters()], cotangent)
+        net.set_backend("triton")
+        got = net(x)
+        grads_got = torch.autograd.grad(got, [x, *net.parameters()], cotangent)
+        label = f"MLP {width}x{layers} {act}/{out_act}"
+        worst["forward"] = max(worst["forward"], assert_close(f"{label} forward", got, want, 3e-3))
+        for index, (a, b) in enumerate(zip(grads_got, grads_want)):
+            worst["backward"] = max(worst["backward"], assert_close(f"{label} gradient {index}", a, b, 5e-3))
+        with torch.no_grad():
+            assert_close(f"{label} inference", net(x), want, 3e-3)
+    return f"float16 vs float32 reference: forward {worst['forward']:.1e}, backward {worst['backward']:.1e}"
+
+
+CHECKS = {
+    "grid": lambda device, size: check_grid(device, size) + "; " + check_grid_module_dispatch(device),
+    "composite": check_composite,
+    "march": check_march,
+    "mlp": check_mlp,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("checks", nargs="*", help=f"any of {', '.join(CHECKS)} (default all)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--size", default="small", choices=("small", "large"))
+    args = parser.parse_args(argv)
+    unknown = sorted(set(args.checks) - set(CHECKS))
+    if unknown:
+        parser.error(f"unknown checks {unknown}; choose from {', '.join(CHECKS)}")
+    for name in args.checks or list(CHECKS):
+        started = time.perf_counter()
+        print(f"{name}: ok: {CHECKS[name](args.device, args.size)} [{time.perf_counter() - started:.1f} s]", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
