@@ -6,6 +6,8 @@ writes the same as JSON. A second table measures the trainer's overhead: millise
 
     python scripts/bench_image.py                      # GPU scale: camera 256 grey, astronaut 512 RGB
     python scripts/bench_image.py --scale cpu          # CPU scale: camera and astronaut at 128x128, 500 steps
+    python scripts/bench_image.py --scale gpu-short    # GPU images, 250 steps (about 30 s on an H100)
+    python scripts/bench_image.py --scale tiny         # smoke test: 32x32 images, 4 steps (the numbers mean nothing)
     python scripts/bench_image.py --models siren hash --out bench.json
 """
 
@@ -31,6 +33,10 @@ SCALES = {
     # name: (images as (bundled name, downscale), PSNR checkpoints, overhead-benchmark steps)
     "gpu": ((("camera", 2), ("astronaut", 1)), (100, 500, 2000), 500),
     "cpu": ((("camera", 4), ("astronaut", 4)), (100, 250, 500), 100),
+    # the GPU images in about 30 s on an H100 (the acceptance run's short form)
+    "gpu-short": ((("camera", 2), ("astronaut", 1)), (50, 100, 250), 200),
+    # a smoke test: 32x32 images, a few steps (proves the script runs; the numbers mean nothing)
+    "tiny": ((("camera", 16), ("astronaut", 16)), (2, 4), 2),
 }
 
 

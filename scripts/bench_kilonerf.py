@@ -13,6 +13,8 @@ strategies (tiled, padded, segment, gather: render frames/s and training points/
 
     python scripts/bench_kilonerf.py                  # GPU scale: 800x800 scene, full-size models
     python scripts/bench_kilonerf.py --scale cpu      # CPU scale: 48x48 scene, small models, few steps
+    python scripts/bench_kilonerf.py --scale gpu-short  # 800x800 scene, 20 views, full-size models, fewer steps (~75 s on an H100, unmeasured)
+    python scripts/bench_kilonerf.py --scale tiny     # smoke test: 16x16 scene, tiny models, a few steps
     python scripts/bench_kilonerf.py --scene path/to/lego
 """
 
@@ -69,6 +71,34 @@ SCALES = {
             + ("--eval-views", 0)
         ),
         points=2**15,
+    ),
+    # the GPU scene size and models in about 75 s on an H100 (the acceptance run's short form)
+    "gpu-short": dict(
+        size=800,
+        n_train=20,
+        n_test=2,
+        teacher=("--steps", 1000),
+        student=(),
+        distill=("--distill-steps", 1000, "--finetune-steps", 500),
+        direct=("--steps", 1500),
+        points=2**20,
+    ),
+    # a smoke test: 16x16 scene, tiny models, a few steps (proves the script runs; the numbers mean nothing)
+    "tiny": dict(
+        size=16,
+        n_train=8,
+        n_test=2,
+        teacher=(
+            ("--steps", 30, "--n-levels", 4, "--log2-hashmap-size", 12, "--grid-resolution", 16)
+            + ("--grid-warmup", 8, "--steps-per-ray", 64, "--batch-rays", 256)
+        ),
+        student=("--longest-axis-cells", 4),
+        distill=("--distill-steps", 20, "--finetune-steps", 10, "--batch-points", 1024),
+        direct=(
+            ("--steps", 20, "--grid-resolution", 16, "--grid-warmup", 8, "--steps-per-ray", 64, "--batch-rays", 256)
+            + ("--eval-views", 0)
+        ),
+        points=2**10,
     ),
 }
 

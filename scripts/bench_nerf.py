@@ -8,6 +8,8 @@ ratio of training rays/s and the PSNR gap at every time checkpoint.
 
     python scripts/bench_nerf.py                      # GPU scale: 800x800 scene, fox at full size, 15/60/180/300 s
     python scripts/bench_nerf.py --scale cpu          # CPU scale: 64x64 scene, fox / 16, 15/30/60 s, smaller sampling
+    python scripts/bench_nerf.py --scale gpu-short    # 800x800 scene with 20 views, no fox, 10/25 s (about 70 s on an H100, unmeasured)
+    python scripts/bench_nerf.py --scale tiny         # smoke test: 16x16 scene, fox / 64 where present, 1/2 s
 """
 
 from __future__ import annotations
@@ -20,13 +22,13 @@ import time
 from pathlib import Path
 
 import torch
-from bench_report import device_name, report_header, synchronize
+from bench_report import UncheckpointedTrainer, device_name, report_header, synchronize
 
 from nfield.data.scenes import load_scene
 from nfield.render.cameras import image_rays
 from nfield.tasks.nerf import BACKGROUNDS, NeRFTask, NeRFTaskConfig, render_image
 from nfield.tasks.nerf_models import NeRFModelOptions, resolve_nerf_model
-from nfield.train import TrainConfig, Trainer, resolve_device, seed_everything
+from nfield.train import TrainConfig, resolve_device, seed_everything
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository's scenes/ generators
 from scenes.synthetic import generate  # noqa: E402
@@ -34,8 +36,8 @@ from scenes.synthetic import generate  # noqa: E402
 FOX = Path(__file__).resolve().parents[2] / "shared" / "data" / "nerf" / "fox"
 
 SCALES = {
-    # synthetic scene size and views, fox downscale, time checkpoints (s), steps between clock checks,
-    # sampling overrides
+    # synthetic scene size and views, fox downscale (None: no fox), time checkpoints (s), steps between
+    # clock checks, sampling overrides
     "gpu": dict(size=800, n_train=100, n_test=20, fox_downscale=1, seconds=(15, 60, 180, 300), chunk=100, options={}),
     "cpu": dict(
         size=64,
@@ -46,8 +48,26 @@ SCALES = {
         chunk=5,
         options=dict(grid_resolution=64, grid_warmup=64, steps_per_ray=256),
     ),
+    # the GPU scene size and sampling in about 90 s on an H100 (the acceptance run's short form):
+    # fewer views, 10/30 s checkpoints, no fox
+    "gpu-short": dict(size=800, n_train=20, n_test=2, fox_downscale=None, seconds=(10, 25), chunk=50, options={}),
+    # a smoke test: 16x16 scene, fox / 64 (where present), 1/2 s (proves the script runs; the numbers mean nothing)
+    "tiny": dict(
+        size=16,
+        n_train=8,
+        n_test=2,
+        fox_downscale=64,
+        seconds=(1, 2),
+        chunk=2,
+        options=dict(grid_resolution=16, grid_warmup=8, steps_per_ray=64, n_samples=16, n_importance=16),
+    ),
 }
-BATCH_RAYS = {"gpu": {"ngp": 2**13, "vanilla": 2**12}, "cpu": {"ngp": 1024, "vanilla": 256}}
+BATCH_RAYS = {
+    "gpu": {"ngp": 2**13, "vanilla": 2**12},
+    "cpu": {"ngp": 1024, "vanilla": 256},
+    "gpu-short": {"ngp": 2**13, "vanilla": 2**12},
+    "tiny": {"ngp": 256, "vanilla": 64},
+}
 
 
 def train_with_time_checkpoints(scene, model: str, scale_name: str, device: torch.device, seed: int) -> dict:
@@ -69,7 +89,7 @@ def train_with_time_checkpoints(scene, model: str, scale_name: str, device: torc
     task = NeRFTask(scene, preset.field, task_cfg, device=device, seed=seed)
     curve = []
     with tempfile.TemporaryDirectory() as run_dir:
-        trainer = Trainer(task, cfg, Path(run_dir), device=device)
+        trainer = UncheckpointedTrainer(task, cfg, Path(run_dir), device=device)
         for seconds in scale["seconds"]:
             while trainer.train_seconds < seconds:
                 trainer.fit(stop_after=trainer.step + scale["chunk"])  # steps between clock checks
@@ -108,7 +128,6 @@ def main() -> int:
     print(f"device: {device_name(device)}")
     header = f"{'scene':<26}{'model':<9}" + "".join(f"{f'PSNR@{s}s':>11}" for s in scale["seconds"])
     header += f"{'SSIM':>7}{'steps':>8}{'rays/s':>11}{'fps':>8}"
-    print(f"{header}\n{'-' * len(header)}")
     with tempfile.TemporaryDirectory() as data_dir:
         synthetic = generate(
             "primitives",
@@ -119,10 +138,15 @@ def main() -> int:
             n_test=scale["n_test"],
         )
         scenes = [(f"primitives {scale['size']}x{scale['size']}", load_scene(synthetic))]
-        if args.fox.exists():
+        if scale["fox_downscale"] is None:
+            print(f"fox: not run at the {args.scale} scale")
+        elif not args.fox.exists():
+            print(f"fox: {args.fox} not found, skipped")
+        else:
             fox = load_scene(args.fox, downscale=scale["fox_downscale"], skip_missing_images=True)
             height, width = fox.train.images.shape[1:3]
             scenes.append((f"fox {width}x{height}", fox))
+        print(f"{header}\n{'-' * len(header)}")
         for label, scene in scenes:
             rows = {}
             for model in args.models:

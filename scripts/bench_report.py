@@ -9,6 +9,8 @@ from pathlib import Path
 
 import torch
 
+from nfield.train import Trainer
+
 
 def synchronize(device: torch.device) -> None:
     """Wait for queued CUDA work, so wall-clock timings measure it (no-op on the CPU)."""
@@ -32,3 +34,12 @@ def report_header(device: torch.device, **fields) -> dict:
         "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
         **fields,
     }
+
+
+class UncheckpointedTrainer(Trainer):
+    """A trainer that never writes checkpoints: benchmarks pause `fit` for clock checks and
+    profiles, and each pause would otherwise save the full model and optimiser state inside the
+    timed region; nothing in a benchmark resumes."""
+
+    def save(self) -> None:
+        pass

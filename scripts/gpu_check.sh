@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Every GPU check of nfield in one call: the gpu-marked tests, then every benchmark in its short
+# form, each step under its own timeout, writing logs, JSON and one summary table to OUT_DIR.
+#
+#   scripts/gpu_check.sh OUT_DIR [--budget SECONDS] [--dry-run]
+#
+# On a CUDA machine with no network: runs from the repository root's sources (PYTHONPATH), and
+# installs the wheels found in .whl/ first when there are any (the packages the GPU image lacks,
+# fetched beforehand, e.g. trimesh, tyro, libigl, pypng). --budget (default 480 s: 8 minutes on an
+# H100) is shared between the steps in fixed proportions, so one slow step cannot eat the others'
+# time; a step past its share is stopped and reported as a timeout. --dry-run runs the same steps on
+# the CPU at tiny sizes (the benchmarks' `tiny` scale, the Triton kernels in Triton's interpreter,
+# the gpu tests collected and skipped), so a broken path or flag shows up without a GPU.
+# Exit status: 0 when every step passed, 1 otherwise (the summary says which), 2 for bad usage.
+set -uo pipefail
+
+usage() { echo "usage: scripts/gpu_check.sh OUT_DIR [--budget SECONDS] [--dry-run]" >&2; exit 2; }
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+OUT_DIR=""
+BUDGET=480
+DRY_RUN=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --budget) [ $# -ge 2 ] || usage; BUDGET="$2"; shift 2 ;;
+    --budget=*) BUDGET="${1#--budget=}"; shift ;;
+    --dry-run) DRY_RUN=1; shift ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    -*) echo "gpu_check: unknown option $1" >&2; usage ;;
+    *) [ -z "$OUT_DIR" ] || usage; OUT_DIR="$1"; shift ;;
+  esac
+done
+[ -n "$OUT_DIR" ] || usage
+case "$BUDGET" in ''|*[!0-9]*) echo "gpu_check: --budget must be a whole number of seconds, got '$BUDGET'" >&2; exit 2 ;; esac
+[ "$BUDGET" -ge 60 ] || { echo "gpu_check: --budget must be at least 60 seconds, got $BUDGET" >&2; exit 2; }
+mkdir -p "$OUT_DIR" || { echo "gpu_check: cannot create $OUT_DIR" >&2; exit 2; }
+OUT_DIR="$(cd "$OUT_DIR" && pwd)"
+PYTHON="${PYTHON:-python3}"
+export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+
+if [ "$DRY_RUN" = 1 ]; then
+  SCALE=tiny
+  export TRITON_INTERPRET=1 CUDA_VISIBLE_DEVICES="" OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}"
+else
+  SCALE=gpu-short
+  if ls "$ROOT"/.whl/*.whl >/dev/null 2>&1; then
+    "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/nfield-site "$ROOT"/.whl/*.whl \
+      || { echo "gpu_check: installing the wheels in .whl/ failed" >&2; exit 1; }
+    export PYTHONPATH="$PYTHONPATH:/tmp/nfield-site"
+  fi
+  "$PYTHON" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" \
+    || { echo "gpu_check: no CUDA device here; use --dry-run on a CPU machine" >&2; exit 1; }
+fi
+cd "$ROOT"
+nvidia-smi > "$OUT_DIR/nvidia-smi.txt" 2>&1 || true
+"$PYTHON" -m nfield.cli info > "$OUT_DIR/info.txt" 2>&1
+
+# name, share of the budget in percent, command (run from the repository root)
+STEPS=(
+  "pytest|40|$PYTHON -m pytest -m gpu -q -p no:cacheprovider --junitxml=$OUT_DIR/pytest.xml tests"
+  "kernels|12|$PYTHON scripts/bench_kernels.py --scale $SCALE --out $OUT_DIR/bench_kernels.json"
+  "image|7|$PYTHON scripts/bench_image.py --scale $SCALE --out $OUT_DIR/bench_image.json"
+  "sdf|10|$PYTHON scripts/bench_sdf.py --scale $SCALE --out $OUT_DIR/bench_sdf.json"
+  "nerf|17|$PYTHON scripts/bench_nerf.py --scale $SCALE --out $OUT_DIR/bench_nerf.json"
+  "kilonerf|14|$PYTHON scripts/bench_kilonerf.py --scale $SCALE --out $OUT_DIR/bench_kilonerf.json"
+)
+: > "$OUT_DIR/steps.tsv"
+STARTED=$(date +%s)
+for step in "${STEPS[@]}"; do
+  IFS='|' read -r name share command <<< "$step"
+  limit=$(( BUDGET * share / 100 ))
+  echo "== $name (limit ${limit} s): $command"
+  begin=$(date +%s)
+  timeout --signal=TERM --kill-after=15 "$limit" bash -c "$command" > "$OUT_DIR/$name.log" 2>&1
+  status=$?
+  seconds=$(( $(date +%s) - begin ))
+  case $status in
+    0) result=pass ;;
+    124|137) result=timeout ;;
+    *) result=fail ;;
+  esac
+  printf '%s\t%s\t%s\t%s\n' "$name" "$result" "$seconds" "$limit" >> "$OUT_DIR/steps.tsv"
+  echo "   $result in ${seconds} s ($OUT_DIR/$name.log)"
+  [ "$result" = pass ] || tail -n 15 "$OUT_DIR/$name.log" | sed 's/^/   | /'
+done
+echo "== all steps in $(( $(date +%s) - STARTED )) s"
+"$PYTHON" scripts/gpu_check_summary.py "$OUT_DIR" $([ "$DRY_RUN" = 1 ] && echo --dry-run)
