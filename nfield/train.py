@@ -29,7 +29,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from nfield.backends import BACKENDS, backends_in_use, reset_backends, set_backend
+from nfield.backends import BACKENDS, backends_in_use, choose_backend, reset_backends, set_backend
 from nfield.checkpoint import latest_checkpoint, load_model_weights, load_trainer_state, save_checkpoint
 from nfield.errors import NfieldError, TrainingDiverged
 
@@ -163,6 +163,7 @@ class Trainer:
         # to tiny-cuda-nn) keep their own; the run log says what ran
         taken: dict[str, bool] = {}
         if cfg.backend != "auto":  # "auto" leaves each component's own setting (its config's) alone
+            choose_backend("--backend", cfg.backend, self.device, BACKENDS[1:])  # one line now if it cannot run here
             taken = set_backend(task.model, cfg.backend)
             if callable(getattr(task, "set_backend", None)):  # a task's own kernels (the NeRF renderer)
                 taken[f"{task.name} renderer"] = task.set_backend(cfg.backend)

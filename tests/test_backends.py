@@ -8,11 +8,12 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from nfield.backends import BACKENDS, backends_in_use, choose_backend, reset_backends, set_backend
+from nfield.backends import BACKENDS, backends_in_use, choose_backend, reset_backends, set_backend, tcnn_installed
 from nfield.backends.tcnn import encoding_config, network_config
 from nfield.checkpoint import Checkpoint, load_model_weights
 from nfield.cli import main
 from nfield.encodings import (
+    DenseGrid,
     DenseGridConfig,
     FrequencyConfig,
     GaussianFourierConfig,
@@ -167,6 +168,8 @@ def test_training_logs_the_backends_that_ran_and_info_prints_them(tmp_path, caps
     assert "backends (first training step): HashGrid torch, MLP torch" in capsys.readouterr().out
     assert main(["info"]) == 0
     assert "backend 'auto' on cpu: HashGrid, DenseGrid -> torch; MLP -> torch" in capsys.readouterr().out
+    assert main([*argv[:-4], "--backend", "triton", "--out", str(tmp_path / "t"), "--no-progress"]) == 1
+    assert "--backend: backend 'triton' runs on CUDA tensors, got cpu" in capsys.readouterr().err
     with pytest.raises(SystemExit):  # tyro rejects a backend that is not a choice
         main([*argv[:-4], "--backend", "fast", "--out", str(tmp_path / "bad")])
 
@@ -183,3 +186,22 @@ def tiny_png(tmp_path):
     path = tmp_path / "tiny.png"
     iio.imwrite(path, (np.stack([x, y, x * y], -1) * 255).astype(np.uint8))
     return path
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not (torch.cuda.is_available() and tcnn_installed()), reason="needs CUDA and tiny-cuda-nn")
+@pytest.mark.parametrize(
+    "dim, cfg", [(3, HashGridConfig()), (2, HashGridConfig(n_levels=8, per_level_scale=1.5)), (3, DenseGridConfig())]
+)
+def test_tiny_cuda_nn_gives_the_same_features_for_the_same_table(dim, cfg):
+    torch.manual_seed(0)
+    grid = (HashGrid if isinstance(cfg, HashGridConfig) else DenseGrid)(dim, cfg).cuda()
+    with torch.no_grad():
+        grid.params.normal_()
+    x = torch.rand(100_000, dim, device="cuda") * 2 - 1
+    outputs = {}
+    for name in ("torch", "triton", "tcnn"):
+        grid.set_backend(name)
+        outputs[name] = grid(x)
+    torch.testing.assert_close(outputs["triton"], outputs["torch"], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(outputs["tcnn"], outputs["torch"], atol=2e-3, rtol=2e-3)  # tcnn may compute in float16

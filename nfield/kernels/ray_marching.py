@@ -75,7 +75,7 @@ def _march_kernel(
         cursor = tl.load(offset_ptr + lanes, mask=valid, other=0)
     else:
         cursor = tl.zeros((BLOCK,), tl.int64)
-    half_resolution = 0.5 * resolution.to(tl.float32)
+    half_resolution = 0.5 * resolution  # (an int argument equal to 1 arrives as a constant: no .to())
     for k in range(max_steps):
         step = k * 1.0
         t0 = tl.minimum(near + (first + step) * step_size, far)
