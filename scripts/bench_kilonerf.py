@@ -13,7 +13,7 @@ strategies (tiled, padded, segment, gather: render frames/s and training points/
 
     python scripts/bench_kilonerf.py                  # GPU scale: 800x800 scene, full-size models
     python scripts/bench_kilonerf.py --scale cpu      # CPU scale: 48x48 scene, small models, few steps
-    python scripts/bench_kilonerf.py --scale gpu-short  # 800x800 scene, 20 views, full-size models, fewer steps (~75 s on an H100, unmeasured)
+    python scripts/bench_kilonerf.py --scale gpu-short  # 800x800 scene, 20 views, full-size models, fewer steps (~75 s, H100)
     python scripts/bench_kilonerf.py --scale tiny     # smoke test: 16x16 scene, tiny models, a few steps
     python scripts/bench_kilonerf.py --scene path/to/lego
 """

@@ -8,7 +8,7 @@ ratio of training rays/s and the PSNR gap at every time checkpoint.
 
     python scripts/bench_nerf.py                      # GPU scale: 800x800 scene, fox at full size, 15/60/180/300 s
     python scripts/bench_nerf.py --scale cpu          # CPU scale: 64x64 scene, fox / 16, 15/30/60 s, smaller sampling
-    python scripts/bench_nerf.py --scale gpu-short    # 800x800 scene with 20 views, no fox, 10/25 s (about 70 s on an H100, unmeasured)
+    python scripts/bench_nerf.py --scale gpu-short    # 800x800 scene with 20 views, no fox, 10/25 s (about 70 s, H100)
     python scripts/bench_nerf.py --scale tiny         # smoke test: 16x16 scene, no fox, 1/2 s
 """
 
