@@ -32,13 +32,18 @@ class Registry:
         self.family = family
         self._by_name: dict[str, tuple[type, Callable[..., Any]]] = {}
         self._by_config: dict[type, str] = {}
+        self._renamed: dict[str, dict[str, str]] = {}
 
-    def register(self, otype: str, config_cls: type) -> Callable[[type], type]:
-        """Class decorator: ``@ENCODINGS.register("HashGrid", HashGridConfig)``."""
+    def register(self, otype: str, config_cls: type, renamed: dict[str, str] | None = None) -> Callable[[type], type]:
+        """Class decorator: ``@ENCODINGS.register("HashGrid", HashGridConfig)``.
+
+        `renamed` maps keys of older run configs to their current names, so old runs still load.
+        """
 
         def wrap(module_cls: type) -> type:
             self._by_name[otype] = (config_cls, module_cls)
             self._by_config[config_cls] = otype
+            self._renamed[otype] = renamed or {}
             return module_cls
 
         return wrap
@@ -70,7 +75,9 @@ class Registry:
         if name not in self._by_name:
             raise NfieldError(f"unknown {self.family} type '{name}'; known: {', '.join(self.names)}")
         config_cls, _ = self._by_name[name]
-        return config_from_dict(config_cls, {k: v for k, v in data.items() if k != "otype"}, what=name)
+        renamed = self._renamed[name]
+        values = {renamed.get(k, k): v for k, v in data.items() if k != "otype"}
+        return config_from_dict(config_cls, values, what=name)
 
 
 def config_from_dict(config_cls: type, data: dict[str, Any], what: str | None = None) -> Any:

@@ -2,7 +2,9 @@
 
 The trainer drives a `Task` (image fitting, SDF fitting, NeRF...): it samples a batch, asks the
 task for the loss, steps Adam under a learning-rate schedule (with mixed precision on CUDA when
-enabled), calls ``update(step, total)`` on every progress-aware module, shows a tqdm progress bar,
+enabled), calls ``update(step, total)`` on every progress-aware module, seeds its random streams from
+``cfg.seed`` when a run starts, shows a tqdm progress bar (and, when a run will take over a minute,
+how long after its first steps),
 evaluates periodically, appends to ``metrics.jsonl``, writes atomic checkpoints and resumes from
 them exactly, and stops with a clear message (keeping the last good checkpoint) if the loss stops
 being finite.
@@ -19,9 +21,9 @@ import json
 import math
 import random
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
+from time import perf_counter
 from typing import Any, Literal, Protocol
 
 import numpy as np
@@ -32,6 +34,9 @@ from tqdm.auto import tqdm
 from nfield.backends import BACKENDS, backends_in_use, choose_backend, reset_backends, set_backend
 from nfield.checkpoint import latest_checkpoint, load_model_weights, load_trainer_state, save_checkpoint
 from nfield.errors import NfieldError, TrainingDiverged
+
+#: Steps timed (after the first) before the trainer says how long the run will take.
+ESTIMATE_AFTER_STEPS = 5
 
 
 @dataclass(frozen=True)
@@ -50,7 +55,7 @@ class TrainConfig:
     checkpoint_every: int = 500  # steps between checkpoints (0: only at the end)
     keep_checkpoints: int = 2  # newest checkpoints kept on disk
     log_every: int = 25  # steps between metrics.jsonl lines and progress-bar updates
-    seed: int = 0
+    seed: int = 0  # seeds the model's initialisation (by whoever builds it) and the trainer's random streams
     progress: bool = True  # show the tqdm progress bar
     backend: str = "auto"  # force every component with several implementations onto one: torch, triton, tcnn (auto: each its own)
 
@@ -76,9 +81,9 @@ class Task(Protocol):
     """What the trainer needs from a task (see nfield/tasks/).
 
     ``model`` holds every trainable parameter and buffer (it is what checkpoints store).
-    ``param_groups()`` returns Adam parameter groups; a group may carry ``lr_scale`` (multiplies
-    the schedule's lr) and ``eps``. ``loss`` returns a scalar tensor and scalar metric tensors
-    (kept on the device; the trainer reads them only every ``log_every`` steps).
+    ``param_groups()`` returns Adam parameter groups (a group may carry its own ``eps``). ``loss``
+    returns a scalar tensor and scalar metric tensors (kept on the device; the trainer reads them
+    only every ``log_every`` steps).
     """
 
     name: str
@@ -172,12 +177,12 @@ class Trainer:
         self.use_amp = cfg.mixed_precision and self.device.type == "cuda"
         groups = task.param_groups()
         for group in groups:
-            group.setdefault("lr_scale", 1.0)
-            group["lr"] = cfg.lr * group["lr_scale"]
+            group["lr"] = cfg.lr
         self.optimizer = torch.optim.Adam(groups, betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.use_amp)
         self.scheduled = progress_aware_modules(task.model)
         self.step = 0
+        self.resumed = False
         self.train_seconds = 0.0
         self.is_main = _is_main_process()
 
@@ -203,6 +208,7 @@ class Trainer:
         except (KeyError, ValueError, RuntimeError) as err:
             raise NfieldError(f"{checkpoint.state_file}: the trainer state does not match this run ({err})") from None
         self.step = int(state["step"])
+        self.resumed = True
         self.train_seconds = float(state.get("train_seconds", 0.0))
         self._truncate_metrics(self.step)
         return self.step
@@ -236,9 +242,12 @@ class Trainer:
         window: list[tuple[int, torch.Tensor, dict[str, torch.Tensor]]] = []
         evaluated: dict[str, float] = {}
         reported = self.backends_logged  # which backends ran: logged after this trainer's first step
+        if self.step == 0 and not self.resumed:
+            seed_everything(cfg.seed)  # the trainer's random streams (sampling, grid probes) start from the run's seed
+        timed_from = (self.step + 1, None)  # (step, train_seconds there): the first step (warm-up) is not timed
         try:
             while self.step < end:
-                started = time.perf_counter()
+                started = perf_counter()
                 if not reported:
                     reset_backends()
                 window.append(self._train_step())
@@ -251,7 +260,11 @@ class Trainer:
                 flush = evaluate or checkpoint or self._boundary(self.step, cfg.log_every, end)
                 if flush and self.device.type == "cuda":
                     torch.cuda.synchronize(self.device)
-                self.train_seconds += time.perf_counter() - started
+                self.train_seconds += perf_counter() - started
+                if self.step == timed_from[0]:
+                    timed_from = (self.step, self.train_seconds)
+                elif self.step == timed_from[0] + ESTIMATE_AFTER_STEPS:
+                    self._announce_duration((self.train_seconds - timed_from[1]) / ESTIMATE_AFTER_STEPS, end - self.step, bar)
                 if flush:  # every loss is checked before anything is evaluated or saved
                     self._flush(window, bar)
                     window = []
@@ -283,7 +296,7 @@ class Trainer:
             module.update(step, cfg.steps)
         factor = learning_rate_factor(step, cfg)
         for group in self.optimizer.param_groups:
-            group["lr"] = cfg.lr * group["lr_scale"] * factor
+            group["lr"] = cfg.lr * factor
         batch = self.task.sample(step)
         with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.use_amp):
             loss, metrics = self.task.loss(batch)
@@ -296,6 +309,16 @@ class Trainer:
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         return step, loss.detach(), {k: v.detach() for k, v in metrics.items()}
+
+    def _announce_duration(self, seconds_per_step: float, remaining: int, bar: tqdm) -> None:
+        """Say up front how long the rest of the run will take, when that is over a minute."""
+        total = seconds_per_step * remaining
+        if total >= 60 and self.is_main:
+            shown = f"{total / 3600:.1f} h" if total >= 5400 else f"{total / 60:.0f} min"
+            bar.write(
+                f"about {shown} for the remaining {remaining:,} steps ({seconds_per_step:.2f} s per step on {self.device})",
+                file=sys.stderr,
+            )
 
     def _log_backends(self, bar: tqdm) -> None:
         """Write which implementation ran each component in the first step (metrics.jsonl and stderr)."""

@@ -48,7 +48,8 @@ import numpy as np
 import torch
 
 from nfield.errors import NfieldError
-from nfield.render.cameras import PinholeCamera, camera_rays, look_at, orbit_poses
+from nfield.render.camera_paths import orbit_poses
+from nfield.render.cameras import PinholeCamera, camera_rays, look_at
 
 CAMERA_ANGLE_X = 0.6911112070083618  # radians: the horizontal field of view of Blender's synthetic scenes
 CAMERA_DISTANCE = 4.0  # world units from every camera centre to the origin

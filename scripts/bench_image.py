@@ -25,8 +25,8 @@ import torch
 from bench_report import device_name, report_header, synchronize
 
 from nfield.data.images import load_image
+from nfield.presets.image import IMAGE_PRESETS, resolve_image_preset
 from nfield.tasks.image import ImageTask, ImageTaskConfig
-from nfield.tasks.image_models import IMAGE_MODELS, ModelOptions, resolve_image_model
 from nfield.train import TrainConfig, Trainer, resolve_device, seed_everything
 
 SCALES = {
@@ -41,11 +41,11 @@ SCALES = {
 
 
 def fit_model(image, model: str, checkpoints: tuple[int, ...], device: torch.device, seed: int) -> dict:
-    preset = resolve_image_model(model, ModelOptions(), image.height, image.width)
+    preset = resolve_image_preset(model, {}, image.height, image.width)
     cfg = TrainConfig(
         steps=checkpoints[-1],
-        lr=preset.lr,
-        mixed_precision=preset.mixed_precision,
+        lr=preset.train.lr,
+        mixed_precision=preset.train.mixed_precision,
         eval_every=0,
         checkpoint_every=0,
         log_every=100,
@@ -71,14 +71,14 @@ def fit_model(image, model: str, checkpoints: tuple[int, ...], device: torch.dev
 
 def trainer_overhead(image, steps: int, device: torch.device, repeats: int = 3) -> dict:
     """ms/step of the Trainer vs a bare loop (same SIREN, data, optimiser), alternated, median of runs."""
-    preset = resolve_image_model("siren", ModelOptions(), image.height, image.width)
+    preset = resolve_image_preset("siren", {}, image.height, image.width)
 
     def bare() -> float:
         seed_everything(0)
         task = ImageTask(image, preset.field, ImageTaskConfig(), device=device)
         coords, targets = task.sample(0)
         model = task.model
-        optimizer = torch.optim.Adam(model.parameters(), lr=preset.lr, betas=(0.9, 0.99), eps=1e-15)
+        optimizer = torch.optim.Adam(model.parameters(), lr=preset.train.lr, betas=(0.9, 0.99), eps=1e-15)
         synchronize(device)
         start = time.perf_counter()
         for _ in range(steps):
@@ -92,7 +92,8 @@ def trainer_overhead(image, steps: int, device: torch.device, repeats: int = 3) 
     def nfield() -> float:
         seed_everything(0)
         task = ImageTask(image, preset.field, ImageTaskConfig(), device=device)
-        cfg = TrainConfig(steps=steps + 1, lr=preset.lr, mixed_precision=False, eval_every=0, checkpoint_every=0, progress=False)
+        lr = preset.train.lr
+        cfg = TrainConfig(steps=steps + 1, lr=lr, mixed_precision=False, eval_every=0, checkpoint_every=0, progress=False)
         with tempfile.TemporaryDirectory() as run_dir:
             trainer = Trainer(task, cfg, Path(run_dir), device=device)
             synchronize(device)
@@ -113,7 +114,7 @@ def trainer_overhead(image, steps: int, device: torch.device, repeats: int = 3) 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", choices=sorted(SCALES), default="gpu")
-    parser.add_argument("--models", nargs="+", default=list(IMAGE_MODELS), choices=list(IMAGE_MODELS))
+    parser.add_argument("--models", nargs="+", default=list(IMAGE_PRESETS), choices=list(IMAGE_PRESETS))
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("bench_image.json"))

@@ -24,6 +24,7 @@ with backend auto, and lists the top operations by device time (CPU time without
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -43,11 +44,11 @@ from nfield.data.scenes import load_scene
 from nfield.encodings import HashGrid, HashGridConfig
 from nfield.kernels import triton_available
 from nfield.networks import MLP, MLPConfig
+from nfield.presets.nerf import resolve_nerf_preset
 from nfield.render.samplers import OccupancyGrid, OccupancyGridConfig, RaySamples
 from nfield.render.volume import composite
 from nfield.tasks.nerf import NeRFTask, NeRFTaskConfig
-from nfield.tasks.nerf_models import NeRFModelOptions, resolve_nerf_model
-from nfield.train import TrainConfig, resolve_device, seed_everything
+from nfield.train import resolve_device, seed_everything
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository's scenes/ generators
 from scenes.synthetic import generate  # noqa: E402
@@ -244,15 +245,14 @@ def backend_override(value: str | None):
 
 def profile_nerf_steps(scene, scale: dict, device: torch.device, label: str, top: int = 12) -> dict:
     """Train the ngp preset `warmup` steps, then profile `steps` steps: mean step time and top ops."""
-    preset = resolve_nerf_model("ngp", NeRFModelOptions())
+    preset = resolve_nerf_preset("ngp", {})
     task_cfg = NeRFTaskConfig(
         batch_rays=scale["rays"],
-        sampler=preset.sampler,
+        sampler=preset.task.sampler,
         occupancy=OccupancyGridConfig(resolution=scale["grid"]),
         steps_per_ray=scale["diagonal_steps"],
     )
-    cfg = TrainConfig(steps=10**6, lr=preset.lr, mixed_precision=preset.mixed_precision, eval_every=0, checkpoint_every=0,
-                      log_every=10**6, progress=False)  # fmt: skip
+    cfg = dataclasses.replace(preset.train, steps=10**6, eval_every=0, checkpoint_every=0, log_every=10**6, progress=False)
     seed_everything(0)
     task = NeRFTask(scene, preset.field, task_cfg, device=device, seed=0)
     with tempfile.TemporaryDirectory() as run_dir:

@@ -34,13 +34,14 @@ from bench_report import device_name, report_header, synchronize
 
 from nfield.checkpoint import latest_checkpoint
 from nfield.cli import main as nfield_main
-from nfield.cli.nerf import evaluate_nerf, load_nerf_run
 from nfield.data.scenes import load_scene
 from nfield.fields.kilonerf import STRATEGIES, cell_corners, occupied_cells
 from nfield.render.cameras import image_rays
+from nfield.run import load_run
 from nfield.tasks.distill import teacher_occupancy
 from nfield.tasks.nerf import BACKGROUNDS, half_precision, render_image
 from nfield.train import resolve_device
+from nfield.views import evaluate
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository's scenes/ generators
 from scenes.synthetic import generate  # noqa: E402
@@ -124,7 +125,8 @@ def render_fps(
 ):
     """Frames per second rendering the first held-out view at full size (after a warm-up render);
     with `refresh_grid`, on the occupancy grid a distilled student would get (`teacher_occupancy`)."""
-    _, model, task_cfg, _ = load_nerf_run(run_dir, str(device))
+    task = load_run(run_dir, device).task
+    model, task_cfg = task.model, task.cfg
     if strategy is not None:
         model["field"].strategy = strategy
     if refresh_grid:
@@ -145,7 +147,7 @@ def render_fps(
 def strategy_points_per_second(run_dir: Path, device: torch.device, n_points: int, strategy: str, repeats: int = 3) -> float:
     """Training throughput of one strategy: points/s through forward and backward, points uniform
     in the occupied cells (the distillation's uniform half)."""
-    _, model, _, _ = load_nerf_run(run_dir, str(device))
+    model = load_run(run_dir, device).task.model
     field = model["field"].train()
     field.strategy = strategy
     occupied = torch.nonzero(occupied_cells(field, model["grid"])).squeeze(1)
@@ -166,6 +168,11 @@ def strategy_points_per_second(run_dir: Path, device: torch.device, n_points: in
         step()
     synchronize(device)
     return n_points * repeats / (time.perf_counter() - start)
+
+
+def evaluate_run(run_dir: Path, device: torch.device, half: bool = False) -> dict:
+    """PSNR/SSIM of a run on every held-out view of its scene (as ``nfield eval``)."""
+    return evaluate(load_run(run_dir, device, data=True), half=half)
 
 
 def main() -> int:
@@ -200,11 +207,11 @@ def main() -> int:
             "train-nerf", scene_dir, "--model", "kilonerf", *scale["student"], *scale["direct"], *common, "--out", direct_dir
         )
         rows = {
-            "teacher (ngp)": {**evaluate_nerf(teacher_dir, None, str(device)), "train_seconds": teacher["train_seconds"]},
+            "teacher (ngp)": {**evaluate_run(teacher_dir, device), "train_seconds": teacher["train_seconds"]},
             "distilled": {**distilled["distilled"], "seconds": distilled["distill_seconds"]},
-            "fine-tuned": {**evaluate_nerf(kilo_dir, None, str(device)), "seconds": distilled["finetune_seconds"]},
-            "fine-tuned, half": evaluate_nerf(kilo_dir, None, str(device), half=True),
-            "direct (no teacher)": {**evaluate_nerf(direct_dir, None, str(device)), "train_seconds": direct["train_seconds"]},
+            "fine-tuned": {**evaluate_run(kilo_dir, device), "seconds": distilled["finetune_seconds"]},
+            "fine-tuned, half": evaluate_run(kilo_dir, device, half=True),
+            "direct (no teacher)": {**evaluate_run(direct_dir, device), "train_seconds": direct["train_seconds"]},
         }
         fps = {
             "teacher": render_fps(teacher_dir, scene, device, half=False),

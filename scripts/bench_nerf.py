@@ -15,6 +15,7 @@ ratio of training rays/s and the PSNR gap at every time checkpoint.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import tempfile
@@ -25,9 +26,9 @@ import torch
 from bench_report import UncheckpointedTrainer, device_name, report_header, synchronize
 
 from nfield.data.scenes import load_scene
+from nfield.presets.nerf import resolve_nerf_preset
 from nfield.render.cameras import image_rays
-from nfield.tasks.nerf import BACKGROUNDS, NeRFTask, NeRFTaskConfig, render_image
-from nfield.tasks.nerf_models import NeRFModelOptions, resolve_nerf_model
+from nfield.tasks.nerf import BACKGROUNDS, NeRFTask, render_image
 from nfield.train import TrainConfig, resolve_device, seed_everything
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository's scenes/ generators
@@ -72,14 +73,13 @@ BATCH_RAYS = {
 
 def train_with_time_checkpoints(scene, model: str, scale_name: str, device: torch.device, seed: int) -> dict:
     scale = SCALES[scale_name]
-    options = NeRFModelOptions(**scale["options"])
-    preset = resolve_nerf_model(model, options)
-    task_cfg = options.apply(NeRFTaskConfig(batch_rays=BATCH_RAYS[scale_name][model], sampler=preset.sampler))
+    preset = resolve_nerf_preset(model, scale["options"])
+    task_cfg = dataclasses.replace(preset.task, batch_rays=BATCH_RAYS[scale_name][model])
     steps = 10**6  # the schedule's horizon; training stops at the last time checkpoint
     cfg = TrainConfig(
         steps=steps,
-        lr=preset.lr,
-        mixed_precision=preset.mixed_precision,
+        lr=preset.train.lr,
+        mixed_precision=preset.train.mixed_precision,
         eval_every=0,
         checkpoint_every=0,
         log_every=100,

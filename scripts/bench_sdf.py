@@ -28,9 +28,9 @@ from bench_report import device_name, report_header, synchronize
 from nfield.data.meshes import load_shape, signed_distance
 from nfield.export import extract_mesh
 from nfield.fields.sdf import NGLODField, distance_fn
-from nfield.render.cameras import orbit_poses
+from nfield.presets.sdf import SDF_PRESETS, resolve_sdf_preset
+from nfield.render.camera_paths import orbit_poses
 from nfield.tasks.sdf import SDFTask, SDFTaskConfig, geometry_report
-from nfield.tasks.sdf_models import SDF_MODELS, resolve_sdf_model
 from nfield.tasks.sdf_views import render_view
 from nfield.train import TrainConfig, Trainer, resolve_device, seed_everything
 
@@ -103,17 +103,17 @@ def ground_truth_throughput(shape, device: torch.device, n: int) -> dict:
 
 
 def fit_model(shape, model: str, scale: dict, device: torch.device, seed: int) -> tuple[SDFTask, Trainer]:
-    preset = resolve_sdf_model(model)
+    preset = resolve_sdf_preset(model, {})
     task_cfg = SDFTaskConfig(
         batch_size=scale["batch_size"],
         mesh_resolution=scale["resolution"],
         metric_points=scale["metric_points"],
-        eikonal_weight=preset.eikonal_weight,
+        eikonal_weight=preset.task.eikonal_weight,
         **scale.get("task", {}),
     )
     train_cfg = TrainConfig(  # one step more than is run, so the pause skips the run's own export
         steps=scale["steps"] + 1,
-        lr=preset.lr,
+        lr=preset.train.lr,
         mixed_precision=False,
         eval_every=0,
         checkpoint_every=0,
@@ -132,7 +132,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", choices=sorted(SCALES), default="gpu")
     parser.add_argument("--mesh", type=Path, default=DEFAULT_MESH)
-    parser.add_argument("--models", nargs="+", default=list(SDF_MODELS), choices=list(SDF_MODELS))
+    parser.add_argument("--models", nargs="+", default=list(SDF_PRESETS), choices=list(SDF_PRESETS))
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("bench_sdf.json"))

@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 from nfield.checkpoint import latest_checkpoint
 from nfield.cli import main
-from nfield.tasks.image_models import IMAGE_MODELS
+from nfield.presets.image import IMAGE_PRESETS
 
 
 def run(capsys, *argv):
@@ -83,7 +83,7 @@ def test_siren_fits_camera_64_to_33_db_in_300_steps_and_relu_is_clearly_worse(tm
     assert 10 * np.log10(1 / np.mean((down - target) ** 2)) > 25
 
 
-@pytest.mark.parametrize("model", sorted(IMAGE_MODELS))
+@pytest.mark.parametrize("model", sorted(IMAGE_PRESETS))
 def test_every_model_trains_from_the_cli(tmp_path, capsys, tiny_image, model):
     status, out, err = run(
         capsys, "fit-image", tiny_image, "--model", model, "--steps", 30, "--out", tmp_path / model, "--no-progress"
@@ -95,9 +95,9 @@ def test_every_model_trains_from_the_cli(tmp_path, capsys, tiny_image, model):
     config = json.loads((tmp_path / model / "config.json").read_text())
     assert config["model"] == model and config["field"]["encoding"]["otype"]
     if model == "pins":
-        levels = sorted((tmp_path / model / "levels").iterdir())
-        assert len(levels) == IMAGE_MODELS["pins"].field.network.n_levels - 1
-        assert all(f"psnr_level{k}" in result for k in range(len(levels)))
+        lods = sorted((tmp_path / model / "lods").iterdir())
+        assert len(lods) == IMAGE_PRESETS["pins"].field.network.n_lods - 1
+        assert all(f"psnr_lod{k}" in result for k in range(len(lods)))
     if model == "sape":
         assert (tmp_path / model / "progress.png").is_file()
 
@@ -183,7 +183,8 @@ def test_bad_input_gives_one_clear_line_and_nonzero_exit(tmp_path, tiny_image):
         (("render-image", tmp_path / "untrained"), "has no checkpoint"),
         (("render-image", tmp_path / "corrupt"), "cannot read the weights"),
         (("render-image", tmp_path / "trained", "--scale", 0), "--scale must be positive"),
-        (("render-image", tmp_path / "trained", "--level", 3), "--level 3"),
+        (("render-image", tmp_path / "trained", "--level", 3), "--lod 3"),
+        (("render-image", tmp_path / "trained", "--lod", 3), "--lod 3"),
     ]
     for argv, message in cases:
         result = nfield(*argv, cwd=tmp_path)
@@ -217,3 +218,85 @@ def test_other_pixel_formats_fit_end_to_end(tmp_path, capsys, kind):
     assert raw.dtype == np.float32 and raw.shape[:2] == (24, 24)
     if kind == "hdr-float-tiff":  # the float render keeps the HDR range; the PNG is clipped
         assert raw.max() > 2.5
+
+
+def test_one_loader_serves_image_runs(tmp_path, capsys, tiny_image):
+    from tests.run_checks import check_run_commands
+
+    status, out, err = run(
+        capsys, "fit-image", tiny_image, "--model", "hash", "--steps", 20, "--out", tmp_path / "r", "--no-progress"
+    )
+    assert status == 0, err
+    metrics = check_run_commands(tmp_path / "r", "image", capsys, tmp_path)
+    assert metrics["psnr"] == pytest.approx(last_json(out)["psnr"], abs=1e-6)
+
+
+def test_cli_functions_are_short():
+    """cli/ is flag definitions: every function there stays under 60 lines."""
+    import ast
+    from pathlib import Path
+
+    import nfield.cli
+
+    for path in Path(nfield.cli.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                assert node.end_lineno - node.lineno < 60, (
+                    f"{path.name}: {node.name} has {node.end_lineno - node.lineno + 1} lines"
+                )
+
+
+@pytest.mark.parametrize(
+    "command,shown",
+    [
+        ("fit-image", ["(default: 2,000)", "siren 0.0001", "(default: 262,144 on CUDA, 65,536 on the CPU)"]),
+        ("fit-sdf", ["(default: 2,000)", "nglod 0.005", "(default: 65,536 on CUDA, 8,192 on the CPU)", "siren 0.1"]),
+        ("train-nerf", ["(default: 5,000)", "ngp 0.01", "(default: 4,096 on CUDA, 1,024 on the CPU)", "(default: 1,000)"]),
+    ],
+)
+def test_help_states_the_presets_real_defaults(command, shown, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "400")
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert exit_.value.code == 0
+    for piece in shown:
+        assert piece in text, piece
+
+
+def test_presets_size_batches_by_device():
+    from nfield.presets.nerf import NERF_PRESETS
+    from nfield.presets.sdf import SDF_PRESETS
+
+    for presets, key in ((IMAGE_PRESETS, "batch_size"), (SDF_PRESETS, "batch_size"), (NERF_PRESETS, "batch_rays")):
+        for preset in presets.values():
+            assert getattr(preset.task_for("cpu"), key) < getattr(preset.task_for("cuda"), key)
+            assert preset.task_for("cuda") == preset.task
+
+
+def test_runs_written_before_0_3_still_load(tmp_path, capsys, tiny_image):
+    """Old key names (PINs' n_levels, the top-level seed) are read; the run renders and evaluates."""
+    argv = ("fit-image", tiny_image, "--model", "pins", "--n-lods", 2, "--n-frequencies", 4, "--n-neurons", 16)
+    status, out, err = run(capsys, *argv, "--steps", 10, "--out", tmp_path / "p", "--no-progress")
+    assert status == 0, err
+    config_file = tmp_path / "p" / "config.json"
+    config = json.loads(config_file.read_text())
+    network = config["field"]["network"]
+    network["n_levels"] = network.pop("n_lods")
+    config["seed"] = config["train"].pop("seed")
+    config_file.write_text(json.dumps(config))
+    status, lines, err = run(capsys, "eval", tmp_path / "p")
+    assert status == 0 and last_json(lines)["psnr"] == pytest.approx(last_json(out)["psnr"], abs=1e-6), err
+    assert run(capsys, "render-image", tmp_path / "p", "--lod", 0, "--out", tmp_path / "lod0.png", "--no-progress")[0] == 0
+    status, _, err = run(capsys, "fit-image", tiny_image, "--resume", "--steps", 12, "--out", tmp_path / "p", "--no-progress")
+    assert status == 0, err
+
+
+def test_render_image_refuses_a_scale_that_does_not_fit_and_says_which_does(tmp_path, capsys, tiny_image):
+    assert run(capsys, "fit-image", tiny_image, "--model", "relu", "--steps", 2, "--out", tmp_path / "r", "--no-progress")[0] == 0
+    status, _, err = run(capsys, "render-image", tmp_path / "r", "--scale", 5000)
+    lines = err.strip().splitlines()
+    assert status == 1 and len(lines) == 1 and "the largest --scale for this run is 591.2" in lines[0], err
+    status, _, err = run(capsys, "render-image", tmp_path / "r", "--scale", 3, "--out", tmp_path / "x3.png")
+    assert status == 0 and "render" in err and "wrote" in err  # a progress bar, then what was written
+    assert iio.imread(tmp_path / "x3.png").shape == (48, 48, 3)

@@ -116,10 +116,28 @@ def test_bad_distillation_input_gives_one_clear_line_and_nonzero_exit(teacher, t
         (("distill", teacher, "--aabb", 0, 0, 0, -1, 1, 1), "--aabb"),
         (("distill", teacher, "--distill-steps", 0, "--finetune-steps", 0), "nothing to do"),
         (("distill", teacher, "--distill-lr", 0), "--distill-lr"),
-        (("render", teacher, "--half", "--lod", 1), "SDF runs only"),
+        (("render", teacher, "--half", "--lod", 1), "--lod applies to image and SDF runs"),
     ]
     for argv, message in cases:
         status, _, err = run(capsys, *argv, "--out", tmp_path / "run", "--no-progress")
         lines = err.strip().splitlines()
         assert status == 1, (argv, err)
         assert len(lines) == 1 and lines[0].startswith("nfield: error:") and message in lines[0], (argv, err)
+
+
+def test_one_loader_serves_distilled_runs(distilled, capsys, tmp_path):
+    from tests.run_checks import check_run_commands
+
+    check_run_commands(distilled, "nerf", capsys, tmp_path)
+    status, out, _ = run(capsys, "info", distilled)
+    assert status == 0 and "distillation: step 200 of 200" in out and "fine-tuning: step 250 of 250" in out
+
+
+def test_info_on_a_run_distilled_without_fine_tuning_reports_both_phases(teacher, tmp_path, capsys):
+    common = ("--longest-axis-cells", 4, "--batch-points", 512, "--no-progress")
+    out = tmp_path / "d"
+    status, _, err = run(capsys, "distill", teacher, *common, "--distill-steps", 5, "--finetune-steps", 0, "--out", out)
+    assert status == 0, err
+    status, lines, _ = run(capsys, "info", out)
+    assert status == 0 and "distillation: step 5 of 5" in lines, lines
+    assert "fine-tuning: step 0 of 0 (none asked for)" in lines and not any("of 1" in line for line in lines)

@@ -75,7 +75,7 @@ def test_render_writes_a_playable_orbit_video_and_its_depth(trained, capsys, tmp
         assert status == 0, err
         assert iio.imread(tmp_path / f"{path}.mp4", plugin="FFMPEG", index=None).shape == (2, 12, 16, 3)
     status, _, err = run(capsys, "render", trained, "--lod", 1)
-    assert status == 1 and "SDF runs only" in err
+    assert status == 1 and "--lod applies to image and SDF runs" in err
 
 
 def test_render_without_ffmpeg_writes_png_frames_and_still_succeeds(trained, capsys, tmp_path, monkeypatch):
@@ -139,3 +139,22 @@ def test_vanilla_nerf_trains_checkpoints_and_renders_from_the_cli(scene, tmp_pat
     assert {key.split(".")[0] for key in weights} == {"field", "coarse"}
     status, _, err = run(capsys, "render", tmp_path / "v", "--frames", 2, "--width", 8, "--height", 8, "--no-progress")
     assert status == 0, err
+
+
+def test_one_loader_serves_nerf_runs(trained, capsys, tmp_path):
+    from tests.run_checks import check_run_commands
+
+    metrics = check_run_commands(trained, "nerf", capsys, tmp_path)
+    assert metrics["views"] == 2 and metrics["psnr"] > 10
+
+
+def test_one_loader_serves_kilonerf_runs_trained_from_images(scene, capsys, tmp_path):
+    from tests.run_checks import check_run_commands
+
+    small = ("--grid-resolution", 16, "--grid-warmup", 8, "--steps-per-ray", 64, "--batch-rays", 256, "--longest-axis-cells", 4)
+    status, _, err = run(
+        capsys, "train-nerf", scene, "--model", "kilonerf", *small, "--steps", 4, "--out", tmp_path / "k", "--no-progress"
+    )
+    assert status == 0, err
+    check_run_commands(tmp_path / "k", "nerf", capsys, tmp_path)
+    assert (tmp_path / "k" / "kilonerf.safetensors").is_file()

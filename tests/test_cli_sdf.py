@@ -191,7 +191,7 @@ def test_bad_sdf_input_gives_one_clear_line_and_nonzero_exit(tmp_path, capsys):
         (("fit-sdf", BUNNY, "--model", "siren", "--lods", 3), "nglod model only"),
         (("fit-sdf", BUNNY, "--mesh-resolution", 100000), "largest resolution that fits"),
         (("fit-sdf", BUNNY, "--steps", 0), "--steps"),
-        (("render", tmp_path / "image"), "use render-image for images"),
+        (("render", tmp_path / "image"), "has no checkpoint"),
         (("mesh", tmp_path / "nowhere"), "nowhere"),
     ]
     for argv, message in cases:
@@ -215,3 +215,11 @@ def test_every_sdf_model_trains_from_the_cli(tmp_path, capsys, model):
     config = json.loads((tmp_path / model / "config.json").read_text())
     assert config["model"] == model and config["field"]["otype"] == ("NGLOD" if model == "nglod" else "Field")
     assert (tmp_path / model / "render.png").is_file()
+
+
+def test_one_loader_serves_sdf_runs(bunny_run, capsys, tmp_path):
+    from tests.run_checks import check_run_commands
+
+    out, _ = bunny_run
+    metrics = check_run_commands(out, "sdf", capsys, tmp_path)
+    assert metrics["lod"] == 3 and metrics["resolution"] == 32 and metrics["chamfer_l1"] < 0.05

@@ -242,3 +242,30 @@ def test_update_hook_skips_containers():
     model.parts = nn.ModuleDict({"a": Recorder()})
     found = progress_aware_modules(model)
     assert len(found) == 1 and isinstance(found[0], Recorder)
+
+
+def test_a_run_says_up_front_how_long_it_will_take(tmp_path, monkeypatch, capsys):
+    clock = iter(range(0, 10**6, 5))  # every perf_counter call moves 5 s: each step takes 5 s
+    monkeypatch.setattr("nfield.train.perf_counter", lambda: float(next(clock)))
+    _, trainer = make(tmp_path / "slow", 40)
+    trainer.fit()
+    said = [line for line in capsys.readouterr().err.splitlines() if line.startswith("about")]
+    assert said == ["about 3 min for the remaining 34 steps (5.00 s per step on cpu)"], said
+    clock = iter(range(0, 10**6, 1))  # 1 s per step: 34 s left is not worth a line
+    monkeypatch.setattr("nfield.train.perf_counter", lambda: float(next(clock)))
+    _, trainer = make(tmp_path / "fast", 40)
+    trainer.fit()
+    assert not [line for line in capsys.readouterr().err.splitlines() if line.startswith("about")]
+
+
+def test_the_trainer_seeds_a_new_run_from_its_config(tmp_path):
+    """Two trainers with the same config draw the same random streams, whatever ran before them."""
+    torch.manual_seed(123)
+    task_a, trainer_a = make(tmp_path / "a", 5)
+    torch.rand(7)  # disturb the global generator between building the task and training
+    trainer_a.fit()
+    draw_a = torch.rand(3)
+    task_b, trainer_b = make(tmp_path / "b", 5)
+    trainer_b.fit()
+    assert torch.equal(draw_a, torch.rand(3))
+    assert all(torch.equal(a, b) for a, b in zip(task_a.model.parameters(), task_b.model.parameters()))

@@ -1,39 +1,126 @@
-"""Options shared by the training commands."""
+"""Flags shared by the training commands, with help texts that state the presets' real defaults."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass
-from typing import Literal, Optional
+from pathlib import Path
+from typing import Annotated, Any, Callable, Literal, Optional
 
-from nfield.errors import NfieldError
-from nfield.train import TrainConfig
+import tyro
+
+from nfield.presets import Preset
+from nfield.run import RunRequest, train
+
+
+class Overrides:
+    """Mixin for option dataclasses whose unset (None) keys keep a preset's (or a resumed run's) value."""
+
+    def overrides(self) -> dict[str, Any]:
+        """The keys that were set, with their values."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
 
 
 @dataclass(frozen=True)
-class TrainOptions:
-    """Training overrides; unset keys keep the model's default (or, with --resume, the run's)."""
+class RunFlags:
+    """Where the run goes and how it starts."""
 
-    steps: Optional[int] = None  # total steps of the run (default 2000)
-    lr: Optional[float] = None  # peak learning rate (default: the model's)
-    lr_schedule: Optional[Literal["constant", "cosine", "exponential"]] = None  # learning-rate schedule (default cosine)
-    lr_warmup_steps: Optional[int] = None  # steps of linear warm-up (default 0)
-    lr_final_factor: Optional[float] = None  # final lr relative to the peak (default 0.1)
-    grad_clip: Optional[float] = None  # max gradient norm, 0 = off
-    mixed_precision: Optional[Literal["on", "off"]] = None  # float16 autocast on CUDA (default: on where the model tolerates it)
-    eval_every: Optional[int] = None  # steps between evaluations (default 500)
-    checkpoint_every: Optional[int] = None  # steps between checkpoints (default 500)
-    keep_checkpoints: Optional[int] = None  # checkpoints kept on disk (default 2)
-    log_every: Optional[int] = None  # steps between metrics.jsonl lines (default 25)
-    backend: Optional[Literal["auto", "torch", "triton", "tcnn"]] = (
-        None  # implementation of grids, MLPs and rendering (default auto: Triton kernels on CUDA)
-    )
+    out: Optional[Path] = None  # run directory (default runs/<task>/<input name>-<model>)
+    device: str = "auto"  # auto (CUDA when available), cpu, cuda, cuda:N
+    resume: bool = False  # continue the run in --out from its last checkpoint up to --steps in total
+    overwrite: bool = False  # replace an existing run in --out
+    progress: bool = True  # show the progress bar
 
-    def apply(self, base: TrainConfig, progress: bool = True) -> TrainConfig:
-        given = {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+def describe_default(presets: dict[str, Preset], value_of: Callable[[Preset], Any]) -> str:
+    """ "(default: 2000)" when every preset agrees, else "(default: the model's: siren 0.0001, ...)"."""
+    values = {name: value_of(preset) for name, preset in presets.items()}
+    distinct = list(dict.fromkeys(values.values()))
+    if len(distinct) == 1:
+        return f"(default: {_shown(distinct[0])})"
+    return "(default: the model's: " + ", ".join(f"{name} {_shown(v)}" for name, v in values.items()) + ")"
+
+
+def device_default(presets: dict[str, Preset], key: str) -> str:
+    """ "(default: 65,536 on CUDA, 8,192 on the CPU)" for a task setting the presets size by device."""
+    preset = next(iter(presets.values()))
+    gpu, cpu = getattr(preset.task, key), preset.cpu.get(key, getattr(preset.task, key))
+    return f"(default: {_shown(gpu)} on CUDA, {_shown(cpu)} on the CPU)" if gpu != cpu else f"(default: {_shown(gpu)})"
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return f"{value:,}" if isinstance(value, int) else f"{value:g}" if isinstance(value, float) else str(value)
+
+
+#: (TrainConfig key, flag type, help) of the training flags every training command takes.
+_TRAIN_FLAGS: tuple[tuple[str, Any, str], ...] = (
+    ("steps", Optional[int], "total steps of the run"),
+    ("lr", Optional[float], "peak learning rate"),
+    ("lr_schedule", Optional[Literal["constant", "cosine", "exponential"]], "learning-rate schedule"),
+    ("lr_warmup_steps", Optional[int], "steps of linear warm-up"),
+    ("lr_final_factor", Optional[float], "final lr relative to the peak"),
+    ("grad_clip", Optional[float], "max gradient norm, 0 = off"),
+    ("mixed_precision", Optional[Literal["on", "off"]], "float16 autocast on CUDA"),
+    ("eval_every", Optional[int], "steps between evaluations (0: at the end only)"),
+    ("checkpoint_every", Optional[int], "steps between checkpoints (0: at the end only)"),
+    ("keep_checkpoints", Optional[int], "checkpoints kept on disk"),
+    ("log_every", Optional[int], "steps between metrics.jsonl lines"),
+    (
+        "backend",
+        Optional[Literal["auto", "torch", "triton", "tcnn"]],
+        "implementation of grids, MLPs and rendering (auto: Triton kernels on CUDA)",
+    ),
+    ("seed", Optional[int], "random seed for initialisation and sampling"),
+)
+
+
+class _TrainOverrides(Overrides):
+    def overrides(self) -> dict[str, Any]:
+        given = super().overrides()
         if "mixed_precision" in given:
             given["mixed_precision"] = given["mixed_precision"] == "on"
-        given["progress"] = progress
-        if "steps" in given and given["steps"] <= 0:
-            raise NfieldError(f"--steps must be a positive number of steps, got {given['steps']}")
-        return dataclasses.replace(base, **given)
+        return given
+
+
+def train_options(presets: dict[str, Preset]) -> type:
+    """The training flags of a command whose models are `presets`, each help stating its default."""
+    fields = [
+        (
+            key,
+            Annotated[flag_type, tyro.conf.arg(help=text, help_behavior_hint=describe_default(presets, _train_key(key)))],
+            dataclasses.field(default=None),
+        )
+        for key, flag_type, text in _TRAIN_FLAGS
+    ]
+    doc = "Training overrides; unset keys keep the model's preset (or, with --resume, the run's)."
+    return dataclasses.make_dataclass("TrainOptions", fields, bases=(_TrainOverrides,), frozen=True, namespace={"__doc__": doc})
+
+
+def _train_key(key: str) -> Callable[[Preset], Any]:
+    return lambda preset: getattr(preset.train, key)
+
+
+class TrainingCommand:
+    """What every training command does with its flags: one `nfield.run.train` call, whose final
+    metrics are printed as one JSON object on the last stdout line. Subclasses (dataclasses of flags)
+    have ``model``, ``run`` (`RunFlags`), ``train`` and ``model_options``."""
+
+    def submit(self, kind: str, source: str, task_options: dict[str, Any], data_options: dict[str, Any]) -> None:
+        flags: RunFlags = self.run  # type: ignore[attr-defined]
+        request = RunRequest(
+            kind,
+            source,
+            model=self.model,  # type: ignore[attr-defined]
+            out=flags.out,
+            resume=flags.resume,
+            overwrite=flags.overwrite,
+            device=flags.device,
+            train={**self.train.overrides(), "progress": flags.progress},  # type: ignore[attr-defined]
+            model_options=self.model_options.overrides(),  # type: ignore[attr-defined]
+            task_options={k: v for k, v in task_options.items() if v is not None},
+            data_options=data_options,
+        )
+        print(json.dumps(train(request)))

@@ -23,7 +23,7 @@ class Field(nn.Module):
     """f(x) = network(encoding(x)).
 
     Input (N, in_dim) coordinates in [-1, 1]; output (N, out_dim). Networks with levels of detail
-    (`ProgressiveNetwork`) are queried at a coarser level with ``level=k``.
+    (`ProgressiveNetwork`) are queried at a coarser one with ``lod=k``.
     """
 
     def __init__(self, in_dim: int, out_dim: int, cfg: FieldConfig = FieldConfig()):
@@ -34,26 +34,23 @@ class Field(nn.Module):
         self.network = NETWORKS.build(cfg.network, self.encoding.out_dim, out_dim)
 
     @property
-    def n_levels(self) -> int:
-        """Levels of detail the network offers (1 for single-level networks)."""
-        return getattr(self.network, "n_levels", 1)
+    def n_lods(self) -> int:
+        """Levels of detail the network offers (1 for networks without them)."""
+        return getattr(self.network, "n_lods", 1)
 
-    def forward(self, x: torch.Tensor, level: int | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, lod: int | None = None) -> torch.Tensor:
+        """(N, in_dim) -> (N, out_dim) at level of detail `lod` (None: the finest)."""
         features = self.encoding(x)
-        if level is None:
+        if lod is None:
             return self.network(features)
-        if self.n_levels == 1:
-            if level == 0:
+        if self.n_lods == 1:
+            if lod == 0:
                 return self.network(features)
-            raise NfieldError(f"level {level} requested, but {type(self.network).__name__} has a single level (0)")
-        return self.network(features, level=level)
+            raise NfieldError(f"--lod {lod}: {type(self.network).__name__} has a single level of detail (0)")
+        return self.network(features, lod=lod)
 
     def extra_repr(self) -> str:
         return f"in_dim={self.in_dim}, out_dim={self.out_dim}, params={sum(p.numel() for p in self.parameters())}"
-
-
-def build_field(in_dim: int, out_dim: int, cfg: FieldConfig) -> Field:
-    return Field(in_dim, out_dim, cfg)
 
 
 def field_config_to_dict(cfg: FieldConfig) -> dict[str, Any]:

@@ -10,7 +10,8 @@ Two kinds, with one interface (`forward(x, lod=None) -> (N,)`, `n_lods`, `lod_pa
   the paper's reference implementation does. All LODs train jointly (`forward_all_lods`).
 
 Configs travel as ``{"otype": "Field", "encoding": ..., "network": ...}`` or
-``{"otype": "NGLOD", "octree": {...}, "hidden_dim": ..., "n_hidden_layers": ...}``.
+``{"otype": "NGLOD", "octree": {...}, "n_neurons": ..., "n_hidden_layers": ...}``
+(runs written before 0.3 say ``hidden_dim`` for ``n_neurons``; both load).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from nfield.networks import MLP, MLPConfig
 @dataclass(frozen=True)
 class NGLODConfig:
     octree: OctreeFeaturesConfig = field(default_factory=OctreeFeaturesConfig)
-    hidden_dim: int = 128  # neurons of each LOD's decoder
+    n_neurons: int = 128  # neurons of each LOD's decoder
     n_hidden_layers: int = 1  # hidden layers of each LOD's decoder
 
 
@@ -46,11 +47,11 @@ class SDFField(nn.Module):
 
     @property
     def n_lods(self) -> int:
-        return self.field.n_levels
+        return self.field.n_lods
 
     def forward(self, x: torch.Tensor, lod: int | None = None) -> torch.Tensor:
         check_lod(lod, self.n_lods)
-        return self.field(x, level=None if lod is None or self.n_lods == 1 else lod)[:, 0]
+        return self.field(x, lod=None if lod is None or self.n_lods == 1 else lod)[:, 0]
 
     def forward_all_lods(self, x: torch.Tensor) -> torch.Tensor:
         """(N, n_lods) distances at every LOD (one column for single-level fields)."""
@@ -77,7 +78,7 @@ class NGLODField(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.features = OctreeFeatures(cfg.octree, octree)
-        decoder = MLPConfig(n_neurons=cfg.hidden_dim, n_hidden_layers=cfg.n_hidden_layers, activation="relu")
+        decoder = MLPConfig(n_neurons=cfg.n_neurons, n_hidden_layers=cfg.n_hidden_layers, activation="relu")
         self.decoders = nn.ModuleList([MLP(cfg.octree.feature_dim + 3, 1, decoder) for _ in range(cfg.octree.n_lods)])
 
     @property
@@ -145,5 +146,7 @@ def sdf_field_config_from_dict(data: dict[str, Any]) -> SDFFieldConfig:
         raise NfieldError("an SDF field config needs 'otype': 'Field' or 'NGLOD'")
     rest = {k: v for k, v in data.items() if k != "otype"}
     if data["otype"] == "NGLOD":
+        if "hidden_dim" in rest and "n_neurons" not in rest:  # the key's name before 0.3
+            rest["n_neurons"] = rest.pop("hidden_dim")
         return config_from_dict(NGLODConfig, rest, what="NGLOD")
     return field_config_from_dict(rest)

@@ -2,7 +2,7 @@
 
 After PINs (Landgraf et al. 2022, "PINs: Progressive Implicit Networks for Multi-Scale Neural
 Representations"). The network owns its positional encoding: the `n_frequencies` octave bands of
-`frequency_features` are split into `n_levels` contiguous groups, lowest frequencies first.
+`frequency_features` are split into `n_lods` contiguous groups, lowest frequencies first.
 Level k is a ReLU MLP (`n_hidden_layers` layers of width `n_neurons`) reading
 
     level 0:  [features of band group 0, x]
@@ -13,9 +13,9 @@ level K is
 
     y_K(x) = sum_{k <= K} w_k * head_k(h_k),
 
-so levels above K are never evaluated. The weights w_k = band_window(alpha, n_levels)_k follow a
+so levels above K are never evaluated. The weights w_k = band_window(alpha, n_lods)_k follow a
 coarse-to-fine schedule set by `update(step, total)`: alpha rises linearly from 1 at
-``start_fraction * total`` to ``n_levels`` at ``end_fraction * total``; level 0 is always on and
+``start_fraction * total`` to ``n_lods`` at ``end_fraction * total``; level 0 is always on and
 level k fades in (smoothly, as a cosine) while alpha goes from k to k + 1. Only the finest output
 needs to be in the loss: each level learns what the coarser ones cannot represent while it is the
 finest one switched on, so every prefix y_K stays a usable band-limited version of the signal.
@@ -31,10 +31,10 @@ tiny), which in our fits spoiled the intermediate prefixes.
 Example::
 
     >>> import torch
-    >>> net = ProgressiveNetwork(2, 3, ProgressiveNetworkConfig(n_levels=3, n_frequencies=6))
+    >>> net = ProgressiveNetwork(2, 3, ProgressiveNetworkConfig(n_lods=3, n_frequencies=6))
     >>> net.update(step=0, total=1000)  # only level 0 on
     >>> x = torch.rand(10, 2) * 2 - 1
-    >>> net(x).shape, net(x, level=0).shape
+    >>> net(x).shape, net(x, lod=0).shape
     (torch.Size([10, 3]), torch.Size([10, 3]))
 """
 
@@ -53,8 +53,8 @@ from nfield.networks.registry import NETWORKS
 
 @dataclass(frozen=True)
 class ProgressiveNetworkConfig:
-    n_levels: int = 4  # levels, each with its own MLP and head
-    n_frequencies: int = 12  # octave bands 2^0 .. 2^(n-1), split into n_levels contiguous groups
+    n_lods: int = 4  # levels, each with its own MLP and head
+    n_frequencies: int = 12  # octave bands 2^0 .. 2^(n-1), split into n_lods contiguous groups
     n_neurons: int = 128  # width of every level's hidden layers
     n_hidden_layers: int = 2  # ReLU layers per level (>= 1)
     include_pi: bool = True  # bands sin(2^k pi x), as in `Frequency`
@@ -63,12 +63,12 @@ class ProgressiveNetworkConfig:
 
     def __post_init__(self) -> None:
         validate_layer_sizes("ProgressiveNetworkConfig", self.n_neurons, self.n_hidden_layers, min_hidden_layers=1)
-        check_int("ProgressiveNetworkConfig", "n_levels", self.n_levels, 1)
+        check_int("ProgressiveNetworkConfig", "n_lods", self.n_lods, 1)
         check_int("ProgressiveNetworkConfig", "n_frequencies", self.n_frequencies, 1)
-        if self.n_frequencies < self.n_levels:
+        if self.n_frequencies < self.n_lods:
             raise NfieldError(
-                f"ProgressiveNetworkConfig.n_frequencies ({self.n_frequencies}) must be >= n_levels "
-                f"({self.n_levels}): every level needs at least one frequency band"
+                f"ProgressiveNetworkConfig.n_frequencies ({self.n_frequencies}) must be >= n_lods "
+                f"({self.n_lods}): every level needs at least one frequency band"
             )
         if not 0.0 <= self.start_fraction <= self.end_fraction <= 1.0:
             raise NfieldError(
@@ -77,17 +77,17 @@ class ProgressiveNetworkConfig:
             )
 
 
-def split_bands(n_frequencies: int, n_levels: int) -> list[tuple[int, int]]:
-    """Split bands 0..n_frequencies-1 into n_levels contiguous groups as evenly as possible.
+def split_bands(n_frequencies: int, n_lods: int) -> list[tuple[int, int]]:
+    """Split bands 0..n_frequencies-1 into n_lods contiguous groups as evenly as possible.
 
-    The first ``n_frequencies % n_levels`` groups get one band more.
+    The first ``n_frequencies % n_lods`` groups get one band more.
 
     Returns:
         [(first_band, end_band)] per level, half-open, covering every band once in order.
     """
-    size, extra = divmod(n_frequencies, n_levels)
+    size, extra = divmod(n_frequencies, n_lods)
     groups, start = [], 0
-    for k in range(n_levels):
+    for k in range(n_lods):
         end = start + size + (1 if k < extra else 0)
         groups.append((start, end))
         start = end
@@ -95,10 +95,10 @@ def split_bands(n_frequencies: int, n_levels: int) -> list[tuple[int, int]]:
     return groups
 
 
-def progress_alpha(step: int, total: int, n_levels: int, start_fraction: float, end_fraction: float) -> float:
-    """Coarse-to-fine progress alpha in [1, n_levels] at `step` of `total`.
+def progress_alpha(step: int, total: int, n_lods: int, start_fraction: float, end_fraction: float) -> float:
+    """Coarse-to-fine progress alpha in [1, n_lods] at `step` of `total`.
 
-    alpha = 1 up to ``start_fraction * total``, rises linearly to ``n_levels`` at
+    alpha = 1 up to ``start_fraction * total``, rises linearly to ``n_lods`` at
     ``end_fraction * total`` and stays there (a jump at that step when the fractions are equal).
     """
     start, end = start_fraction * total, end_fraction * total
@@ -108,17 +108,17 @@ def progress_alpha(step: int, total: int, n_levels: int, start_fraction: float, 
         t = 0.0
     else:
         t = (step - start) / (end - start)
-    return 1.0 + (n_levels - 1) * t
+    return 1.0 + (n_lods - 1) * t
 
 
-@NETWORKS.register("ProgressiveNetwork", ProgressiveNetworkConfig)
+@NETWORKS.register("ProgressiveNetwork", ProgressiveNetworkConfig, renamed={"n_levels": "n_lods"})  # before 0.3
 class ProgressiveNetwork(nn.Module):
     """PINs-style multi-level network over raw coordinates (see the module docstring).
 
     Input (N, in_dim) coordinates in [-1, 1]; output (N, out_dim) at the finest level, or at
-    `level` when given. Attributes: `n_levels`, `bands` ([(first, end)] band range per level),
+    `lod` when given. Attributes: `n_lods`, `bands` ([(first, end)] band range per level),
     `trunks` and `heads` (``nn.ModuleList`` per level) and the float32 buffer `alpha` (progress,
-    saved with the weights; initialised to `n_levels`, all levels on).
+    saved with the weights; initialised to `n_lods`, all levels on).
     """
 
     def __init__(self, in_dim: int, out_dim: int, cfg: ProgressiveNetworkConfig = ProgressiveNetworkConfig()):
@@ -126,8 +126,8 @@ class ProgressiveNetwork(nn.Module):
         self.cfg = cfg
         self.in_dim = in_dim
         self.out_dim = out_dim
-        self.n_levels = cfg.n_levels
-        self.bands = split_bands(cfg.n_frequencies, cfg.n_levels)
+        self.n_lods = cfg.n_lods
+        self.bands = split_bands(cfg.n_frequencies, cfg.n_lods)
         # n_hidden_layers ReLU layers of width n_neurons: an MLP whose output layer is the last of them.
         trunk_cfg = MLPConfig(cfg.n_neurons, cfg.n_hidden_layers - 1, activation="relu", output_activation="relu")
         self.trunks = nn.ModuleList()
@@ -135,36 +135,36 @@ class ProgressiveNetwork(nn.Module):
             features = 2 * in_dim * (end - first)
             trunk_in = features + (in_dim if k == 0 else cfg.n_neurons)
             self.trunks.append(MLP(trunk_in, cfg.n_neurons, trunk_cfg))
-        self.heads = nn.ModuleList(nn.Linear(cfg.n_neurons, out_dim) for _ in range(cfg.n_levels))
+        self.heads = nn.ModuleList(nn.Linear(cfg.n_neurons, out_dim) for _ in range(cfg.n_lods))
         for head in self.heads[1:]:  # finer levels join as exact no-ops (module docstring)
             nn.init.zeros_(head.weight)
             nn.init.zeros_(head.bias)
-        self.register_buffer("alpha", torch.tensor(float(cfg.n_levels), dtype=torch.float32))
+        self.register_buffer("alpha", torch.tensor(float(cfg.n_lods), dtype=torch.float32))
 
     def update(self, step: int, total: int) -> None:
         """Set the progress for training step `step` of `total` (a pure function of both)."""
         if total <= 0:
             raise NfieldError(f"ProgressiveNetwork.update needs total > 0 steps, got {total}")
         cfg = self.cfg
-        self.alpha.fill_(progress_alpha(step, total, cfg.n_levels, cfg.start_fraction, cfg.end_fraction))
+        self.alpha.fill_(progress_alpha(step, total, cfg.n_lods, cfg.start_fraction, cfg.end_fraction))
 
-    def level_weights(self) -> torch.Tensor:
-        """(n_levels,) float32 weights w_k of the level outputs at the current progress."""
-        return band_window(self.alpha, self.n_levels)
+    def lod_weights(self) -> torch.Tensor:
+        """(n_lods,) float32 weights w_k of the level outputs at the current progress."""
+        return band_window(self.alpha, self.n_lods)
 
-    def forward(self, x: torch.Tensor, level: int | None = None) -> torch.Tensor:
-        """Output at `level` (0 = coarsest, None = finest): (N, in_dim) -> (N, out_dim)."""
-        if level is None:
-            level = self.n_levels - 1
-        if isinstance(level, bool) or not isinstance(level, int) or not 0 <= level < self.n_levels:
-            raise NfieldError(f"level must be an integer in [0, {self.n_levels - 1}] or None, got {level!r}")
-        n_bands = self.bands[level][1]
+    def forward(self, x: torch.Tensor, lod: int | None = None) -> torch.Tensor:
+        """Output at level of detail `lod` (0 = coarsest, None = finest): (N, in_dim) -> (N, out_dim)."""
+        if lod is None:
+            lod = self.n_lods - 1
+        if isinstance(lod, bool) or not isinstance(lod, int) or not 0 <= lod < self.n_lods:
+            raise NfieldError(f"lod must be an integer in [0, {self.n_lods - 1}] or None, got {lod!r}")
+        n_bands = self.bands[lod][1]
         features = frequency_features(x, n_bands, self.cfg.include_pi)  # (N, n_bands * 2 * in_dim)
         width = 2 * self.in_dim
-        weights = self.level_weights().to(x.dtype)
+        weights = self.lod_weights().to(x.dtype)
         out = x.new_zeros(x.shape[0], self.out_dim)
         hidden = x  # level 0 reads x where later levels read the previous hidden state
-        for k in range(level + 1):
+        for k in range(lod + 1):
             first, end = self.bands[k]
             group = features[:, first * width : end * width]
             hidden = self.trunks[k](torch.cat([group, hidden], dim=-1))

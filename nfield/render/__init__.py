@@ -1,19 +1,17 @@
-"""Rendering: cameras, rays and camera paths (`cameras`), sphere tracing of signed distance fields
-(`sphere_trace`), and volume rendering of radiance fields (`samplers`, `volume`)."""
+"""Rendering: cameras and rays (`cameras`), camera paths for videos (`camera_paths`) and their files
+(`camera_path_files`), sphere tracing of signed distance fields (`sphere_tracing`), and volume rendering
+of radiance fields (`samplers`, `volume`)."""
 
+from nfield.render.camera_path_files import load_camera_path
+from nfield.render.camera_paths import interpolated_path, orbit_poses, scene_orbit, spiral_path
 from nfield.render.cameras import (
     CameraSet,
     PinholeCamera,
     camera_rays,
     distort,
     image_rays,
-    interpolated_path,
-    load_camera_path,
     look_at,
-    orbit_poses,
     pixel_rays,
-    scene_orbit,
-    spiral_path,
     undistort,
 )
 from nfield.render.samplers import (
@@ -24,7 +22,7 @@ from nfield.render.samplers import (
     ray_aabb,
     stratified_samples,
 )
-from nfield.render.sphere_trace import (
+from nfield.render.sphere_tracing import (
     SHADINGS,
     SphereTraceResult,
     ray_box_intersection,

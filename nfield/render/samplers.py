@@ -33,7 +33,7 @@ from torch import nn
 
 from nfield.backends import choose_backend, record_backend
 from nfield.errors import NfieldError
-from nfield.render.sphere_trace import ray_box_intersection
+from nfield.render.sphere_tracing import ray_box_intersection
 from nfield.render.volume import render_weights
 
 DensityFn = Callable[[torch.Tensor], torch.Tensor]
@@ -273,15 +273,15 @@ class OccupancyGrid(nn.Module):
         density: (L, R^3) float32 density estimates.
         occupied: (L, R^3) bool occupancy.
         aabb: (2, 3) the level-0 box.
-        density_fn: (M, 3) points -> (M,) densities, a function set by the caller before training
-            (e.g. ``grid.density_fn = field.density``); never registered as a submodule.
+        density_fn: (M, 3) points -> (M,) densities, the field the grid watches (e.g. its
+            ``density`` method), given at construction; never registered as a submodule.
         step_size: the march step the renderer uses (world units, default 1: the threshold then
-            applies to the density itself), set by the caller with `density_fn`.
+            applies to the density itself), given at construction with `density_fn`.
 
     Example::
 
-        >>> grid = OccupancyGrid(OccupancyGridConfig(resolution=16), torch.tensor([[-1.0] * 3, [1.0] * 3]))
-        >>> grid.density_fn = lambda points: 10.0 * (points.norm(dim=-1) < 0.5)
+        >>> density = lambda points: 10.0 * (points.norm(dim=-1) < 0.5)
+        >>> grid = OccupancyGrid(OccupancyGridConfig(resolution=16), torch.tensor([[-1.0] * 3, [1.0] * 3]), density)
         >>> grid.update(step=0, total=1000)
         >>> grid.occupied_at(torch.tensor([[0.0, 0.0, 0.0], [0.9, 0.9, 0.9]])).tolist()
         [True, False]
@@ -291,7 +291,7 @@ class OccupancyGrid(nn.Module):
     occupied: torch.Tensor
     aabb: torch.Tensor
 
-    def __init__(self, cfg: OccupancyGridConfig, aabb: torch.Tensor):
+    def __init__(self, cfg: OccupancyGridConfig, aabb: torch.Tensor, density_fn: DensityFn | None = None, step_size: float = 1.0):
         super().__init__()
         if not (isinstance(cfg.resolution, int) and cfg.resolution >= 1 and isinstance(cfg.n_levels, int) and cfg.n_levels >= 1):
             raise NfieldError(
@@ -304,9 +304,11 @@ class OccupancyGrid(nn.Module):
         aabb = torch.as_tensor(aabb, dtype=torch.float32)
         if aabb.shape != (2, 3) or not bool((aabb[1] > aabb[0]).all()):
             raise NfieldError(f"OccupancyGrid: aabb must be (2, 3) min and max corners with min < max, got {aabb.tolist()}")
+        if not step_size > 0:
+            raise NfieldError(f"OccupancyGrid: step_size must be positive, got {step_size!r}")
         self.cfg = cfg
-        self.density_fn: DensityFn | None = None
-        self.step_size = 1.0
+        self.density_fn: DensityFn | None = density_fn
+        self.step_size = float(step_size)
         n_cells = cfg.resolution**3
         self.register_buffer("aabb", aabb.clone())
         self.register_buffer("density", torch.zeros(cfg.n_levels, n_cells))
@@ -355,7 +357,7 @@ class OccupancyGrid(nn.Module):
         if self.cfg.frozen or step % self.cfg.update_every:
             return
         if self.density_fn is None:
-            raise NfieldError("OccupancyGrid.update: set grid.density_fn (points (M, 3) -> densities (M,)) before training")
+            raise NfieldError("OccupancyGrid.update: the grid has no density_fn (points (M, 3) -> densities (M,)) to watch")
         n_cells = self.density.shape[1]
         fresh = torch.zeros_like(self.density)
         for level in range(self.cfg.n_levels):

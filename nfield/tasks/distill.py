@@ -24,20 +24,34 @@ regularisation on its output layers (`NeRFTaskConfig.l2_last_layers`).
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nfield.checkpoint import latest_checkpoint
 from nfield.data.scenes import Scene
 from nfield.errors import NfieldError
-from nfield.fields.kilonerf import KiloNeRFConfig, KiloNeRFField, cell_corners, occupied_bounds, occupied_cells
+from nfield.fields.kilonerf import (
+    KiloNeRFConfig,
+    KiloNeRFField,
+    cell_corners,
+    grid_resolution,
+    occupied_bounds,
+    occupied_cells,
+)
 from nfield.metrics import psnr_from_mse
 from nfield.render.cameras import pixel_rays
 from nfield.render.samplers import OccupancyGrid, OccupancyGridConfig, ray_aabb
 from nfield.tasks.nerf import NeRFTask, NeRFTaskConfig, march_step
+from nfield.train import TrainConfig, Trainer, seed_everything
+
+#: The distillation phase's checkpoints and metrics, inside the run directory.
+DISTILL_DIR = "distill"
 
 
 @dataclass(frozen=True)
@@ -88,8 +102,7 @@ def teacher_occupancy(teacher: nn.ModuleDict, cfg: OccupancyGridConfig, step_siz
         cfg = own.cfg
     aabb = own.aabb if own is not None else teacher["field"].aabb
     fresh = dataclasses.replace(cfg, frozen=False, ema_decay=1.0, warmup_steps=1, update_every=1)
-    grid = OccupancyGrid(fresh, aabb).to(aabb.device)
-    grid.density_fn, grid.step_size = teacher["field"].density, step_size
+    grid = OccupancyGrid(fresh, aabb, teacher["field"].density, step_size).to(aabb.device)
     for _ in range(passes):
         grid.update(0, 1)
     if own is not None:
@@ -200,7 +213,7 @@ class DistillTask:
         origins, directions = pixel_rays(self.images.cameras, batch["camera"][:n], batch["u"][:n], batch["v"][:n])
         box = self.student.aabb
         t_near, t_far, hit = ray_aabb(origins, directions, box)
-        t_near = t_near.clamp_min(self.images.scene.near)
+        t_near = t_near.clamp_min(self.images.near)
         t_far = torch.where(hit, torch.maximum(t_far, t_near), t_near)
         samples = self.model["grid"].march(
             origins,
@@ -235,3 +248,91 @@ def check_box_contains(aabb: torch.Tensor, grid: OccupancyGrid) -> None:
         box = [[round(v, 3) for v in row] for row in aabb.tolist()]
         region = [[round(v, 3) for v in lo.tolist()], [round(v, 3) for v in hi.tolist()]]
         raise NfieldError(f"the box {box} does not contain the teacher's occupied region {region}; pass an --aabb that covers it")
+
+
+@dataclass(frozen=True)
+class DistillSettings:
+    """Everything a distillation run is made of (config.json's "distill" section)."""
+
+    student: KiloNeRFConfig = dataclasses.field(default_factory=KiloNeRFConfig)
+    aabb: tuple | None = None  # ((xmin, ymin, zmin), (xmax, ymax, zmax)) the student's box (None: the teacher's)
+    config: DistillConfig = dataclasses.field(default_factory=DistillConfig)
+    steps: int = 3000  # distillation steps (0 skips distillation)
+    lr: float = 5e-3  # peak learning rate of distillation
+    l2_last_layers: float = 1e-6  # weight of the L2 penalty on the output layers while fine-tuning
+    finetune_steps: int = 2000  # fine-tuning steps on the training images (0 skips fine-tuning)
+    finetune_lr: float = 5e-3  # peak learning rate of fine-tuning
+    eval_every: int = 0  # steps between held-out evaluations within each phase (0: at the end only)
+    seed: int = 0
+
+    def validate(self) -> None:
+        """NfieldError naming the flag of the first impossible setting."""
+        self.config.validate()
+        box = torch.tensor(self.aabb, dtype=torch.float32) if self.aabb is not None else None
+        if box is not None and (box.shape != (2, 3) or not bool((box[1] > box[0]).all()) or not bool(box.isfinite().all())):
+            raise NfieldError(f"--aabb must be xmin ymin zmin xmax ymax zmax with each min < max, got {box.flatten().tolist()}")
+        for name, flag in (("steps", "distill-steps"), ("finetune_steps", "finetune-steps"), ("eval_every", "eval-every")):
+            if getattr(self, name) < 0:
+                raise NfieldError(f"--{flag} must be >= 0, got {getattr(self, name)}")
+        if self.steps == 0 and self.finetune_steps == 0:
+            raise NfieldError("--distill-steps and --finetune-steps are both 0: nothing to do")
+        for name, flag in (("lr", "distill-lr"), ("finetune_lr", "finetune-lr")):
+            if not (getattr(self, name) > 0 and math.isfinite(getattr(self, name))):
+                raise NfieldError(f"--{flag} must be a positive finite number, got {getattr(self, name)}")
+        if self.l2_last_layers < 0:
+            raise NfieldError(f"--l2-last-layers must be >= 0, got {self.l2_last_layers}")
+
+    def train_config(self, phase: str, progress: bool = True) -> TrainConfig:
+        """The trainer's config of a phase: "distill" or "finetune" (the run's main config)."""
+        steps, lr = (self.steps, self.lr) if phase == "distill" else (max(self.finetune_steps, 1), self.finetune_lr)
+        return TrainConfig(
+            steps=steps, lr=lr, mixed_precision=False, eval_every=self.eval_every, seed=self.seed, progress=progress
+        )
+
+
+def distillation_task(teacher: NeRFTask, settings: DistillSettings, device: torch.device) -> DistillTask:
+    """The student of `settings` regressed on `teacher` (a trained NeRF task with its scene):
+    checks the settings and that the box contains the teacher's occupied region, then builds the
+    student (seeded from the settings) on the teacher's training views."""
+    settings.validate()
+    box = (teacher.aabb if settings.aabb is None else torch.tensor(settings.aabb, dtype=torch.float32)).to(device)
+    task_cfg = student_task_config(teacher.cfg, settings.l2_last_layers)
+    seed_everything(settings.seed)  # the grid's random probes, then the student's initialisation
+    grid = teacher_occupancy(teacher.model, task_cfg.occupancy, march_step(box, task_cfg))
+    check_box_contains(box, grid)
+    grid_resolution(settings.student.longest_axis_cells, box.cpu())
+    teacher.model.requires_grad_(False)
+    return DistillTask(
+        teacher.model, grid, teacher._data(), settings.student, box, task_cfg, settings.config, device=device, seed=settings.seed
+    )
+
+
+def distil_and_finetune(
+    task: DistillTask, settings: DistillSettings, run_dir: Path, resume: bool = False, progress: bool = True
+) -> dict[str, Any]:
+    """Phase 1, distillation (its own checkpoints in ``RUN/distill``), then phase 2, fine-tuning on
+    the images (the run's main checkpoints; exported at the end). With `resume` either phase
+    continues from its newest checkpoint. Returns the metrics of each phase and its duration."""
+    run_dir = Path(run_dir)
+    finetune_started = resume and latest_checkpoint(run_dir) is not None
+    summary: dict[str, Any] = {}
+    distill_seconds = 0.0
+    if settings.steps > 0 and not finetune_started:
+        trainer = Trainer(task, settings.train_config("distill", progress), run_dir / DISTILL_DIR, device=task.device)
+        if resume and latest_checkpoint(run_dir / DISTILL_DIR) is not None:
+            trainer.resume()
+        summary["distilled"] = trainer.fit()
+        distill_seconds = trainer.train_seconds
+    elif not finetune_started:
+        summary["distilled"] = task.evaluate()
+    trainer = Trainer(task.images, settings.train_config("finetune", progress), run_dir, device=task.device)
+    if finetune_started:
+        trainer.resume()
+    if settings.finetune_steps > 0:
+        summary["fine_tuned"] = trainer.fit()
+    else:
+        trainer.save()  # the distilled student is the run's weights
+        task.images.export(run_dir)
+    summary["distill_seconds"] = round(distill_seconds, 3)
+    summary["finetune_seconds"] = round(trainer.train_seconds if settings.finetune_steps > 0 else 0.0, 3)
+    return summary

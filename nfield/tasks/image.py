@@ -8,6 +8,7 @@ chunked the same way.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,10 +16,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm.auto import tqdm
 
 from nfield.colormap import inferno
-from nfield.data.images import Image, pixel_coordinates, save_image
-from nfield.fields import Field, FieldConfig
+from nfield.components import config_from_dict
+from nfield.data.images import Image, load_image, pixel_coordinates, save_image
+from nfield.errors import NfieldError
+from nfield.fields import Field, FieldConfig, field_config_from_dict, field_config_to_dict
 from nfield.metrics import psnr, psnr_from_mse, ssim
 
 #: Absolute error mapped to the top of the error map's colour scale.
@@ -35,35 +39,97 @@ class ImageTask:
     """Fit `image` with a `Field` of 2 inputs and one output per image channel.
 
     Args:
-        image: the target (its pixels are moved to `device`).
+        image: the target (its pixels are moved to `device`); None builds the task without its data
+            (`channels` then says the field's outputs), enough to render a trained field.
         field_cfg: the field to fit.
         cfg: batch and rendering sizes.
         device: where training runs.
         seed: seeds the pixel sampler's own generator (saved in checkpoints for exact resume).
+        channels: output channels when `image` is None.
     """
 
     name = "fit-image"
+    kind = "image"  # config.json's "task"
 
     def __init__(
         self,
-        image: Image,
+        image: Image | None,
         field_cfg: FieldConfig,
         cfg: ImageTaskConfig = ImageTaskConfig(),
         device: torch.device | str = "cpu",
         seed: int = 0,
+        channels: int | None = None,
     ):
         self.cfg, self.device = cfg, torch.device(device)
-        self.image = image.to(self.device)
-        self.model = Field(2, image.channels, field_cfg).to(self.device)
+        self.image = None if image is None else image.to(self.device)
+        self.model = Field(2, image.channels if image is not None else channels, field_cfg).to(self.device)
         self.generator = torch.Generator(self.device)
         self.generator.manual_seed(seed)
-        self.n_pixels = image.height * image.width
-        self.full_batch = self.n_pixels <= cfg.batch_size
-        if self.full_batch:
-            index = torch.arange(self.n_pixels, device=self.device)
-            self._coords = pixel_coordinates(index, image.height, image.width)
-            self._targets = self.image.values_at(index)
         self._feedback = [m for m in self.model.modules() if callable(getattr(m, "observe_error", None))]
+        self.full_batch = False
+        if image is not None:
+            self.n_pixels = image.height * image.width
+            self.full_batch = self.n_pixels <= cfg.batch_size
+            if self.full_batch:
+                index = torch.arange(self.n_pixels, device=self.device)
+                self._coords = pixel_coordinates(index, image.height, image.width)
+                self._targets = self.image.values_at(index)
+
+    # --- a run directory's task ---------------------------------------------------------------
+    @staticmethod
+    def run_config(image: Image, downscale: int, field_cfg: FieldConfig, cfg: ImageTaskConfig) -> dict[str, Any]:
+        """The task's part of a new run's config.json: the image, the field and the task settings."""
+        source = Path(image.source)
+        return {
+            "image": {
+                "source": str(source.resolve()) if source.exists() else image.source,
+                "downscale": downscale,
+                "height": image.height,
+                "width": image.width,
+                "channels": image.channels,
+                "high_dynamic_range": image.high_dynamic_range,
+                "data_range": image.data_range,
+            },
+            "field": field_config_to_dict(field_cfg),
+            "task_config": dataclasses.asdict(cfg),
+        }
+
+    @staticmethod
+    def load_data(config: dict[str, Any], source: str | None = None) -> Image:
+        """The run's image (or `source` instead), which must have the size the run was fitted to."""
+        fitted = config["image"]
+        image = load_image(source or fitted["source"], fitted["downscale"])
+        if (image.height, image.width, image.channels) != (fitted["height"], fitted["width"], fitted["channels"]):
+            raise NfieldError(
+                f"{image.source}: is {image.width}x{image.height}x{image.channels}, "
+                f"the run was fitted to {fitted['width']}x{fitted['height']}x{fitted['channels']}"
+            )
+        return image
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], device: torch.device | str, data: Image | None = None) -> ImageTask:
+        """The task a run's config.json describes (untrained), on `data` (None: without its image)."""
+        cfg = config_from_dict(ImageTaskConfig, config.get("task_config", {}))
+        seed = config["train"].get("seed", config.get("seed", 0))
+        field_cfg = field_config_from_dict(config["field"])
+        return cls(data, field_cfg, cfg, device=device, seed=seed, channels=int(config["image"]["channels"]))
+
+    def describe(self) -> str:
+        """One line on what is fitted with what (the command line prints it before training)."""
+        image, n_params = self._data(), sum(p.numel() for p in self.model.parameters())
+        return (
+            f"fitting {image.source} ({image.width}x{image.height}x{image.channels}) with "
+            f"[{type(self.model.encoding).__name__} -> {type(self.model.network).__name__}, {n_params:,} parameters]"
+        )
+
+    def outputs(self) -> list[str]:
+        """The files `export` writes, relative to the run directory."""
+        return ["reconstruction.png", "error.png"]
+
+    def _data(self) -> Image:
+        if self.image is None:
+            raise NfieldError("this image task was loaded without its image; load the run with its data")
+        return self.image
 
     # --- the trainer's interface -------------------------------------------------------------
     def param_groups(self) -> list[dict[str, Any]]:
@@ -73,8 +139,9 @@ class ImageTask:
         """(coords (B, 2), targets (B, C)) for one step."""
         if self.full_batch:
             return self._coords, self._targets
+        image = self._data()
         index = torch.randint(0, self.n_pixels, (self.cfg.batch_size,), device=self.device, generator=self.generator)
-        return pixel_coordinates(index, self.image.height, self.image.width), self.image.values_at(index)
+        return pixel_coordinates(index, image.height, image.width), image.values_at(index)
 
     def loss(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         coords, targets = batch
@@ -82,27 +149,23 @@ class ImageTask:
         for module in self._feedback:
             module.observe_error(coords, squared.detach().mean(dim=-1))
         mse = squared.mean()
-        return mse, {"psnr": psnr_from_mse(mse.detach(), self.image.data_range)}
+        return mse, {"psnr": psnr_from_mse(mse.detach(), self._data().data_range)}
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
         """PSNR (dB) and SSIM of the full-resolution reconstruction, plus PSNR per level of detail."""
-        target = self.image.as_float()
-        rendered = self.render(self.image.height, self.image.width)
-        metrics = {
-            "psnr": psnr(rendered, target, self.image.data_range),
-            "ssim": ssim(rendered, target, self.image.data_range),
-        }
-        for level in range(self.model.n_levels - 1):
-            metrics[f"psnr_level{level}"] = psnr(
-                self.render(self.image.height, self.image.width, level=level), target, self.image.data_range
-            )
+        image = self._data()
+        target = image.as_float()
+        rendered = self.render(image.height, image.width)
+        metrics = {"psnr": psnr(rendered, target, image.data_range), "ssim": ssim(rendered, target, image.data_range)}
+        for lod in range(self.model.n_lods - 1):
+            metrics[f"psnr_lod{lod}"] = psnr(self.render(image.height, image.width, lod=lod), target, image.data_range)
         return metrics
 
     def export(self, run_dir: Path) -> None:
-        """Write reconstruction.png, error.png and, where the model has them, per-level renders and
+        """Write reconstruction.png, error.png and, where the model has them, per-LOD renders and
         the SAPE progress map."""
-        write_outputs(self.model, self.image, Path(run_dir), self.cfg.render_chunk)
+        write_outputs(self.model, self._data(), Path(run_dir), self.cfg.render_chunk)
 
     def state_dict(self) -> dict[str, Any]:
         return {"generator": self.generator.get_state()}
@@ -111,8 +174,9 @@ class ImageTask:
         self.generator.set_state(state["generator"])
 
     # --- rendering -----------------------------------------------------------------------------
-    def render(self, height: int, width: int, level: int | None = None) -> torch.Tensor:
-        return render_field(self.model, height, width, level=level, chunk=self.cfg.render_chunk)
+    def render(self, height: int, width: int, lod: int | None = None) -> torch.Tensor:
+        """(height, width, channels) float32 at level of detail `lod` (None: the finest)."""
+        return render_field(self.model, height, width, lod=lod, chunk=self.cfg.render_chunk)
 
 
 @torch.no_grad()
@@ -120,11 +184,13 @@ def render_field(
     model: nn.Module,
     height: int,
     width: int,
-    level: int | None = None,
+    lod: int | None = None,
     chunk: int = 2**18,
     out_device: torch.device | str | None = None,
+    progress: bool = False,
 ) -> torch.Tensor:
-    """Evaluate an image field at every pixel centre of a height x width grid.
+    """Evaluate an image field at every pixel centre of a height x width grid, at level of detail
+    `lod` (None: the finest), with a progress bar over the chunks when `progress` is set.
 
     Coordinates are generated per chunk, so memory is bounded by `chunk` points plus the output.
 
@@ -135,10 +201,13 @@ def render_field(
     out = torch.empty(height * width, model.out_dim, dtype=torch.float32, device=out_device or device)
     was_training = model.training
     model.eval()
-    for start in range(0, height * width, chunk):
-        index = torch.arange(start, min(start + chunk, height * width), device=device)
-        values = model(pixel_coordinates(index, height, width), level=level)
-        out[start : start + len(index)] = values.float().to(out.device)
+    n_pixels = height * width
+    with tqdm(total=n_pixels, desc="render", unit="px", unit_scale=True, disable=not progress, dynamic_ncols=True) as bar:
+        for start in range(0, n_pixels, chunk):
+            index = torch.arange(start, min(start + chunk, n_pixels), device=device)
+            values = model(pixel_coordinates(index, height, width), lod=lod)
+            out[start : start + len(index)] = values.float().to(out.device)
+            bar.update(len(index))
     model.train(was_training)
     return out.reshape(height, width, model.out_dim)
 
@@ -149,10 +218,10 @@ def write_outputs(model: Field, image: Image, run_dir: Path, chunk: int = 2**18)
     save_image(run_dir / "reconstruction.png", rendered / image.data_range)
     error = (rendered - target).abs().mean(dim=-1) / image.data_range
     save_image(run_dir / "error.png", inferno(error / ERROR_MAP_MAX))
-    for level in range(model.n_levels - 1):
+    for lod in range(model.n_lods - 1):
         save_image(
-            run_dir / "levels" / f"level{level}.png",
-            render_field(model, image.height, image.width, level=level, chunk=chunk) / image.data_range,
+            run_dir / "lods" / f"lod{lod}.png",
+            render_field(model, image.height, image.width, lod=lod, chunk=chunk) / image.data_range,
         )
     for module in model.modules():
         progress = getattr(module, "progress_map", None)

@@ -25,11 +25,12 @@ from torch import nn
 from tqdm import tqdm
 
 from nfield.backends import check_backend
+from nfield.components import config_from_dict
 from nfield.data.images import save_image
-from nfield.data.scenes import Scene, SceneSplit
+from nfield.data.scenes import Scene, SceneSplit, load_scene
 from nfield.errors import NfieldError
 from nfield.fields.kilonerf import KiloNeRFField, occupied_cells, save_kilonerf
-from nfield.fields.radiance import build_radiance_field
+from nfield.fields.radiance import build_radiance_field, radiance_config_from_dict, radiance_config_to_dict
 from nfield.metrics import psnr, psnr_from_mse, ssim
 from nfield.render.cameras import CameraSet, PinholeCamera, camera_rays, image_rays, pixel_rays
 from nfield.render.samplers import OccupancyGrid, OccupancyGridConfig, importance_samples, ray_aabb, stratified_samples
@@ -73,22 +74,101 @@ class NeRFTask:
     """Train a radiance field on `scene`.
 
     Args:
-        scene: the loaded scene (images stay on the CPU).
+        scene: the loaded scene (images stay on the CPU); None builds the task without its data
+            (`aabb` and `near` then come from the run), enough to render a trained field.
         field_cfg: a radiance-field config (see `nfield.fields.radiance`).
         cfg: sampling, loss and evaluation settings.
         device: where training runs.
         seed: seeds the ray sampler's own generator (saved in checkpoints).
+        aabb: (2, 3) the scene box, world units, when `scene` is None.
+        near: the near plane, world units, when `scene` is None.
     """
 
     name = "train-nerf"
+    kind = "nerf"  # config.json's "task"
 
-    def __init__(self, scene: Scene, field_cfg: Any, cfg: NeRFTaskConfig = NeRFTaskConfig(), device="cpu", seed: int = 0):
+    def __init__(
+        self,
+        scene: Scene | None,
+        field_cfg: Any,
+        cfg: NeRFTaskConfig = NeRFTaskConfig(),
+        device="cpu",
+        seed: int = 0,
+        aabb: torch.Tensor | None = None,
+        near: float | None = None,
+    ):
         cfg.validate()
         self.scene, self.cfg, self.device = scene, cfg, torch.device(device)
-        self.model = build_nerf_model(field_cfg, cfg, scene.aabb, self.device)
-        self.cameras = scene.train.cameras.to(self.device)
+        self.aabb = torch.as_tensor(scene.aabb if scene is not None else aabb, dtype=torch.float32)
+        self.near = float(scene.near if scene is not None else near)
+        self.model = build_nerf_model(field_cfg, cfg, self.aabb, self.device)
+        self.cameras = None if scene is None else scene.train.cameras.to(self.device)
         self.generator = torch.Generator()
         self.generator.manual_seed(seed)
+
+    # --- a run directory's task ---------------------------------------------------------------
+    @staticmethod
+    def run_config(
+        scene: Scene, downscale: int, skip_missing_images: bool, field_cfg: Any, cfg: NeRFTaskConfig
+    ) -> dict[str, Any]:
+        """The task's part of a new run's config.json: the scene, the field and the task settings."""
+        return {
+            "scene": {
+                "source": str(Path(scene.source).resolve()),
+                "dialect": scene.dialect,
+                "downscale": downscale,
+                "skip_missing_images": skip_missing_images,
+                "aabb": scene.aabb.tolist(),
+                "near": scene.near,
+                "train_views": len(scene.train.images),
+                "test_views": len(scene.test.images),
+                "height": int(scene.train.images.shape[1]),
+                "width": int(scene.train.images.shape[2]),
+            },
+            "field": radiance_config_to_dict(field_cfg),
+            "task_config": dataclasses.asdict(cfg),
+        }
+
+    @staticmethod
+    def load_data(config: dict[str, Any], source: str | Path | None = None) -> Scene:
+        """The run's scene (or `source` instead) at the run's downscaling, in the run's box."""
+        recorded = config["scene"]
+        scene = load_scene(
+            source or recorded["source"], recorded["downscale"], skip_missing_images=recorded.get("skip_missing_images", False)
+        )
+        return dataclasses.replace(scene, aabb=torch.tensor(recorded["aabb"], dtype=torch.float32))
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], device: torch.device | str, data: Scene | None = None) -> NeRFTask:
+        """The task a run's config.json describes (untrained), on `data` (None: without its scene)."""
+        cfg = config_from_dict(NeRFTaskConfig, config["task_config"])
+        seed = config["train"].get("seed", config.get("seed", 0))
+        aabb = torch.tensor(config["scene"]["aabb"], dtype=torch.float32)
+        field_cfg = radiance_config_from_dict(config["field"])
+        return cls(data, field_cfg, cfg, device=device, seed=seed, aabb=aabb, near=config["scene"]["near"])
+
+    def describe(self) -> str:
+        """One line on what is trained on what (the command line prints it before training)."""
+        scene, n_params = self._data(), sum(p.numel() for p in self.model.parameters())
+        height, width = scene.train.images.shape[1:3]
+        return (
+            f"training on {scene.source} ({scene.dialect}, {len(scene.train.images)} train / {len(scene.test.images)} test "
+            f"views of {width}x{height}, {n_params:,} parameters, {self.cfg.batch_rays:,} rays per step)"
+        )
+
+    def outputs(self) -> list[str]:
+        """What `export` writes, relative to the run directory."""
+        return ["renders"]
+
+    def write_run_files(self, run_dir: Path) -> None:
+        """What the run directory needs besides config.json: the training cameras (cameras.json),
+        so camera paths render without the dataset."""
+        write_cameras(run_dir, self._data().train.cameras)
+
+    def _data(self) -> Scene:
+        if self.scene is None:
+            raise NfieldError("this NeRF task was loaded without its scene; load the run with its data")
+        return self.scene
 
     # --- the trainer's interface -------------------------------------------------------------
     def set_backend(self, name: str) -> bool:
@@ -105,7 +185,7 @@ class NeRFTask:
     def sample(self, step: int) -> dict[str, torch.Tensor]:
         """`batch_rays` random pixels of random training images: camera index, pixel centre (u, v),
         target colour composited on the ray's background, and that background."""
-        images = self.scene.train.images
+        images = self._data().train.images
         n, height, width, channels = images.shape
         shape = (self.cfg.batch_rays,)
         camera = torch.randint(0, n, shape, generator=self.generator)
@@ -125,7 +205,7 @@ class NeRFTask:
 
     def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         origins, directions = pixel_rays(self.cameras, batch["camera"], batch["u"], batch["v"])
-        rendered = render_nerf_rays(self.model, self.cfg, self.scene.near, origins, directions, batch["background"], train=True)
+        rendered = render_nerf_rays(self.model, self.cfg, self.near, origins, directions, batch["background"], train=True)
         loss = sum(self._photometric(out["rgb"].float(), batch["target"]) for out in rendered)
         mse = F.mse_loss(rendered[0]["rgb"].detach().float(), batch["target"])
         if self.cfg.l2_last_layers > 0:
@@ -138,11 +218,11 @@ class NeRFTask:
         return F.mse_loss(rgb, target)
 
     @torch.no_grad()
-    def evaluate(self) -> dict[str, float]:
-        """Mean PSNR (dB) and SSIM over held-out views (`eval_views` of them, evenly spaced; 0: all)."""
-        scores = [
-            (psnr(rendered, target), ssim(rendered, target)) for rendered, target, _ in self._test_renders(self.cfg.eval_views)
-        ]
+    def evaluate(self, views: int | None = None) -> dict[str, float]:
+        """Mean PSNR (dB) and SSIM over `views` held-out views, evenly spaced (0: all; default
+        `cfg.eval_views`)."""
+        limit = self.cfg.eval_views if views is None else views
+        scores = [(psnr(rendered, target), ssim(rendered, target)) for rendered, target, _ in self._test_renders(limit)]
         return {"psnr": sum(s[0] for s in scores) / len(scores), "ssim": sum(s[1] for s in scores) / len(scores)}
 
     def export(self, run_dir: Path) -> None:
@@ -171,7 +251,7 @@ class NeRFTask:
 
     def _test_renders(self, limit: int):
         """(rendered (H, W, 3), target (H, W, 3), name) for up to `limit` held-out views (0: all)."""
-        split: SceneSplit = self.scene.test
+        split: SceneSplit = self._data().test
         count = len(split.images) if limit <= 0 else min(limit, len(split.images))
         indices = torch.linspace(0, len(split.images) - 1, count).round().long().unique().tolist()
         cameras = split.cameras.to(self.device)
@@ -180,7 +260,7 @@ class NeRFTask:
         try:
             for index in indices:
                 origins, directions = image_rays(cameras, index)
-                image = render_image(self.model, self.cfg, self.scene.near, origins, directions, background)
+                image = render_image(self.model, self.cfg, self.near, origins, directions, background)
                 height, width = split.images.shape[1:3]
                 target = composite_on(split.images[index].float().to(self.device) / 255, background)
                 yield image["rgb"].reshape(height, width, 3), target, Path(split.names[index]).stem
@@ -214,16 +294,13 @@ def composite_on(pixels: torch.Tensor, background: torch.Tensor) -> torch.Tensor
 def build_nerf_model(field_cfg: Any, cfg: NeRFTaskConfig, aabb: torch.Tensor, device: torch.device) -> nn.ModuleDict:
     """The trained modules: ``field``, plus ``coarse`` (hierarchical) or ``grid`` (occupancy)."""
     aabb = aabb.to(device)
-    modules: dict[str, nn.Module] = {"field": build_radiance_field(field_cfg, aabb)}
+    field_module = build_radiance_field(field_cfg, aabb)
+    modules: dict[str, nn.Module] = {"field": field_module}
     if cfg.sampler == "hierarchical":
         modules["coarse"] = build_radiance_field(field_cfg, aabb)
     else:
-        modules["grid"] = OccupancyGrid(cfg.occupancy, aabb)
-    model = nn.ModuleDict(modules).to(device)
-    if "grid" in model:
-        model["grid"].density_fn = model["field"].density
-        model["grid"].step_size = march_step(aabb, cfg)
-    return model
+        modules["grid"] = OccupancyGrid(cfg.occupancy, aabb, field_module.density, march_step(aabb, cfg))
+    return nn.ModuleDict(modules).to(device)
 
 
 def march_step(aabb: torch.Tensor, cfg: NeRFTaskConfig) -> float:

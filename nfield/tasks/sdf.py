@@ -18,6 +18,7 @@ mesh by marching cubes, a sphere-traced preview, and the geometric metrics (`geo
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,12 +28,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from nfield.components import config_from_dict
 from nfield.data.meshes import (
+    Normalisation,
     OrientedPointCloud,
     SDFBackend,
     Shape,
     TriangleMesh,
     inside,
+    load_shape,
     sample_surface,
     signed_distance,
     surface_samples,
@@ -40,7 +44,16 @@ from nfield.data.meshes import (
 from nfield.encodings.octree import SparseOctree
 from nfield.errors import NfieldError
 from nfield.export import extract_mesh, write_mesh
-from nfield.fields.sdf import NGLODField, SDFField, SDFFieldConfig, build_sdf_field, distance_fn
+from nfield.fields.sdf import (
+    NGLODField,
+    SDFField,
+    SDFFieldConfig,
+    build_sdf_field,
+    check_lod,
+    distance_fn,
+    sdf_field_config_from_dict,
+    sdf_field_config_to_dict,
+)
 from nfield.metrics import surface_metrics, volumetric_iou
 from nfield.tasks.sdf_views import render_view_to_files
 
@@ -92,40 +105,92 @@ class SDFTask:
     """Fit `shape` (in normalised coordinates) with an SDF field.
 
     Args:
-        shape: a `TriangleMesh` (fitted to ground-truth distances) or an `OrientedPointCloud`.
+        shape: a `TriangleMesh` (fitted to ground-truth distances) or an `OrientedPointCloud`; None
+            builds the task without its data (an NGLOD octree then comes with the weights), enough
+            to render, mesh and measure a trained field.
         field_cfg: the field (NGLOD builds its octree from `cfg.octree_points` surface samples).
         cfg: sampling, loss and export settings.
         device: where training runs.
         seed: seeds the task's own sampler (saved in checkpoints for an exact resume).
+        normalisation: the map from the input's coordinates to the normalised box, when `shape` is None.
     """
 
     name = "fit-sdf"
+    kind = "sdf"  # config.json's "task"
 
     def __init__(
         self,
-        shape: Shape,
+        shape: Shape | None,
         field_cfg: SDFFieldConfig,
         cfg: SDFTaskConfig = SDFTaskConfig(),
         device: torch.device | str = "cpu",
         seed: int = 0,
+        normalisation: Normalisation | None = None,
     ):
         cfg.validate()
         self.cfg, self.device = cfg, torch.device(device)
-        self.shape = shape.to(self.device)
+        self.shape = None if shape is None else shape.to(self.device)
+        self.normalisation = normalisation if shape is None else shape.normalisation
         self.has_distances = isinstance(shape, TriangleMesh)
         self.seed = seed
         self.generator = torch.Generator(self.device)
         self.generator.manual_seed(seed)
         octree = None
-        if hasattr(field_cfg, "octree"):
+        if hasattr(field_cfg, "octree") and shape is not None:
             points, _ = surface_samples(self.shape, cfg.octree_points, self.generator)
             octree = SparseOctree.from_points(points, field_cfg.octree)
         self.model = build_sdf_field(field_cfg, octree).to(self.device)
         self._pool: tuple[torch.Tensor, ...] | None = None
         self._pool_step = -1
-        held_out = torch.Generator(self.device)
-        held_out.manual_seed(seed * 1_000_003 + 999_999)  # never a pool index
-        self._eval_set = self._draw(cfg.eval_points, held_out, with_sigma=True)
+        if shape is not None:
+            held_out = torch.Generator(self.device)
+            held_out.manual_seed(seed * 1_000_003 + 999_999)  # never a pool index
+            self._eval_set = self._draw(cfg.eval_points, held_out, with_sigma=True)
+
+    # --- a run directory's task ---------------------------------------------------------------
+    @staticmethod
+    def run_config(shape: Shape, field_cfg: SDFFieldConfig, cfg: SDFTaskConfig) -> dict[str, Any]:
+        """The task's part of a new run's config.json: the shape, the field and the task settings."""
+        return {
+            "shape": {
+                "source": str(Path(shape.source).resolve()),
+                "kind": "mesh" if isinstance(shape, TriangleMesh) else "points",
+                "normalisation": shape.normalisation.to_dict(),
+            },
+            "field": sdf_field_config_to_dict(field_cfg),
+            "task_config": dataclasses.asdict(cfg),
+        }
+
+    @staticmethod
+    def load_data(config: dict[str, Any], source: str | Path | None = None) -> Shape:
+        """The run's shape (or `source` instead), normalised as the run's was."""
+        return load_shape(source or config["shape"]["source"], Normalisation.from_dict(config["shape"]["normalisation"]))
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], device: torch.device | str, data: Shape | None = None) -> SDFTask:
+        """The task a run's config.json describes (untrained), on `data` (None: without its shape)."""
+        cfg = config_from_dict(SDFTaskConfig, config.get("task_config", {}))
+        seed = config["train"].get("seed", config.get("seed", 0))
+        normalisation = Normalisation.from_dict(config["shape"]["normalisation"])
+        field_cfg = sdf_field_config_from_dict(config["field"])
+        return cls(data, field_cfg, cfg, device=device, seed=seed, normalisation=normalisation)
+
+    def describe(self) -> str:
+        """One line on what is fitted with what (the command line prints it before training)."""
+        shape, sizes = self._data(), self.model.lod_parameter_counts()
+        kind = f"{len(shape.faces):,} triangles" if self.has_distances else f"{len(shape.points):,} oriented points"
+        lods = f", {len(sizes)} LODs: " + ", ".join(f"{n * 4 / 1024:.0f} KB" for n in sizes) if len(sizes) > 1 else ""
+        n_params = sum(p.numel() for p in self.model.parameters())
+        return f"fitting {shape.source} ({kind}) [{n_params:,} parameters{lods}, {self.cfg.batch_size:,} points per step]"
+
+    def outputs(self) -> list[str]:
+        """The files `export` writes, relative to the run directory."""
+        return ["mesh.ply", "render.png", "eval.json"]
+
+    def _data(self) -> Shape:
+        if self.shape is None:
+            raise NfieldError("this SDF task was loaded without its shape; load the run with its data")
+        return self.shape
 
     # --- sampling ---------------------------------------------------------------------------------
     def _draw(self, n: int, generator: torch.Generator, with_sigma: bool = False) -> dict[str, torch.Tensor]:
@@ -186,7 +251,7 @@ class SDFTask:
 
     def sample(self, step: int) -> dict[str, torch.Tensor]:
         """A batch of `batch_size` rows from the current pool (redrawn every `resample_every` steps)."""
-        cfg = self.cfg
+        cfg, _ = self.cfg, self._data()
         pool_index = step // cfg.resample_every
         if self._pool is None or pool_index != self._pool_step:
             # each pool has its own seed, so a resumed run redraws exactly the pool it was using
@@ -243,6 +308,7 @@ class SDFTask:
         at the near-surface points (`distance_mae`) and the IoU of the inside (f < 0) at the uniform
         points (`sign_iou`); for point clouds the mean |f| at the surface points (`surface_mae`) and,
         with the sign term on, `sign_iou` against the cloud's winding number."""
+        self._data()
         held = self._eval_set
         predicted = torch.cat([self.model.forward_all_lods(x).float() for x in held["positions"].split(self.cfg.chunk)])
         n_lods = predicted.shape[1]
@@ -266,11 +332,27 @@ class SDFTask:
         """Write mesh.ply (input coordinates), render.png (a sphere-traced preview) and eval.json."""
         run_dir = Path(run_dir)
         vertices, faces = export_mesh(
-            self.model, run_dir / "mesh.ply", self.shape, self.cfg.mesh_resolution, chunk=self.cfg.chunk
+            self.model, run_dir / "mesh.ply", self.normalisation, self.cfg.mesh_resolution, chunk=self.cfg.chunk
         )
-        report = geometry_report(self.model, self.shape, vertices, faces, self.cfg, seed=0)
+        report = geometry_report(self.model, self._data(), vertices, faces, self.cfg, seed=0)
         (run_dir / "eval.json").write_text(json.dumps(report, indent=2) + "\n")
         render_view_to_files(self.model, run_dir / "render.png", width=self.cfg.preview_width, height=self.cfg.preview_height)
+
+    def extract_mesh(
+        self, path: Path, resolution: int, lod: int | None = None, progress: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Marching cubes at `resolution`^3 and LOD `lod`, written to `path` in the input's coordinates
+        (see `export_mesh`)."""
+        check_lod(lod, self.model.n_lods)
+        return export_mesh(self.model, path, self.normalisation, resolution, lod=lod, chunk=self.cfg.chunk, progress=progress)
+
+    def geometry(self, resolution: int, lod: int | None = None) -> dict[str, Any]:
+        """chamfer_l1, normal_consistency and iou against the shape of a mesh extracted at
+        `resolution` and LOD `lod` (see `geometry_report`)."""
+        check_lod(lod, self.model.n_lods)
+        vertices, faces = extract_mesh(distance_fn(self.model, lod), resolution, chunk=self.cfg.chunk, device=self.device)
+        report = geometry_report(self.model, self._data(), vertices, faces, self.cfg, lod=lod)
+        return {"lod": self.model.n_lods - 1 if lod is None else lod, "resolution": resolution, **report}
 
     def state_dict(self) -> dict[str, Any]:
         return {"generator": self.generator.get_state()}
@@ -289,7 +371,7 @@ def sdf_gradient(distance: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 def export_mesh(
     model: SDFField | NGLODField,
     path: Path,
-    shape_or_normalisation,
+    normalisation: Normalisation,
     resolution: int,
     lod: int | None = None,
     chunk: int = 2**17,
@@ -299,7 +381,6 @@ def export_mesh(
     coordinates; returns the mesh in normalised coordinates (vertices (V, 3), faces (F, 3))."""
     device = next(model.parameters()).device
     vertices, faces = extract_mesh(distance_fn(model, lod), resolution, chunk=chunk, device=device, progress=progress)
-    normalisation = getattr(shape_or_normalisation, "normalisation", shape_or_normalisation)
     write_mesh(path, normalisation.to_input(vertices.astype(np.float64)), faces)
     return vertices, faces
 

@@ -19,8 +19,9 @@ from nfield.colormap import inferno
 from nfield.data.images import save_image
 from nfield.errors import NfieldError
 from nfield.fields.sdf import NGLODField, SDFField, distance_fn
-from nfield.render.cameras import PinholeCamera, orbit_poses
-from nfield.render.sphere_trace import render_sdf
+from nfield.render.camera_paths import orbit_poses
+from nfield.render.cameras import PinholeCamera
+from nfield.render.sphere_tracing import render_sdf
 from nfield.video import write_video
 
 #: Sphere tracing settings for fitted fields (normalised units): learned distances are only

@@ -10,7 +10,8 @@ import torch
 
 from nfield.data.scenes import load_scene
 from nfield.errors import NfieldError
-from nfield.render.cameras import look_at, orbit_poses
+from nfield.render.camera_paths import orbit_poses
+from nfield.render.cameras import look_at
 
 FOX = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "nerf" / "fox"
 

@@ -88,7 +88,7 @@ def test_segment_strategy_keeps_each_grouped_mm_under_hoppers_group_limit(monkey
     """grouped_mm refuses 1024 or more groups on Hopper GPUs (simulated here): over a thousand
     occupied cells run in several calls, with the default and with small chunks, and give the
     per-cell loop's values and gradients."""
-    import nfield.fields.kilonerf as kilonerf
+    from nfield.fields.kilonerf import strategies
 
     grouped_mm, groups_per_call = torch.nn.functional.grouped_mm, []
 
@@ -109,8 +109,8 @@ def test_segment_strategy_keeps_each_grouped_mm_under_hoppers_group_limit(monkey
     assert occupied > 1000
     ref_rgb, ref_sigma = _reference(field, x, d)
     ref_grads = torch.autograd.grad(ref_rgb.sum() + ref_sigma.sum(), list(field.parameters()))
-    for chunk in (kilonerf.GROUPED_MM_MAX_GROUPS, 300):
-        monkeypatch.setattr(kilonerf, "GROUPED_MM_MAX_GROUPS", chunk)
+    for chunk in (strategies.GROUPED_MM_MAX_GROUPS, 300):
+        monkeypatch.setattr(strategies, "GROUPED_MM_MAX_GROUPS", chunk)
         groups_per_call.clear()
         rgb, sigma = field(x, d)
         grads = torch.autograd.grad(rgb.sum() + sigma.sum(), list(field.parameters()))
@@ -148,7 +148,7 @@ def test_occupied_cells_are_exactly_those_overlapping_occupied_grid_cells(grid_r
 
 
 def test_inference_in_bounded_chunks_equals_one_pass(monkeypatch):
-    import nfield.fields.kilonerf as kilonerf
+    from nfield.fields.kilonerf import field as kilonerf_field
 
     torch.manual_seed(3)
     field = KiloNeRFField(SMALL, BOX)
@@ -156,7 +156,7 @@ def test_inference_in_bounded_chunks_equals_one_pass(monkeypatch):
     d = torch.nn.functional.normalize(torch.randn(len(x), 3), dim=-1)
     with torch.no_grad():
         whole = field(x, d)
-        monkeypatch.setattr(kilonerf, "INFERENCE_CHUNK", 64)
+        monkeypatch.setattr(kilonerf_field, "INFERENCE_CHUNK", 64)
         chunked = field(x, d)
         density = field.density(x)
     for got, want in zip(chunked, whole):

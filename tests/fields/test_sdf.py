@@ -19,7 +19,7 @@ from nfield.fields.sdf import (
 )
 from nfield.networks import MLPConfig, SirenConfig
 
-SMALL_NGLOD = NGLODConfig(OctreeFeaturesConfig(base_lod=1, n_lods=3, feature_dim=4, feature_std=0.1), hidden_dim=16)
+SMALL_NGLOD = NGLODConfig(OctreeFeaturesConfig(base_lod=1, n_lods=3, feature_dim=4, feature_std=0.1), n_neurons=16)
 
 
 def _sphere_points(n: int, seed: int = 0) -> torch.Tensor:

@@ -22,7 +22,7 @@ def _window(alpha: float, k: int) -> float:
 
 
 @pytest.mark.parametrize(
-    "n_frequencies,n_levels,expected",
+    "n_frequencies,n_lods,expected",
     [
         (12, 4, [(0, 3), (3, 6), (6, 9), (9, 12)]),
         (7, 3, [(0, 3), (3, 5), (5, 7)]),
@@ -30,14 +30,14 @@ def _window(alpha: float, k: int) -> float:
         (6, 1, [(0, 6)]),
     ],
 )
-def test_bands_are_split_into_contiguous_even_groups(n_frequencies, n_levels, expected):
-    assert split_bands(n_frequencies, n_levels) == expected
+def test_bands_are_split_into_contiguous_even_groups(n_frequencies, n_lods, expected):
+    assert split_bands(n_frequencies, n_lods) == expected
 
 
 def test_level_output_equals_hand_computed_sum_of_heads():
     torch.manual_seed(0)
     cfg = ProgressiveNetworkConfig(
-        n_levels=3, n_frequencies=7, n_neurons=8, n_hidden_layers=2, include_pi=True, start_fraction=0.0, end_fraction=0.5
+        n_lods=3, n_frequencies=7, n_neurons=8, n_hidden_layers=2, include_pi=True, start_fraction=0.0, end_fraction=0.5
     )
     net = ProgressiveNetwork(2, 2, cfg).double()
     _randomise(net, seed=1)
@@ -65,40 +65,40 @@ def test_level_output_equals_hand_computed_sum_of_heads():
         running = running + _window(alpha, k) * (hidden @ net.heads[k].weight.T + net.heads[k].bias)
         expected.append(running)
     for k in range(3):
-        torch.testing.assert_close(net(x, level=k), expected[k])
+        torch.testing.assert_close(net(x, lod=k), expected[k])
     torch.testing.assert_close(net(x), expected[-1])
     assert _window(alpha, 2) == pytest.approx(0.9045, abs=1e-4)  # level 2 is still fading in
 
 
 def test_level_k_does_not_depend_on_finer_levels():
     torch.manual_seed(0)
-    net = ProgressiveNetwork(2, 3, ProgressiveNetworkConfig(n_levels=4, n_frequencies=8, n_neurons=16))
+    net = ProgressiveNetwork(2, 3, ProgressiveNetworkConfig(n_lods=4, n_frequencies=8, n_neurons=16))
     _randomise(net, seed=2)
     x = torch.rand(50, 2) * 2 - 1
     with torch.no_grad():
-        before = [net(x, level=k) for k in range(4)]
+        before = [net(x, lod=k) for k in range(4)]
         for k in reversed(range(4)):  # perturb ever more of the finer levels
             for j in range(k + 1, 4):
                 _randomise(net.trunks[j], seed=10 + j)
                 _randomise(net.heads[j], seed=20 + j)
-            assert torch.equal(net(x, level=k), before[k])
+            assert torch.equal(net(x, lod=k), before[k])
         _randomise(net.trunks[0], seed=30)  # the coarsest level does change every output
-        assert all(not torch.allclose(net(x, level=k), before[k]) for k in range(4))
+        assert all(not torch.allclose(net(x, lod=k), before[k]) for k in range(4))
     assert not torch.allclose(net(x), before[0])
 
 
 def test_finer_levels_start_as_exact_no_ops():
     torch.manual_seed(0)
-    net = ProgressiveNetwork(3, 2, ProgressiveNetworkConfig(n_levels=3, n_frequencies=6, n_neurons=16))
+    net = ProgressiveNetwork(3, 2, ProgressiveNetworkConfig(n_lods=3, n_frequencies=6, n_neurons=16))
     x = torch.rand(40, 3) * 2 - 1
-    coarse = net(x, level=0)
+    coarse = net(x, lod=0)
     assert coarse.abs().max() > 0
     for k in (1, 2):
-        torch.testing.assert_close(net(x, level=k), coarse, rtol=0, atol=0)
+        torch.testing.assert_close(net(x, lod=k), coarse, rtol=0, atol=0)
 
 
 def test_update_schedule_closed_form():
-    cfg = ProgressiveNetworkConfig(n_levels=4, n_frequencies=8, n_neurons=8, start_fraction=0.1, end_fraction=0.5)
+    cfg = ProgressiveNetworkConfig(n_lods=4, n_frequencies=8, n_neurons=8, start_fraction=0.1, end_fraction=0.5)
     net = ProgressiveNetwork(2, 1, cfg)
     assert net.alpha.dtype == torch.float32 and net.alpha.item() == 4.0  # untrained: every level on
     assert "alpha" in net.state_dict()
@@ -108,14 +108,14 @@ def test_update_schedule_closed_form():
         net.update(step, total)
         assert net.alpha.item() == pytest.approx(alpha, abs=1e-6)
         expected = torch.tensor([_window(alpha, k) for k in range(4)])
-        torch.testing.assert_close(net.level_weights(), expected, rtol=0, atol=1e-6)
+        torch.testing.assert_close(net.lod_weights(), expected, rtol=0, atol=1e-6)
     net.update(300, total)
-    torch.testing.assert_close(net.level_weights(), torch.tensor([1.0, 1.0, 0.5, 0.0]), rtol=0, atol=1e-6)
-    assert net.level_weights()[0].item() == 1.0  # level 0 is always on
+    torch.testing.assert_close(net.lod_weights(), torch.tensor([1.0, 1.0, 0.5, 0.0]), rtol=0, atol=1e-6)
+    assert net.lod_weights()[0].item() == 1.0  # level 0 is always on
 
 
 def test_update_is_a_pure_function_of_step_and_total():
-    cfg = ProgressiveNetworkConfig(n_levels=3, n_frequencies=6, n_neurons=8)
+    cfg = ProgressiveNetworkConfig(n_lods=3, n_frequencies=6, n_neurons=8)
     a, b = ProgressiveNetwork(2, 1, cfg), ProgressiveNetwork(2, 1, cfg)
     a.update(130, 1000)
     first = a.alpha.clone()
@@ -128,7 +128,7 @@ def test_update_is_a_pure_function_of_step_and_total():
 
 
 def test_equal_fractions_switch_all_levels_on_at_once():
-    cfg = ProgressiveNetworkConfig(n_levels=3, n_frequencies=3, start_fraction=0.3, end_fraction=0.3)
+    cfg = ProgressiveNetworkConfig(n_lods=3, n_frequencies=3, start_fraction=0.3, end_fraction=0.3)
     net = ProgressiveNetwork(2, 1, cfg)
     net.update(29, 100)
     assert net.alpha.item() == 1.0
@@ -136,18 +136,18 @@ def test_equal_fractions_switch_all_levels_on_at_once():
     assert net.alpha.item() == 3.0
 
 
-@pytest.mark.parametrize("level", [-1, 3, 1.0, True, "0"])
-def test_invalid_level_raises_nfield_error(level):
-    net = ProgressiveNetwork(2, 1, ProgressiveNetworkConfig(n_levels=3, n_frequencies=6, n_neurons=8))
-    with pytest.raises(NfieldError, match=r"level must be an integer in \[0, 2\]"):
-        net(torch.zeros(4, 2), level=level)
+@pytest.mark.parametrize("lod", [-1, 3, 1.0, True, "0"])
+def test_invalid_lod_raises_nfield_error(lod):
+    net = ProgressiveNetwork(2, 1, ProgressiveNetworkConfig(n_lods=3, n_frequencies=6, n_neurons=8))
+    with pytest.raises(NfieldError, match=r"lod must be an integer in \[0, 2\]"):
+        net(torch.zeros(4, 2), lod=lod)
 
 
 @pytest.mark.parametrize(
     "kwargs,match",
     [
-        ({"n_levels": 5, "n_frequencies": 4}, "n_frequencies .* must be >= n_levels"),
-        ({"n_levels": 0}, "n_levels"),
+        ({"n_lods": 5, "n_frequencies": 4}, "n_frequencies .* must be >= n_lods"),
+        ({"n_lods": 0}, "n_lods"),
         ({"n_hidden_layers": 0}, "n_hidden_layers"),
         ({"n_neurons": 0}, "n_neurons"),
         ({"start_fraction": 0.6, "end_fraction": 0.5}, "start_fraction <= end_fraction"),
@@ -161,15 +161,15 @@ def test_invalid_config_raises_nfield_error(kwargs, match):
 
 
 def test_update_rejects_non_positive_total():
-    net = ProgressiveNetwork(2, 1, ProgressiveNetworkConfig(n_levels=2, n_frequencies=2, n_neurons=8))
+    net = ProgressiveNetwork(2, 1, ProgressiveNetworkConfig(n_lods=2, n_frequencies=2, n_neurons=8))
     with pytest.raises(NfieldError, match="total > 0"):
         net.update(0, 0)
 
 
 def test_registry_builds_progressive_network():
-    cfg = NETWORKS.from_dict({"otype": "ProgressiveNetwork", "n_levels": 2, "n_frequencies": 4, "n_neurons": 8})
+    cfg = NETWORKS.from_dict({"otype": "ProgressiveNetwork", "n_lods": 2, "n_frequencies": 4, "n_neurons": 8})
     net = NETWORKS.build(cfg, 3, 2)
-    assert isinstance(net, ProgressiveNetwork) and (net.in_dim, net.out_dim, net.n_levels) == (3, 2, 2)
+    assert isinstance(net, ProgressiveNetwork) and (net.in_dim, net.out_dim, net.n_lods) == (3, 2, 2)
     assert net(torch.rand(5, 3)).shape == (5, 2)
 
 
@@ -218,7 +218,7 @@ def test_short_fit_gives_a_usable_coarse_to_fine_hierarchy():
     target = low + mid + high
     torch.manual_seed(0)
     cfg = ProgressiveNetworkConfig(
-        n_levels=3, n_frequencies=6, n_neurons=64, n_hidden_layers=2, start_fraction=0.2, end_fraction=0.8
+        n_lods=3, n_frequencies=6, n_neurons=64, n_hidden_layers=2, start_fraction=0.2, end_fraction=0.8
     )
     net = ProgressiveNetwork(2, 1, cfg)
     optimiser = torch.optim.Adam(net.parameters(), lr=3e-3)
@@ -231,7 +231,7 @@ def test_short_fit_gives_a_usable_coarse_to_fine_hierarchy():
         optimiser.step()
 
     with torch.no_grad():
-        outputs = [net(coords, level=k) for k in range(3)]
+        outputs = [net(coords, lod=k) for k in range(3)]
     psnrs = [_psnr(o, target) for o in outputs]
     # Measured (seed 0): 22.3, 33.7, 46.6 dB; over 12 seeds the gaps are >= 6 dB, the finest >= 44 dB.
     assert psnrs[0] + 3 < psnrs[1] and psnrs[1] + 3 < psnrs[2]

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from nfield.errors import NfieldError
-from nfield.render.cameras import PinholeCamera, camera_rays, look_at, orbit_poses
+from nfield.render.camera_paths import orbit_poses
+from nfield.render.cameras import PinholeCamera, camera_rays, look_at
 
 
 def unit(vector):

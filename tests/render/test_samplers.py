@@ -160,8 +160,7 @@ def cells_against_sphere(resolution, lo=-1.0, hi=1.0):
 
 def warm_grid(resolution=32, n_levels=1, density_fn=sphere_density):
     torch.manual_seed(0)
-    grid = OccupancyGrid(OccupancyGridConfig(resolution=resolution, n_levels=n_levels), CUBE)
-    grid.density_fn = density_fn
+    grid = OccupancyGrid(OccupancyGridConfig(resolution=resolution, n_levels=n_levels), CUBE, density_fn)
     for step in range(0, 256, 16):
         grid.update(step, 10_000)
     return grid

@@ -73,7 +73,7 @@ def test_stateful_encodings_resume_exactly(tmp_path):
     image = random_image(24, 24)
     for name, field in {
         "sape": FieldConfig(SpatiallyAdaptiveProgressiveConfig(n_frequencies=4, grid_resolution=8), MLPConfig(n_neurons=16)),
-        "pins": FieldConfig(IdentityConfig(), ProgressiveNetworkConfig(n_levels=2, n_frequencies=4, n_neurons=16)),
+        "pins": FieldConfig(IdentityConfig(), ProgressiveNetworkConfig(n_lods=2, n_frequencies=4, n_neurons=16)),
     }.items():
         cfg = TrainConfig(steps=30, lr=1e-2, checkpoint_every=10, eval_every=0, progress=False)
 

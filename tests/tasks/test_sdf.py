@@ -10,7 +10,7 @@ from nfield.networks import SirenConfig
 from nfield.tasks.sdf import SDFTask, SDFTaskConfig
 
 SPHERE = trimesh.creation.icosphere(subdivisions=3, radius=0.5)
-NGLOD = NGLODConfig(OctreeFeaturesConfig(base_lod=2, n_lods=3, feature_dim=8), hidden_dim=32)
+NGLOD = NGLODConfig(OctreeFeaturesConfig(base_lod=2, n_lods=3, feature_dim=8), n_neurons=32)
 SMALL = SDFTaskConfig(batch_size=4096, pool_size=8192, resample_every=50, octree_points=20000, eval_points=4096)
 
 

@@ -7,7 +7,7 @@ import torch
 
 from nfield.errors import NfieldError
 from nfield.render.cameras import PinholeCamera, camera_rays, look_at
-from nfield.render.sphere_trace import (
+from nfield.render.sphere_tracing import (
     ray_box_intersection,
     render_sdf,
     sdf_normals,

@@ -1,0 +1,280 @@
+"""What the commands that read a finished run make of it: renders, evaluations, meshes, summaries.
+
+Every function takes a `LoadedRun` (`nfield.run.load_run`) and works on each run kind it applies
+to, so ``nfield render``, ``eval``, ``mesh`` and ``info`` have one path for image, SDF, NeRF,
+KiloNeRF and distilled runs; an option or a command that does not apply to a kind is refused in
+one line.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import imageio.v3 as iio
+import numpy as np
+import torch
+
+from nfield.checkpoint import latest_checkpoint
+from nfield.colormap import inferno
+from nfield.data.images import save_image
+from nfield.errors import NfieldError
+from nfield.export import check_extraction_memory
+from nfield.fields.kilonerf import load_kilonerf
+from nfield.fields.sdf import check_lod
+from nfield.render.camera_path_files import load_camera_path
+from nfield.render.camera_paths import interpolated_path, scene_orbit, spiral_path
+from nfield.render.cameras import PinholeCamera
+from nfield.run import LoadedRun, train_config
+from nfield.tasks.distill import DISTILL_DIR
+from nfield.tasks.image import render_field
+from nfield.tasks.nerf import BACKGROUNDS, cameras_from_json, half_precision, render_poses
+from nfield.tasks.sdf_views import render_turntable, render_view_to_files
+from nfield.video import write_video
+
+#: Largest picture `render_image` makes, in values (pixels x channels): 1 GiB of float32.
+MAX_IMAGE_VALUES = 2**28
+#: Largest frame of a video or a view, in pixels.
+MAX_FRAME_PIXELS = 2**26
+NERF_PATHS = ("orbit", "spiral", "interp")
+
+
+@dataclass(frozen=True)
+class RenderOptions:
+    """How ``nfield render`` draws a run."""
+
+    path: Optional[str] = None
+    """NeRF runs: camera path: orbit, spiral, interp (through the training views) or a nerfstudio
+    camera-path JSON (default orbit). SDF runs: orbit is the same as --orbit."""
+    orbit: bool = False  # render a 360-degree orbit video (the same as --path orbit)
+    frames: int = 120  # frames of the video
+    fps: int = 30  # frames per second of the video
+    out: Optional[Path] = None
+    """output file (image: RUN_DIR/render.png; NeRF: RUN_DIR/<path>.mp4; SDF: RUN_DIR/render.png or
+    RUN_DIR/turntable.mp4)"""
+    width: Optional[int] = None  # width in pixels (image and NeRF runs: the training images'; SDF: 1280)
+    height: Optional[int] = None  # height in pixels (image and NeRF runs: the training images'; SDF: 720)
+    depth: bool = False  # NeRF runs: also write the depth video, <out>_depth.mp4
+    lod: Optional[int] = None  # image and SDF runs: level of detail (default the finest)
+    shading: Literal["matcap", "normal"] = "matcap"  # SDF runs: matcap (clay look) or normal (normals as colours)
+    elevation: float = 20.0  # SDF runs: camera elevation in degrees above the horizontal plane
+    azimuth: float = 30.0  # SDF runs: camera azimuth in degrees (the turntable's first frame)
+    distance: float = 3.4  # SDF runs: camera distance from the centre, in normalised box units
+    fov: float = 40.0  # SDF runs: vertical field of view in degrees
+    half: bool = False  # NeRF runs: evaluate the field in half precision (float16 on CUDA, bfloat16 on CPU)
+    progress: bool = True  # show the progress bar
+
+
+def render(run: LoadedRun, options: RenderOptions) -> str:
+    """Render `run` as `options` say; returns the line saying what was written."""
+    if options.frames < 1 or options.fps < 1:
+        raise NfieldError(f"--frames and --fps must be positive, got {options.frames} and {options.fps}")
+    if options.half and run.kind != "nerf":
+        raise NfieldError("--half applies to NeRF runs only")
+    if run.kind == "nerf":
+        if options.lod is not None:
+            raise NfieldError("--lod applies to image and SDF runs")
+        return _render_nerf(run, options)
+    if run.kind == "sdf":
+        return _render_sdf(run, options)
+    if options.orbit or options.path is not None or options.depth:
+        raise NfieldError(
+            f"{run.run_dir}: an image run renders one picture; --orbit, --path and --depth apply to NeRF and SDF runs"
+        )
+    fitted = run.config["image"]
+    width, height = options.width or fitted["width"], options.height or fitted["height"]
+    return render_image(run, width, height, options.out or run.run_dir / "render.png", options.lod, options.progress)
+
+
+def render_image(run: LoadedRun, width: int, height: int, out: Path, lod: int | None = None, progress: bool = True) -> str:
+    """An image run's field at every pixel centre of a width x height picture, streamed chunk by
+    chunk with a progress bar, written to `out`: PNG/JPEG in 8 bits, or .tif for the raw float32
+    values (HDR runs keep their range). Sizes beyond `MAX_IMAGE_VALUES` are refused up front."""
+    channels = run.config["image"]["channels"]
+    if width < 1 or height < 1:
+        raise NfieldError(f"a {width}x{height} picture is empty")
+    if width * height * channels > MAX_IMAGE_VALUES:
+        fitted = run.config["image"]
+        scale = (MAX_IMAGE_VALUES / (fitted["width"] * fitted["height"] * channels)) ** 0.5
+        raise NfieldError(
+            f"a {width}x{height} picture is {width * height * channels:,} values, over the {MAX_IMAGE_VALUES:,} "
+            f"that fit in one render; the largest --scale for this run is {int(scale * 100) / 100:g}"
+        )
+    if lod is not None and not 0 <= lod < run.task.model.n_lods:
+        raise NfieldError(f"--lod {lod}: this model has LODs 0..{run.task.model.n_lods - 1}")
+    image = render_field(run.task.model, height, width, lod=lod, out_device="cpu", progress=progress)
+    out = Path(out)
+    if out.suffix.lower() in (".tif", ".tiff"):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        iio.imwrite(out, image.squeeze(-1).numpy() if image.shape[-1] == 1 else image.numpy())
+    else:
+        save_image(out, image / run.config["image"]["data_range"])
+    return f"wrote {out} ({width}x{height})"
+
+
+def _render_sdf(run: LoadedRun, options: RenderOptions) -> str:
+    """One sphere-traced view (and its depth map), or a turntable video with --orbit."""
+    if options.path not in (None, "orbit"):
+        raise NfieldError(f"--path {options.path}: SDF runs render one view, or an orbit with --orbit")
+    width, height = options.width or 1280, options.height or 720
+    _check_frame(width, height)
+    if not 0 < options.fov < 180 or not options.distance > 0:
+        raise NfieldError(f"--fov must be in (0, 180) degrees and --distance positive, got {options.fov} and {options.distance}")
+    model = run.task.model
+    check_lod(options.lod, model.n_lods)
+    view = dict(lod=options.lod, width=width, height=height, shading=options.shading, elevation=options.elevation)
+    view.update(distance=options.distance, fov=options.fov)
+    if options.orbit or options.path == "orbit":
+        out = Path(options.out or run.run_dir / "turntable.mp4")
+        if out.suffix.lower() not in (".mp4", ".gif"):
+            raise NfieldError(f"--out {out}: a turntable is written as .mp4 (or .gif)")
+        frames = options.frames
+        written, seconds = render_turntable(
+            model, out, frames=frames, fps=options.fps, start_azimuth=options.azimuth, progress=options.progress, **view
+        )
+        return f"wrote {written} ({frames} frames at {width}x{height}, {frames / seconds:.1f} frames/s rendered)"
+    out = Path(options.out or run.run_dir / "render.png")
+    depth_path = render_view_to_files(model, out, azimuth=options.azimuth, **view)
+    return f"wrote {out} and {depth_path}"
+
+
+def _render_nerf(run: LoadedRun, options: RenderOptions) -> str:
+    """A camera path through a radiance field to an mp4 (and its depth video)."""
+    cameras_file = run.run_dir / "cameras.json"
+    if not cameras_file.is_file():
+        raise NfieldError(f"{run.run_dir}: no cameras.json (the training cameras); was it written by train-nerf?")
+    cameras = cameras_from_json(json.loads(cameras_file.read_text()))
+    path = "orbit" if options.orbit else options.path or "orbit"
+    frames, width, height, fov = options.frames, options.width, options.height, None
+    if path == "orbit":
+        poses = scene_orbit(cameras, frames)
+    elif path == "spiral":
+        poses = spiral_path(cameras, frames)
+    elif path == "interp":
+        poses = interpolated_path(cameras, frames)
+    else:
+        poses, fov, size = load_camera_path(Path(path))
+        if size is not None:
+            width, height = width or size[0], height or size[1]
+    train_height, train_width = run.config["scene"]["height"], run.config["scene"]["width"]
+    width, height = width or train_width, height or train_height
+    _check_frame(width, height)
+    focal = float(cameras.fy[0]) * height / train_height  # keep the training cameras' field of view
+    if fov is not None:
+        focal = 0.5 * height / float(np.tan(np.radians(float(fov[0])) / 2))
+    camera = PinholeCamera(width, height, focal, focal, width / 2, height / 2)
+    task = run.task
+    background = torch.tensor(BACKGROUNDS[task.cfg.eval_background], device=task.device)
+    out = Path(options.out or run.run_dir / f"{Path(path).stem}.mp4")
+    if out.suffix.lower() != ".mp4":
+        raise NfieldError(f"--out {out}: a camera path is written as an .mp4 video")
+    started = time.perf_counter()
+    with half_precision(task.device, options.half):
+        rendered = render_poses(task.model, task.cfg, task.near, poses, camera, background, options.progress)
+    render_fps = len(rendered) / (time.perf_counter() - started)
+    video = np.stack([(frame["rgb"].clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy() for frame in rendered])
+    written = [write_video(out, video, options.fps)]
+    if options.depth:
+        depths = torch.stack([frame["depth"] for frame in rendered])
+        scale = depths[torch.stack([frame["opacity"] for frame in rendered]) > 0.5]
+        far = float(scale.max()) if scale.numel() else 1.0
+        depth_video = (inferno(1 - (depths / far).clamp(0, 1)) * 255 + 0.5).to(torch.uint8).numpy()
+        written.append(write_video(out.with_name(f"{out.stem}_depth.mp4"), depth_video, options.fps))
+    return (
+        f"wrote {' and '.join(map(str, written))} ({len(rendered)} frames at {width}x{height} and {options.fps} fps, "
+        f"rendered at {render_fps:.2f} frames/s{' in half precision' if options.half else ''})"
+    )
+
+
+def _check_frame(width: int, height: int) -> None:
+    if width < 1 or height < 1 or width * height > MAX_FRAME_PIXELS:
+        raise NfieldError(f"--width/--height: {width}x{height} is not a renderable size (1 to 2^26 pixels)")
+
+
+def evaluate(run: LoadedRun, lod: int | None = None, resolution: int = 256, half: bool = False) -> dict[str, Any]:
+    """The run's metrics against its data (load the run with ``data=True``): image runs PSNR and
+    SSIM (per LOD too); NeRF runs PSNR and SSIM over every held-out view; SDF runs chamfer_l1,
+    normal_consistency and iou of a mesh extracted at `resolution` and `lod`."""
+    if half and run.kind != "nerf":
+        raise NfieldError("--half applies to NeRF runs only")
+    if lod is not None and run.kind != "sdf":
+        raise NfieldError("--lod applies to SDF runs (image runs report every LOD's PSNR)")
+    if run.kind == "sdf":
+        _check_resolution(resolution)
+        return {"step": run.step, **run.task.geometry(resolution, lod)}
+    if run.kind == "nerf":
+        with half_precision(run.task.device, half):
+            metrics = run.task.evaluate(views=0)
+        return {"step": run.step, **metrics, "views": len(run.task.scene.test.images), **({"half": True} if half else {})}
+    return {"step": run.step, **run.task.evaluate()}
+
+
+def extract_mesh(run: LoadedRun, resolution: int = 256, lod: int | None = None, out: Path | None = None, progress=True) -> str:
+    """Marching cubes of an SDF run's surface at `resolution`, in the input's coordinates, written
+    to `out` (default RUN_DIR/mesh_r<resolution>[_lod<k>].ply); returns what was written."""
+    if run.kind != "sdf":
+        raise NfieldError(f"{run.run_dir}: is a '{run.kind}' run; mesh extracts the surface of SDF runs (fit-sdf)")
+    _check_resolution(resolution)
+    check_lod(lod, run.task.model.n_lods)
+    out = Path(out or run.run_dir / (f"mesh_r{resolution}" + ("" if lod is None else f"_lod{lod}") + ".ply"))
+    vertices, faces = run.task.extract_mesh(out, resolution, lod=lod, progress=progress)
+    return f"wrote {out} ({len(vertices):,} vertices, {len(faces):,} faces)"
+
+
+def _check_resolution(resolution: int) -> None:
+    if resolution < 2:
+        raise NfieldError(f"--resolution must be at least 2, got {resolution}")
+    check_extraction_memory(resolution)
+
+
+def describe(run: LoadedRun) -> list[str]:
+    """The lines ``nfield info RUN`` prints: task, model, progress, weights, field, backends, and for
+    distilled runs each phase and the teacher, for KiloNeRF exports their size."""
+    config, run_dir = run.config, run.run_dir
+    checkpoint = latest_checkpoint(run_dir)
+    model_file = checkpoint.model_file
+    n_values = sum(t.numel() for t in run.task.model.state_dict().values())
+    lines = [f"run {run_dir}: task {run.kind}, model {config.get('model')}"]
+    if "distill" in config:
+        settings = config["distill"]
+        distilled = latest_checkpoint(run_dir / DISTILL_DIR)
+        lines.append(f"distillation: step {distilled.step if distilled else 0} of {settings.get('steps')}")
+        finetune = settings.get("finetune_steps", 0)
+        lines.append(f"fine-tuning: step {run.step if finetune else 0} of {finetune}" + ("" if finetune else " (none asked for)"))
+    else:
+        lines.append(f"checkpoint: step {run.step} of {train_config(config, run_dir).steps}")
+    lines.append(f"weights: {n_values:,} values, {model_file.stat().st_size / 2**20:.2f} MiB")
+    lines.append(f"field: {json.dumps(config.get('field'))}")
+    ran = logged_backends(run_dir)
+    if ran:
+        lines.append("backends (first training step): " + ", ".join(f"{name} {backend}" for name, backend in sorted(ran.items())))
+    if "teacher" in config:
+        teacher = config["teacher"]
+        lines.append(f"distilled from: {teacher.get('run_dir')} ({teacher.get('model')}, step {teacher.get('step')})")
+    export = run_dir / "kilonerf.safetensors"
+    if export.is_file():
+        field, occupied = load_kilonerf(export)
+        n_occupied = "unknown" if occupied is None else f"{int(occupied.sum()):,}"
+        lines.append(
+            f"kilonerf: {'x'.join(map(str, field.resolution))} = {field.n_cells:,} cells, {n_occupied} occupied, "
+            f"{field.parameter_count():,} parameters, {export.stat().st_size / 2**20:.2f} MB ({export.name})"
+        )
+    return lines
+
+
+def logged_backends(run_dir: Path) -> dict[str, str]:
+    """The backends the run's last training session logged for its first step (metrics.jsonl)."""
+    path = run_dir / "metrics.jsonl"
+    found: dict[str, str] = {}
+    if path.is_file():
+        for line in path.read_text(errors="replace").splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(record, dict) and record.get("kind") == "backends" and isinstance(record.get("backends"), dict):
+                found = record["backends"]
+    return found
