@@ -4,7 +4,8 @@ Like `ProgressiveFrequency`, but the band-exposure progress alpha varies over sp
 grid of nodes spanning [-1, 1]^d and keeps growing only where the fit is still poor. The task feeds
 the per-point error back with `observe_error`; `update` folds it into a per-node running error and
 advances alpha on the nodes whose error is still above a threshold, freezing the others at the
-bandwidth that was enough for them.
+bandwidth that was enough for them. Under data-parallel training the error statistics are summed
+over all processes before they are used, so every rank takes the same decision.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import itertools
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from nfield.encodings.progressive import (
@@ -56,6 +58,11 @@ class SpatiallyAdaptiveProgressive(nn.Module):
       alpha is clamped to [0, L]. The first update resets alpha to 0, so it is 0 everywhere before
       the start step. A call with a step not after the last update changes nothing, so calling it
       twice for one step, or resuming from a checkpoint, is exact.
+    - Data-parallel training (an initialised `torch.distributed` process group, each rank seeing its
+      own batches): `update` all-reduces (SUM) the error sums and counts observed since the previous
+      update before folding them in, so every rank's decision equals that of one process seeing all
+      ranks' batches. It is then a collective: every rank must call it, with the same step (the
+      trainer does, every step). Without a process group nothing is communicated.
 
     All of this state lives in buffers (saved in the state dict) and is updated on the device
     without reading anything back to the host. alpha starts at L everywhere, so a module that is
@@ -144,6 +151,20 @@ class SpatiallyAdaptiveProgressive(nn.Module):
         self.error_sum.view(-1).index_add_(0, flat, error.detach().to(self.error_sum.dtype))
         self.error_count.view(-1).index_add_(0, flat, torch.ones_like(flat, dtype=self.error_count.dtype))
 
+    def _observed_errors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(R,)*d error sum and (R,)*d count observed since the last update, summed over all processes.
+
+        With an initialised `torch.distributed` process group, a copy of both accumulators is
+        all-reduced (SUM) in one collective; the buffers themselves keep this process's share only, so
+        errors still pending after a repeated step are not counted twice by the next update. Without a
+        process group these are the buffers themselves.
+        """
+        if not (dist.is_available() and dist.is_initialized()):
+            return self.error_sum, self.error_count
+        totals = torch.stack([self.error_sum, self.error_count])  # (2, R, ..): a copy, reduced in place
+        dist.all_reduce(totals, op=dist.ReduceOp.SUM)
+        return totals[0], totals[1]
+
     def _node_units(self, x: torch.Tensor) -> torch.Tensor:
         """(N, d) points in [-1, 1] -> (N, d) float32 positions in node units, clamped to [0, R - 1]."""
         r = self.cfg.grid_resolution
@@ -151,13 +172,17 @@ class SpatiallyAdaptiveProgressive(nn.Module):
 
     @torch.no_grad()
     def update(self, step: int, total: int) -> None:
-        """Fold in the observed errors and advance alpha to `step` (0-based) of `total` steps."""
+        """Fold in the observed errors and advance alpha to `step` (0-based) of `total` steps.
+
+        A collective under an initialised `torch.distributed` process group: call it on every rank.
+        """
         cfg = self.cfg
         start, end = schedule_steps("SpatiallyAdaptiveProgressive", total, cfg.start_fraction, cfg.end_fraction)
         fresh = self.last_step < step  # () bool on the device: every change below is masked by it
-        # Running error: nodes observed since the last update blend in their mean error.
-        seen = fresh & (self.error_count > 0)
-        mean = self.error_sum / self.error_count.clamp(min=1.0)
+        # Running error: nodes observed since the last update (on any rank) blend in their mean error.
+        error_sum, error_count = self._observed_errors()
+        seen = fresh & (error_count > 0)
+        mean = error_sum / error_count.clamp(min=1.0)
         blended = torch.where(self.observed, cfg.error_decay * self.error_ema + (1.0 - cfg.error_decay) * mean, mean)
         self.error_ema.copy_(torch.where(seen, blended, self.error_ema))
         self.observed.logical_or_(seen)

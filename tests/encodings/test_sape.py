@@ -1,10 +1,13 @@
 """Spatially-adaptive progressive encoding: interpolation, the error feedback loop, exact resume."""
 
+import datetime
 import math
 
 import numpy as np
 import pytest
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 
 from nfield.encodings import (
     ENCODINGS,
@@ -228,6 +231,70 @@ def test_state_dict_round_trip_resumes_exactly():
         assert torch.equal(buffer, resumed.state_dict()[name]), name
     assert torch.equal(resumed(probe), run(probe))
     assert not torch.equal(run.alpha[0], run.alpha[-1])  # the two halves did progress differently
+
+
+DISTRIBUTED_CONFIG = Config(n_frequencies=4, grid_resolution=5, error_threshold=1e-3, error_decay=0.5, end_fraction=0.5)
+
+
+def rank_observations(rank: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rank 0 sees a high error on the left nodes and 2^-9 on the right; rank 1 sees 0 three times per right node.
+
+    Together the right nodes average 2^-11, below the threshold; alone, rank 0 would find 2^-9 above it.
+    The middle column is seen by neither. All values are dyadic, so sums do not depend on their order.
+    """
+    coords, indices = node_positions(DISTRIBUTED_CONFIG.grid_resolution, 2)
+    left = torch.tensor([i[0] < 2 for i in indices])
+    right = torch.tensor([i[0] > 2 for i in indices])
+    if rank == 0:
+        x = torch.cat([coords[left], coords[right]])
+        error = torch.cat([torch.full((int(left.sum()),), 2.0**-6), torch.full((int(right.sum()),), 2.0**-9)])
+    else:
+        x = coords[right].repeat(3, 1)
+        error = torch.zeros(len(x))
+    return x.float(), error
+
+
+def run_feedback(enc: SpatiallyAdaptiveProgressive, x: torch.Tensor, error: torch.Tensor, steps: int = 4) -> None:
+    """A few training steps; half the errors arrive between two updates for one step (kept pending)."""
+    half = len(x) // 2
+    for step in range(steps):
+        enc.update(step, 20)
+        enc.observe_error(x[:half], error[:half])
+        enc.update(step, 20)  # repeated step: the pending errors must not be counted twice
+        enc.observe_error(x[half:], error[half:])
+    enc.update(steps, 20)  # folds everything in, so no rank keeps pending errors
+
+
+def distributed_worker(rank: int, tmp_path) -> None:
+    """One data-parallel rank: same encoding, its own observations; saves its state for the parent."""
+    timeout = datetime.timedelta(seconds=60)
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path}/store", rank=rank, world_size=2, timeout=timeout)
+    try:
+        torch.manual_seed(0)
+        enc = SpatiallyAdaptiveProgressive(2, DISTRIBUTED_CONFIG)
+        run_feedback(enc, *rank_observations(rank))
+        torch.save(enc.state_dict(), tmp_path / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="needs torch.distributed with gloo")
+def test_data_parallel_ranks_take_the_decision_of_one_process_seeing_all_batches(tmp_path):
+    mp.spawn(distributed_worker, args=(tmp_path,), nprocs=2, join=True)
+    states = [torch.load(tmp_path / f"rank{rank}.pt") for rank in range(2)]
+    # One process observing both ranks' errors, each rank's first half before the repeated update.
+    (x0, e0), (x1, e1) = rank_observations(0), rank_observations(1)
+    h0, h1 = len(x0) // 2, len(x1) // 2
+    assert (h0 + h1) * 2 == len(x0) + len(x1)
+    single = SpatiallyAdaptiveProgressive(2, DISTRIBUTED_CONFIG)
+    run_feedback(single, torch.cat([x0[:h0], x1[:h1], x0[h0:], x1[h1:]]), torch.cat([e0[:h0], e1[:h1], e0[h0:], e1[h1:]]))
+    for name, buffer in single.state_dict().items():
+        for rank, state in enumerate(states):
+            assert torch.equal(state[name], buffer), (name, rank)
+    alpha = single.alpha
+    assert torch.all(alpha[:2] == alpha[2]) and torch.all(alpha[:2] > 0)  # left grows like the unseen middle
+    assert torch.all(alpha[3:] < alpha[2])  # right froze once the combined error was seen
+    assert torch.equal(single.error_ema[3:], torch.full((2, 5), 2.0**-11))
 
 
 def test_alpha_is_zero_before_start_even_with_errors():
