@@ -31,25 +31,33 @@ from nfield.checkpoint import Checkpoint, latest_checkpoint, list_checkpoints, l
 from nfield.components import config_from_dict
 from nfield.errors import NfieldError
 from nfield.fields.radiance import radiance_config_to_dict
+from nfield.presets.audio import DEFAULT_MODEL as AUDIO_DEFAULT
+from nfield.presets.audio import new_audio_run
 from nfield.presets.image import DEFAULT_MODEL as IMAGE_DEFAULT
 from nfield.presets.image import new_image_run
 from nfield.presets.nerf import DEFAULT_MODEL as NERF_DEFAULT
 from nfield.presets.nerf import new_nerf_run
 from nfield.presets.sdf import DEFAULT_MODEL as SDF_DEFAULT
 from nfield.presets.sdf import new_sdf_run
+from nfield.presets.video import DEFAULT_MODEL as VIDEO_DEFAULT
+from nfield.presets.video import new_video_run
+from nfield.tasks.audio import AudioTask
 from nfield.tasks.distill import DistillSettings, distil_and_finetune, distillation_task
 from nfield.tasks.image import ImageTask
 from nfield.tasks.nerf import NeRFTask, write_cameras
 from nfield.tasks.sdf import SDFTask
+from nfield.tasks.video import VideoTask
 from nfield.train import TrainConfig, Trainer, resolve_device, seed_everything
 
 CONFIG_FILE = "config.json"
-Task = Union[ImageTask, SDFTask, NeRFTask]
+Task = Union[ImageTask, SDFTask, NeRFTask, AudioTask, VideoTask]
 #: config.json's "task" -> the task class, its default model and how a new run starts from a preset.
 TASKS: dict[str, tuple[type, str, Any]] = {
     "image": (ImageTask, IMAGE_DEFAULT, new_image_run),
     "sdf": (SDFTask, SDF_DEFAULT, new_sdf_run),
     "nerf": (NeRFTask, NERF_DEFAULT, new_nerf_run),
+    "audio": (AudioTask, AUDIO_DEFAULT, new_audio_run),
+    "video": (VideoTask, VIDEO_DEFAULT, new_video_run),
 }
 
 
@@ -59,8 +67,8 @@ class RunRequest:
     the run's; a key that cannot change on resume (the model, its options, the seed) is refused.
 
     Attributes:
-        kind: the task: image, sdf or nerf.
-        source: the data (an image, a shape, a scene folder).
+        kind: the task: image, sdf, nerf, audio or video.
+        source: the data (an image, a shape, a scene folder, a sound file, a video).
         model: a preset name of the task (None: the task's default).
         out: the run directory (None: ``runs/<kind>/<source name>-<model>``).
         resume, overwrite: continue the run in `out`, or replace it.
@@ -259,7 +267,7 @@ def train_config(config: dict[str, Any], run_dir: Path) -> TrainConfig:
 def _check_resumable(config: dict[str, Any], out: Path, request: RunRequest) -> None:
     if config["task"] != request.kind:
         raise NfieldError(
-            f"{out}: is a '{config['task']}' run, not {'an' if request.kind == 'image' else 'a'} {request.kind} run"
+            f"{out}: is a '{config['task']}' run, not {'an' if request.kind[0] in 'aeiou' else 'a'} {request.kind} run"
         )
     if request.model is not None and request.model != config.get("model"):
         raise NfieldError(f"{out}: was trained with --model {config.get('model')}; resume it without changing the model")

@@ -81,7 +81,8 @@ class Task(Protocol):
     """What the trainer needs from a task (see nfield/tasks/).
 
     ``model`` holds every trainable parameter and buffer (it is what checkpoints store).
-    ``param_groups()`` returns Adam parameter groups (a group may carry its own ``eps``). ``loss``
+    A task may also expose ``update(step, total)`` (its own schedules); the trainer calls it before
+    sampling each step. ``param_groups()`` returns Adam parameter groups (a group may carry its own ``eps``). ``loss``
     returns a scalar tensor and scalar metric tensors (kept on the device; the trainer reads them
     only every ``log_every`` steps).
     """
@@ -181,6 +182,7 @@ class Trainer:
         self.optimizer = torch.optim.Adam(groups, betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.use_amp)
         self.scheduled = progress_aware_modules(task.model)
+        self.task_tracks_progress = callable(getattr(task, "update", None))  # a task's own schedules (INT)
         self.step = 0
         self.resumed = False
         self.train_seconds = 0.0
@@ -297,6 +299,8 @@ class Trainer:
         factor = learning_rate_factor(step, cfg)
         for group in self.optimizer.param_groups:
             group["lr"] = cfg.lr * factor
+        if self.task_tracks_progress:
+            self.task.update(step, cfg.steps)
         batch = self.task.sample(step)
         with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.use_amp):
             loss, metrics = self.task.loss(batch)

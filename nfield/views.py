@@ -20,6 +20,7 @@ import torch
 
 from nfield.checkpoint import latest_checkpoint
 from nfield.colormap import inferno
+from nfield.data.audio import save_audio
 from nfield.data.images import save_image
 from nfield.errors import NfieldError
 from nfield.export import check_extraction_memory
@@ -33,6 +34,7 @@ from nfield.tasks.distill import DISTILL_DIR
 from nfield.tasks.image import render_field
 from nfield.tasks.nerf import BACKGROUNDS, cameras_from_json, half_precision, render_poses
 from nfield.tasks.sdf_views import render_turntable, render_view_to_files
+from nfield.tasks.video import to_uint8_frames
 from nfield.video import write_video
 
 #: Largest picture `render_image` makes, in values (pixels x channels): 1 GiB of float32.
@@ -50,8 +52,8 @@ class RenderOptions:
     """NeRF runs: camera path: orbit, spiral, interp (through the training views) or a nerfstudio
     camera-path JSON (default orbit). SDF runs: orbit is the same as --orbit."""
     orbit: bool = False  # render a 360-degree orbit video (the same as --path orbit)
-    frames: int = 120  # frames of the video
-    fps: int = 30  # frames per second of the video
+    frames: Optional[int] = None  # frames of the video (default 120; video runs: the video's own count)
+    fps: Optional[float] = None  # frames per second of the video (default 30; video runs: the video's own rate)
     out: Optional[Path] = None
     """output file (image: RUN_DIR/render.png; NeRF: RUN_DIR/<path>.mp4; SDF: RUN_DIR/render.png or
     RUN_DIR/turntable.mp4)"""
@@ -65,12 +67,13 @@ class RenderOptions:
     distance: float = 3.4  # SDF runs: camera distance from the centre, in normalised box units
     fov: float = 40.0  # SDF runs: vertical field of view in degrees
     half: bool = False  # NeRF runs: evaluate the field in half precision (float16 on CUDA, bfloat16 on CPU)
+    sample_rate: Optional[int] = None  # audio runs: samples per second (default: the clip's; more = finer in time)
     progress: bool = True  # show the progress bar
 
 
 def render(run: LoadedRun, options: RenderOptions) -> str:
     """Render `run` as `options` say; returns the line saying what was written."""
-    if options.frames < 1 or options.fps < 1:
+    if (options.frames is not None and options.frames < 1) or (options.fps is not None and not options.fps > 0):
         raise NfieldError(f"--frames and --fps must be positive, got {options.frames} and {options.fps}")
     if options.half and run.kind != "nerf":
         raise NfieldError("--half applies to NeRF runs only")
@@ -80,6 +83,10 @@ def render(run: LoadedRun, options: RenderOptions) -> str:
         return _render_nerf(run, options)
     if run.kind == "sdf":
         return _render_sdf(run, options)
+    if run.kind == "audio":
+        return _render_audio(run, options)
+    if run.kind == "video":
+        return _render_video(run, options)
     if options.orbit or options.path is not None or options.depth:
         raise NfieldError(
             f"{run.run_dir}: an image run renders one picture; --orbit, --path and --depth apply to NeRF and SDF runs"
@@ -115,6 +122,31 @@ def render_image(run: LoadedRun, width: int, height: int, out: Path, lod: int | 
     return f"wrote {out} ({width}x{height})"
 
 
+def _render_video(run: LoadedRun, options: RenderOptions) -> str:
+    """The video's span at any frame count, rate and size, as an mp4 (default render.mp4)."""
+    clip = run.config["video"]
+    frames, fps = options.frames or clip["frames"], options.fps or clip["fps"]
+    width, height = options.width or clip["width"], options.height or clip["height"]
+    _check_frame(width, height)
+    out = Path(options.out or run.run_dir / "render.mp4")
+    if out.suffix.lower() != ".mp4":
+        raise NfieldError(f"--out {out}: a video is written as .mp4")
+    rendered = run.task.render(frames, height, width, progress=options.progress)
+    written = write_video(out, to_uint8_frames(rendered), fps)
+    return f"wrote {written} ({frames} frames of {width}x{height} at {fps:g} fps)"
+
+
+def _render_audio(run: LoadedRun, options: RenderOptions) -> str:
+    """The clip re-sampled at `options.sample_rate` over its span, as a sound file (default render.wav)."""
+    clip = run.config["audio"]
+    rate = options.sample_rate or clip["sample_rate"]
+    n_samples = round(clip["n_samples"] * rate / clip["sample_rate"])
+    if not 1 <= rate <= 10**6 or n_samples < 2:
+        raise NfieldError(f"--sample-rate {rate}: use 1 to 1,000,000 samples per second")
+    out = save_audio(options.out or run.run_dir / "render.wav", run.task.render(n_samples), rate)
+    return f"wrote {out} ({n_samples:,} samples at {rate} Hz)"
+
+
 def _render_sdf(run: LoadedRun, options: RenderOptions) -> str:
     """One sphere-traced view (and its depth map), or a turntable video with --orbit."""
     if options.path not in (None, "orbit"):
@@ -131,9 +163,9 @@ def _render_sdf(run: LoadedRun, options: RenderOptions) -> str:
         out = Path(options.out or run.run_dir / "turntable.mp4")
         if out.suffix.lower() not in (".mp4", ".gif"):
             raise NfieldError(f"--out {out}: a turntable is written as .mp4 (or .gif)")
-        frames = options.frames
+        frames = options.frames or 120
         written, seconds = render_turntable(
-            model, out, frames=frames, fps=options.fps, start_azimuth=options.azimuth, progress=options.progress, **view
+            model, out, frames=frames, fps=options.fps or 30, start_azimuth=options.azimuth, progress=options.progress, **view
         )
         return f"wrote {written} ({frames} frames at {width}x{height}, {frames / seconds:.1f} frames/s rendered)"
     out = Path(options.out or run.run_dir / "render.png")
@@ -148,7 +180,7 @@ def _render_nerf(run: LoadedRun, options: RenderOptions) -> str:
         raise NfieldError(f"{run.run_dir}: no cameras.json (the training cameras); was it written by train-nerf?")
     cameras = cameras_from_json(json.loads(cameras_file.read_text()))
     path = "orbit" if options.orbit else options.path or "orbit"
-    frames, width, height, fov = options.frames, options.width, options.height, None
+    frames, fps, width, height, fov = options.frames or 120, options.fps or 30, options.width, options.height, None
     if path == "orbit":
         poses = scene_orbit(cameras, frames)
     elif path == "spiral":
@@ -176,15 +208,15 @@ def _render_nerf(run: LoadedRun, options: RenderOptions) -> str:
         rendered = render_poses(task.model, task.cfg, task.near, poses, camera, background, options.progress)
     render_fps = len(rendered) / (time.perf_counter() - started)
     video = np.stack([(frame["rgb"].clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy() for frame in rendered])
-    written = [write_video(out, video, options.fps)]
+    written = [write_video(out, video, fps)]
     if options.depth:
         depths = torch.stack([frame["depth"] for frame in rendered])
         scale = depths[torch.stack([frame["opacity"] for frame in rendered]) > 0.5]
         far = float(scale.max()) if scale.numel() else 1.0
         depth_video = (inferno(1 - (depths / far).clamp(0, 1)) * 255 + 0.5).to(torch.uint8).numpy()
-        written.append(write_video(out.with_name(f"{out.stem}_depth.mp4"), depth_video, options.fps))
+        written.append(write_video(out.with_name(f"{out.stem}_depth.mp4"), depth_video, fps))
     return (
-        f"wrote {' and '.join(map(str, written))} ({len(rendered)} frames at {width}x{height} and {options.fps} fps, "
+        f"wrote {' and '.join(map(str, written))} ({len(rendered)} frames at {width}x{height} and {fps:g} fps, "
         f"rendered at {render_fps:.2f} frames/s{' in half precision' if options.half else ''})"
     )
 
@@ -209,6 +241,8 @@ def evaluate(run: LoadedRun, lod: int | None = None, resolution: int = 256, half
         with half_precision(run.task.device, half):
             metrics = run.task.evaluate(views=0)
         return {"step": run.step, **metrics, "views": len(run.task.scene.test.images), **({"half": True} if half else {})}
+    if run.kind == "video":
+        return {"step": run.step, **run.task.evaluate(frames=0)}
     return {"step": run.step, **run.task.evaluate()}
 
 

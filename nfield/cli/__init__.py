@@ -20,10 +20,12 @@ import tyro
 
 import nfield
 from nfield.backends import choose_backend
+from nfield.cli.audio import FitAudio
 from nfield.cli.distill import Distill
 from nfield.cli.image import FitImage, RenderImage
 from nfield.cli.nerf import TrainNeRF
 from nfield.cli.sdf import FitSDF, Mesh
+from nfield.cli.video import FitVideo
 from nfield.encodings.grid import GRID_BACKENDS
 from nfield.errors import NfieldError
 from nfield.networks.mlp import MLP_BACKENDS
@@ -121,6 +123,8 @@ COMMANDS = {
     "render-image": RenderImage,
     "fit-sdf": FitSDF,
     "train-nerf": TrainNeRF,
+    "fit-audio": FitAudio,
+    "fit-video": FitVideo,
     "distill": Distill,
     "mesh": Mesh,
     "render": Render,

@@ -9,28 +9,21 @@ from typing import Annotated, Optional
 
 import tyro
 
-from nfield.cli.options import Overrides, RunFlags, TrainingCommand, device_default, train_options
+from nfield.cli.options import FieldOptions, RunFlags, TrainingCommand, device_default, train_options
 from nfield.errors import NfieldError
 from nfield.presets.image import IMAGE_PRESETS
 from nfield.run import load_run
+from nfield.tasks.teaching import TeachingConfig
 from nfield.views import render_image
 
 ImageTrainOptions = train_options(IMAGE_PRESETS)
 
 
 @dataclass(frozen=True)
-class ImageModelOptions(Overrides):
+class ImageModelOptions(FieldOptions):
     """Hyper-parameter overrides; unset keys keep the model's preset value. Each key goes to the
     encoding or network that has it; a key the chosen model does not have is an error."""
 
-    n_neurons: Optional[int] = None  # hidden layer width
-    n_hidden_layers: Optional[int] = None  # number of hidden layers
-    activation: Optional[str] = None  # MLP activation: relu, leaky_relu, softplus, gelu, silu, tanh, sigmoid
-    w0: Optional[float] = None  # SIREN / SPDER frequency of the hidden layers
-    w0_initial: Optional[float] = None  # SIREN / SPDER frequency of the first layer
-    n_frequencies: Optional[int] = None  # octave bands of frequency encodings (relu-pe, progressive, sape, pins)
-    n_features: Optional[int] = None  # number of random Fourier features (fourier, learnable-fourier)
-    sigma: Optional[float] = None  # standard deviation of Fourier frequencies, cycles per unit on [-1, 1]
     start_fraction: Optional[float] = None  # progressive schedules: fraction of training where bands start opening
     end_fraction: Optional[float] = None  # progressive schedules: fraction of training where all are open
     grid_resolution: Optional[int] = None  # SAPE: resolution of the per-region progress grid
@@ -58,12 +51,14 @@ class FitImage(TrainingCommand):
     downscale: int = 1  # integer box-filter downscaling of the image before fitting
     batch_size: Annotated[Optional[int], tyro.conf.arg(help_behavior_hint=device_default(IMAGE_PRESETS, "batch_size"))] = None
     """pixels per step; smaller images train full-batch"""
+    teaching: bool = False  # INT (nonparametric teaching): each step trains on the pixels fitted worst
     run: Annotated[RunFlags, tyro.conf.OmitArgPrefixes] = RunFlags()
     train: Annotated[ImageTrainOptions, tyro.conf.OmitArgPrefixes] = ImageTrainOptions()
     model_options: Annotated[ImageModelOptions, tyro.conf.OmitArgPrefixes] = ImageModelOptions()
 
     def __call__(self) -> None:
-        self.submit("image", self.image, {"batch_size": self.batch_size}, {"downscale": self.downscale})
+        task = {"batch_size": self.batch_size, "teaching": TeachingConfig(enabled=True) if self.teaching else None}
+        self.submit("image", self.image, task, {"downscale": self.downscale})
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,21 @@ class Overrides:
 
 
 @dataclass(frozen=True)
+class FieldOptions(Overrides):
+    """Hyper-parameter overrides; unset keys keep the model's preset value. Each key goes to the
+    encoding or network that has it; a key the chosen model does not have is an error."""
+
+    n_neurons: Optional[int] = None  # hidden layer width
+    n_hidden_layers: Optional[int] = None  # number of hidden layers
+    activation: Optional[str] = None  # MLP activation: relu, leaky_relu, softplus, gelu, silu, tanh, sigmoid
+    w0: Optional[float] = None  # SIREN / SPDER frequency of the hidden layers
+    w0_initial: Optional[float] = None  # SIREN / SPDER frequency of the first layer
+    n_frequencies: Optional[int] = None  # octave bands of frequency encodings (relu-pe, progressive, sape, pins)
+    n_features: Optional[int] = None  # number of random Fourier features (fourier, learnable-fourier)
+    sigma: Optional[float] = None  # standard deviation of Fourier frequencies, cycles per unit on [-1, 1]
+
+
+@dataclass(frozen=True)
 class RunFlags:
     """Where the run goes and how it starts."""
 

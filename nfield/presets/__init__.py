@@ -15,6 +15,9 @@ from typing import Any
 
 import torch
 
+from nfield.components import replace_fields
+from nfield.errors import NfieldError
+from nfield.fields import FieldConfig
 from nfield.train import TrainConfig
 
 
@@ -35,4 +38,18 @@ class Preset:
         return self.task
 
 
-__all__ = ["Preset"]
+def apply_overrides(model: str, field: FieldConfig, overrides: dict[str, Any]) -> FieldConfig:
+    """`field` with each of `overrides` applied to whichever part (encoding or network) has that
+    key; a key neither has is an error naming the keys the model `model` does have."""
+    encoding, used_e = replace_fields(field.encoding, overrides)
+    network, used_n = replace_fields(field.network, overrides)
+    unused = sorted(set(overrides) - used_e - used_n)
+    if unused:
+        valid = sorted({f.name for part in (encoding, network) for f in dataclasses.fields(part)})
+        flags = ", ".join("--" + k.replace("_", "-") for k in unused)
+        options = ", ".join("--" + k.replace("_", "-") for k in valid) or "none"
+        raise NfieldError(f"{flags} does not apply to model '{model}'; its options: {options}")
+    return FieldConfig(encoding, network)
+
+
+__all__ = ["Preset", "apply_overrides"]

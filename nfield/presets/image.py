@@ -17,7 +17,6 @@ from typing import Any
 
 import torch
 
-from nfield.components import replace_fields
 from nfield.data.images import Image, load_image
 from nfield.encodings import (
     DenseGridConfig,
@@ -32,7 +31,7 @@ from nfield.encodings import (
 from nfield.errors import NfieldError
 from nfield.fields import FieldConfig
 from nfield.networks import MLPConfig, ProgressiveNetworkConfig, SirenConfig, SpderConfig
-from nfield.presets import Preset
+from nfield.presets import Preset, apply_overrides
 from nfield.tasks.image import ImageTask, ImageTaskConfig
 from nfield.train import TrainConfig
 
@@ -94,17 +93,11 @@ def resolve_image_preset(name: str, overrides: dict[str, Any], height: int, widt
     if name not in IMAGE_PRESETS:
         raise NfieldError(f"unknown model '{name}'; choose one of: {', '.join(IMAGE_PRESETS)}")
     preset = IMAGE_PRESETS[name]
-    encoding, used_e = replace_fields(preset.field.encoding, overrides)
-    network, used_n = replace_fields(preset.field.network, overrides)
-    unused = sorted(set(overrides) - used_e - used_n)
-    if unused:
-        valid = sorted({f.name for part in (encoding, network) for f in dataclasses.fields(part)})
-        flags = ", ".join("--" + k.replace("_", "-") for k in unused)
-        options = ", ".join("--" + k.replace("_", "-") for k in valid) or "none"
-        raise NfieldError(f"{flags} does not apply to model '{name}'; its options: {options}")
+    field = apply_overrides(name, preset.field, overrides)
+    encoding = field.encoding
     if isinstance(encoding, (HashGridConfig, DenseGridConfig)) and "per_level_scale" not in overrides:
         encoding = dataclasses.replace(encoding, per_level_scale=grid_scale_for(encoding, max(height, width)))
-    return dataclasses.replace(preset, field=FieldConfig(encoding, network))
+    return dataclasses.replace(preset, field=FieldConfig(encoding, field.network))
 
 
 def grid_scale_for(grid: HashGridConfig | DenseGridConfig, finest_resolution: int) -> float:

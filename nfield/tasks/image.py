@@ -9,7 +9,7 @@ chunked the same way.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from nfield.data.images import Image, load_image, pixel_coordinates, save_image
 from nfield.errors import NfieldError
 from nfield.fields import Field, FieldConfig, field_config_from_dict, field_config_to_dict
 from nfield.metrics import psnr, psnr_from_mse, ssim
+from nfield.tasks.teaching import Teacher, TeachingConfig
 
 #: Absolute error mapped to the top of the error map's colour scale.
 ERROR_MAP_MAX = 0.1
@@ -33,6 +34,7 @@ ERROR_MAP_MAX = 0.1
 class ImageTaskConfig:
     batch_size: int = 2**18  # pixels per step; images with at most this many pixels train full-batch
     render_chunk: int = 2**18  # coordinates per forward pass when rendering
+    teaching: TeachingConfig = field(default_factory=TeachingConfig)  # INT: train on the worst-fitted pixels
 
 
 class ImageTask:
@@ -66,6 +68,8 @@ class ImageTask:
         self.generator = torch.Generator(self.device)
         self.generator.manual_seed(seed)
         self._feedback = [m for m in self.model.modules() if callable(getattr(m, "observe_error", None))]
+        self.teacher = Teacher(cfg.teaching) if cfg.teaching.enabled else None
+        self.step, self.total = 0, 1  # set by `update` (the teacher's schedules need both)
         self.full_batch = False
         if image is not None:
             self.n_pixels = image.height * image.width
@@ -135,13 +139,31 @@ class ImageTask:
     def param_groups(self) -> list[dict[str, Any]]:
         return [{"params": list(self.model.parameters())}]
 
+    def update(self, step: int, total: int) -> None:
+        """The trainer's progress (the teacher's schedules depend on it)."""
+        self.step, self.total = step, total
+
     def sample(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(coords (B, 2), targets (B, C)) for one step."""
+        """(coords (B, 2), targets (B, C)) for one step; with teaching, the candidates (every pixel,
+        or a random batch of them) the field fits worst, re-picked on the teacher's schedule."""
+        if self.teacher is not None:
+            return self._taught(step)
         if self.full_batch:
             return self._coords, self._targets
         image = self._data()
         index = torch.randint(0, self.n_pixels, (self.cfg.batch_size,), device=self.device, generator=self.generator)
         return pixel_coordinates(index, image.height, image.width), image.values_at(index)
+
+    def _taught(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image, teacher = self._data(), self.teacher
+        if teacher.due(step, self.total):
+            if self.full_batch:
+                index = torch.arange(self.n_pixels, device=self.device)
+            else:
+                index = torch.randint(0, self.n_pixels, (self.cfg.batch_size,), device=self.device, generator=self.generator)
+            coords, targets = pixel_coordinates(index, image.height, image.width), image.values_at(index)
+            teacher.pick(step, self.total, index, coords, targets, self.model)
+        return pixel_coordinates(teacher.picked, image.height, image.width), image.values_at(teacher.picked)
 
     def loss(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         coords, targets = batch
@@ -168,10 +190,15 @@ class ImageTask:
         write_outputs(self.model, self._data(), Path(run_dir), self.cfg.render_chunk)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"generator": self.generator.get_state()}
+        state = {"generator": self.generator.get_state()}
+        if self.teacher is not None:
+            state["teacher"] = self.teacher.state_dict()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.generator.set_state(state["generator"])
+        if self.teacher is not None and "teacher" in state:
+            self.teacher.load_state_dict(state["teacher"], self.device)
 
     # --- rendering -----------------------------------------------------------------------------
     def render(self, height: int, width: int, lod: int | None = None) -> torch.Tensor:

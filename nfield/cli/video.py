@@ -1,0 +1,39 @@
+"""Video command: ``fit-video``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Optional
+
+import tyro
+
+from nfield.cli.image import ImageModelOptions
+from nfield.cli.options import RunFlags, TrainingCommand, device_default, train_options
+from nfield.presets.video import VIDEO_PRESETS
+
+VideoTrainOptions = train_options(VIDEO_PRESETS)
+
+
+@dataclass(frozen=True)
+class FitVideo(TrainingCommand):
+    """Fit a neural field over (x, y, t) to a video (mp4 or anything ffmpeg reads, an animated GIF,
+    or a folder of frame images), on random pixel batches across all frames.
+
+    Writes a run directory with config.json, metrics.jsonl, checkpoints/, reconstruction.mp4 and
+    psnr_per_frame.json; prints the mean PSNR/SSIM and each frame's PSNR as JSON on the last line.
+    `nfield render RUN --frames N --fps F` re-renders it at any frame count, rate and size.
+    """
+
+    video: tyro.conf.Positional[str]  # video file, animated GIF or folder of frames
+    model: Optional[str] = None  # hash, siren, relu-pe (default hash)
+    downscale: int = 1  # integer box-filter downscaling of every frame
+    max_frames: Optional[int] = None  # fit only the first this many frames
+    batch_size: Annotated[Optional[int], tyro.conf.arg(help_behavior_hint=device_default(VIDEO_PRESETS, "batch_size"))] = None
+    """pixels per step, drawn across all frames"""
+    run: Annotated[RunFlags, tyro.conf.OmitArgPrefixes] = RunFlags()
+    train: Annotated[VideoTrainOptions, tyro.conf.OmitArgPrefixes] = VideoTrainOptions()
+    model_options: Annotated[ImageModelOptions, tyro.conf.OmitArgPrefixes] = ImageModelOptions()
+
+    def __call__(self) -> None:
+        data = {"downscale": self.downscale, "max_frames": self.max_frames}
+        self.submit("video", self.video, {"batch_size": self.batch_size}, data)

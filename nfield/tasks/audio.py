@@ -1,0 +1,180 @@
+"""Audio fitting: a field maps time t in [-1, 1] to the sample values of every channel.
+
+As in SIREN's audio experiment, the whole clip is one function of time; the first layer's
+frequency must reach the signal's (w0 in the thousands for a few seconds at 44.1 kHz, see the
+audio presets). Short clips train full-batch; longer ones on random batches of samples. Evaluation
+renders every sample and reports PSNR (peak 1, full scale) and SNR; the export writes the
+reconstruction as a sound file and a waveform/spectrogram comparison picture.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from nfield.components import config_from_dict
+from nfield.data.audio import Audio, comparison_image, load_audio, save_audio, time_coordinates
+from nfield.data.images import save_image
+from nfield.errors import NfieldError
+from nfield.fields import Field, FieldConfig, field_config_from_dict, field_config_to_dict
+from nfield.metrics import psnr_from_mse
+
+
+@dataclass(frozen=True)
+class AudioTaskConfig:
+    batch_size: int = 2**17  # samples per step; clips with at most this many samples train full-batch
+    render_chunk: int = 2**17  # samples per forward pass when rendering
+
+    def validate(self) -> None:
+        if self.batch_size <= 0 or self.render_chunk <= 0:
+            raise NfieldError(f"--batch-size must be positive, got {self.batch_size}")
+
+
+def snr_db(fitted: torch.Tensor, target: torch.Tensor) -> float:
+    """Signal-to-noise ratio in dB: 10 log10(sum target^2 / sum (fitted - target)^2)."""
+    noise = (fitted.double() - target.double()).square().sum().clamp_min(1e-30)
+    return float(10 * torch.log10(target.double().square().sum().clamp_min(1e-30) / noise))
+
+
+class AudioTask:
+    """Fit `audio` with a `Field` of 1 input (time) and one output per channel.
+
+    Args:
+        audio: the target (moved to `device`); None builds the task without its data (`channels`
+            then says the field's outputs), enough to render a trained field.
+        field_cfg: the field to fit.
+        cfg: batch and rendering sizes.
+        device: where training runs.
+        seed: seeds the sample sampler's own generator (saved in checkpoints).
+        channels: output channels when `audio` is None.
+    """
+
+    name = "fit-audio"
+    kind = "audio"  # config.json's "task"
+
+    def __init__(
+        self,
+        audio: Audio | None,
+        field_cfg: FieldConfig,
+        cfg: AudioTaskConfig = AudioTaskConfig(),
+        device: torch.device | str = "cpu",
+        seed: int = 0,
+        channels: int | None = None,
+    ):
+        cfg.validate()
+        self.cfg, self.device = cfg, torch.device(device)
+        self.audio = None if audio is None else audio.to(self.device)
+        self.model = Field(1, audio.channels if audio is not None else channels, field_cfg).to(self.device)
+        self.generator = torch.Generator(self.device)
+        self.generator.manual_seed(seed)
+        self.full_batch = audio is not None and audio.n_samples <= cfg.batch_size
+        if self.full_batch:
+            self._coords = time_coordinates(torch.arange(audio.n_samples, device=self.device), audio.n_samples)
+
+    # --- a run directory's task ---------------------------------------------------------------
+    @staticmethod
+    def run_config(audio: Audio, field_cfg: FieldConfig, cfg: AudioTaskConfig) -> dict[str, Any]:
+        """The task's part of a new run's config.json: the clip, the field and the task settings."""
+        return {
+            "audio": {
+                "source": str(Path(audio.source).resolve()),
+                "sample_rate": audio.sample_rate,
+                "n_samples": audio.n_samples,
+                "channels": audio.channels,
+            },
+            "field": field_config_to_dict(field_cfg),
+            "task_config": dataclasses.asdict(cfg),
+        }
+
+    @staticmethod
+    def load_data(config: dict[str, Any], source: str | Path | None = None) -> Audio:
+        """The run's clip (or `source` instead), which must have the run's length and channels."""
+        fitted, audio = config["audio"], load_audio(source or config["audio"]["source"])
+        if (audio.n_samples, audio.channels) != (fitted["n_samples"], fitted["channels"]):
+            raise NfieldError(
+                f"{audio.source}: has {audio.n_samples} samples x {audio.channels} channels, "
+                f"the run was fitted to {fitted['n_samples']} x {fitted['channels']}"
+            )
+        return audio
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], device: torch.device | str, data: Audio | None = None) -> AudioTask:
+        """The task a run's config.json describes (untrained), on `data` (None: without its clip)."""
+        cfg = config_from_dict(AudioTaskConfig, config.get("task_config", {}))
+        seed = config["train"].get("seed", 0)
+        field_cfg = field_config_from_dict(config["field"])
+        return cls(data, field_cfg, cfg, device=device, seed=seed, channels=int(config["audio"]["channels"]))
+
+    def describe(self) -> str:
+        """One line on what is fitted with what (the command line prints it before training)."""
+        audio, n_params = self._data(), sum(p.numel() for p in self.model.parameters())
+        return (
+            f"fitting {audio.source} ({audio.seconds:.2f} s, {audio.n_samples:,} samples x {audio.channels} at "
+            f"{audio.sample_rate} Hz) [{type(self.model.encoding).__name__} -> {type(self.model.network).__name__}, "
+            f"{n_params:,} parameters]"
+        )
+
+    def outputs(self) -> list[str]:
+        """The files `export` writes, relative to the run directory."""
+        return ["reconstruction.wav", "comparison.png"]
+
+    def _data(self) -> Audio:
+        if self.audio is None:
+            raise NfieldError("this audio task was loaded without its clip; load the run with its data")
+        return self.audio
+
+    # --- the trainer's interface -------------------------------------------------------------
+    def param_groups(self) -> list[dict[str, Any]]:
+        return [{"params": list(self.model.parameters())}]
+
+    def sample(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(times (B, 1), targets (B, C)) for one step."""
+        audio = self._data()
+        if self.full_batch:
+            return self._coords, audio.samples
+        index = torch.randint(0, audio.n_samples, (self.cfg.batch_size,), device=self.device, generator=self.generator)
+        return time_coordinates(index, audio.n_samples), audio.samples[index]
+
+    def loss(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        times, targets = batch
+        mse = (self.model(times).float() - targets).square().mean()
+        return mse, {"psnr": psnr_from_mse(mse.detach())}
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """PSNR (dB, peak 1 = full scale) and SNR (dB) of every sample of the clip."""
+        audio = self._data()
+        fitted = self.render(audio.n_samples)
+        mse = (fitted - audio.samples).square().mean()
+        return {"psnr": float(psnr_from_mse(mse)), "snr": snr_db(fitted, audio.samples)}
+
+    def export(self, run_dir: Path) -> None:
+        """Write reconstruction.wav (at the clip's rate) and comparison.png (first channel)."""
+        audio, run_dir = self._data(), Path(run_dir)
+        fitted = self.render(audio.n_samples)
+        save_audio(run_dir / "reconstruction.wav", fitted, audio.sample_rate)
+        save_image(run_dir / "comparison.png", comparison_image(audio.samples[:, 0], fitted[:, 0]))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.generator.set_state(state["generator"])
+
+    # --- rendering -----------------------------------------------------------------------------
+    @torch.no_grad()
+    def render(self, n_samples: int) -> torch.Tensor:
+        """(n_samples, channels) float32: the field at the centres of n_samples equal intervals of
+        the clip's span (the clip's own count reproduces it; more is temporal super-resolution)."""
+        was_training = self.model.training
+        self.model.eval()
+        out = torch.empty(n_samples, self.model.out_dim, device=self.device)
+        for start in range(0, n_samples, self.cfg.render_chunk):
+            index = torch.arange(start, min(start + self.cfg.render_chunk, n_samples), device=self.device)
+            out[start : start + len(index)] = self.model(time_coordinates(index, n_samples)).float()
+        self.model.train(was_training)
+        return out

@@ -1,0 +1,210 @@
+"""Video fitting: a field maps (x, y, t) in [-1, 1]^3 to RGB.
+
+Each step draws `batch_size` random pixels across all frames (a random frame, row and column per
+sample) from the frames kept as uint8 on the CPU, so a long video is never one coordinate table and
+device memory does not grow with its length. Evaluation renders every frame and reports the mean
+PSNR and SSIM and the PSNR of each frame; the export writes the reconstruction as an mp4 at the
+video's frame rate. Rendering takes any frame count and size: more frames over the same span is
+temporal super-resolution.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from nfield.components import config_from_dict
+from nfield.data.video import Video, load_video, video_coordinates
+from nfield.errors import NfieldError
+from nfield.fields import Field, FieldConfig, field_config_from_dict, field_config_to_dict
+from nfield.metrics import psnr, psnr_from_mse, ssim
+from nfield.video import write_video
+
+
+@dataclass(frozen=True)
+class VideoTaskConfig:
+    batch_size: int = 2**18  # pixels per step, drawn across all frames
+    render_chunk: int = 2**17  # pixels per forward pass when rendering
+    eval_frames: int = 0  # frames scored by the periodic evaluation, evenly spaced (0: all)
+
+    def validate(self) -> None:
+        if self.batch_size <= 0 or self.render_chunk <= 0:
+            raise NfieldError(f"--batch-size must be positive, got {self.batch_size}")
+        if self.eval_frames < 0:
+            raise NfieldError(f"eval_frames must be >= 0, got {self.eval_frames}")
+
+
+class VideoTask:
+    """Fit `video` with a `Field` of 3 inputs (x, y, t) and 3 outputs (RGB).
+
+    Args:
+        video: the target (frames stay on the CPU); None builds the task without its data, enough
+            to render a trained field.
+        field_cfg: the field to fit.
+        cfg: batch, rendering and evaluation sizes.
+        device: where training runs.
+        seed: seeds the pixel sampler's own generator (saved in checkpoints).
+    """
+
+    name = "fit-video"
+    kind = "video"  # config.json's "task"
+
+    def __init__(
+        self,
+        video: Video | None,
+        field_cfg: FieldConfig,
+        cfg: VideoTaskConfig = VideoTaskConfig(),
+        device: torch.device | str = "cpu",
+        seed: int = 0,
+    ):
+        cfg.validate()
+        self.cfg, self.device, self.video = cfg, torch.device(device), video
+        self.model = Field(3, 3, field_cfg).to(self.device)
+        self.generator = torch.Generator()
+        self.generator.manual_seed(seed)
+
+    # --- a run directory's task ---------------------------------------------------------------
+    @staticmethod
+    def run_config(video: Video, downscale: int, field_cfg: FieldConfig, cfg: VideoTaskConfig) -> dict[str, Any]:
+        """The task's part of a new run's config.json: the video, the field and the task settings."""
+        return {
+            "video": {
+                "source": str(Path(video.source).resolve()),
+                "downscale": downscale,
+                "frames": video.n_frames,
+                "height": video.height,
+                "width": video.width,
+                "fps": video.fps,
+            },
+            "field": field_config_to_dict(field_cfg),
+            "task_config": dataclasses.asdict(cfg),
+        }
+
+    @staticmethod
+    def load_data(config: dict[str, Any], source: str | Path | None = None) -> Video:
+        """The run's video (or `source` instead), which must have the run's frame count and size."""
+        fitted = config["video"]
+        video = load_video(source or fitted["source"], fitted["downscale"], max_frames=fitted["frames"])
+        if (video.n_frames, video.height, video.width) != (fitted["frames"], fitted["height"], fitted["width"]):
+            raise NfieldError(
+                f"{video.source}: is {video.n_frames} frames of {video.width}x{video.height}, "
+                f"the run was fitted to {fitted['frames']} of {fitted['width']}x{fitted['height']}"
+            )
+        return video
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], device: torch.device | str, data: Video | None = None) -> VideoTask:
+        """The task a run's config.json describes (untrained), on `data` (None: without its video)."""
+        cfg = config_from_dict(VideoTaskConfig, config.get("task_config", {}))
+        return cls(data, field_config_from_dict(config["field"]), cfg, device=device, seed=config["train"].get("seed", 0))
+
+    def describe(self) -> str:
+        """One line on what is fitted with what (the command line prints it before training)."""
+        video, n_params = self._data(), sum(p.numel() for p in self.model.parameters())
+        return (
+            f"fitting {video.source} ({video.n_frames} frames of {video.width}x{video.height} at {video.fps:g} fps) "
+            f"[{type(self.model.encoding).__name__} -> {type(self.model.network).__name__}, {n_params:,} parameters, "
+            f"{self.cfg.batch_size:,} pixels per step]"
+        )
+
+    def outputs(self) -> list[str]:
+        """The files `export` writes, relative to the run directory."""
+        return ["reconstruction.mp4", "psnr_per_frame.json"]
+
+    def _data(self) -> Video:
+        if self.video is None:
+            raise NfieldError("this video task was loaded without its video; load the run with its data")
+        return self.video
+
+    # --- the trainer's interface -------------------------------------------------------------
+    def param_groups(self) -> list[dict[str, Any]]:
+        return [{"params": list(self.model.parameters())}]
+
+    def sample(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(coords (B, 3) as (x, y, t), targets (B, 3) in [0, 1]) for one step."""
+        frames = self._data().frames
+        n, height, width, _ = frames.shape
+        shape = (self.cfg.batch_size,)
+        frame = torch.randint(0, n, shape, generator=self.generator)
+        row = torch.randint(0, height, shape, generator=self.generator)
+        column = torch.randint(0, width, shape, generator=self.generator)
+        targets = frames[frame, row, column].float() / 255
+        coords = video_coordinates(frame, row, column, (n, height, width))
+        return coords.to(self.device, non_blocking=True), targets.to(self.device, non_blocking=True)
+
+    def loss(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        coords, targets = batch
+        mse = (self.model(coords).float() - targets).square().mean()
+        return mse, {"psnr": psnr_from_mse(mse.detach())}
+
+    @torch.no_grad()
+    def evaluate(self, frames: int | None = None) -> dict[str, Any]:
+        """Mean PSNR (dB) and SSIM over `frames` frames, evenly spaced (0: all; default
+        `cfg.eval_frames`), the lowest frame PSNR, and each scored frame's PSNR."""
+        video = self._data()
+        limit = self.cfg.eval_frames if frames is None else frames
+        count = video.n_frames if limit <= 0 else min(limit, video.n_frames)
+        indices = torch.linspace(0, video.n_frames - 1, count).round().long().unique().tolist()
+        rendered = self.render(video.n_frames, video.height, video.width, frames=indices)
+        scores = []
+        for k, index in enumerate(indices):
+            target = video.frames[index].float() / 255
+            scores.append((psnr(rendered[k], target), ssim(rendered[k], target)))
+        per_frame = [round(s[0], 4) for s in scores]
+        return {
+            "psnr": sum(s[0] for s in scores) / len(scores),
+            "ssim": sum(s[1] for s in scores) / len(scores),
+            "psnr_min": min(per_frame),
+            "psnr_per_frame": per_frame,
+        }
+
+    def export(self, run_dir: Path) -> None:
+        """Write reconstruction.mp4 (every frame, at the video's frame rate) and psnr_per_frame.json."""
+        import json
+
+        video, run_dir = self._data(), Path(run_dir)
+        rendered = self.render(video.n_frames, video.height, video.width)
+        write_video(run_dir / "reconstruction.mp4", to_uint8_frames(rendered), video.fps)
+        per_frame = self.evaluate(frames=0)["psnr_per_frame"]
+        (run_dir / "psnr_per_frame.json").write_text(json.dumps(per_frame) + "\n")
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.generator.set_state(state["generator"])
+
+    # --- rendering -----------------------------------------------------------------------------
+    @torch.no_grad()
+    def render(
+        self, n_frames: int, height: int, width: int, frames: list[int] | None = None, progress: bool = False
+    ) -> torch.Tensor:
+        """(F, height, width, 3) float32 on the CPU: frames `frames` (default all) of the video's span
+        cut into `n_frames` equal intervals, each at height x width pixel centres."""
+        frames = list(range(n_frames)) if frames is None else frames
+        was_training = self.model.training
+        self.model.eval()
+        out = torch.empty(len(frames), height, width, 3)
+        pixels = height * width
+        with tqdm(total=len(frames) * pixels, desc="render", unit="px", unit_scale=True, disable=not progress) as bar:
+            for k, frame in enumerate(frames):
+                flat = out[k].view(-1, 3)
+                for start in range(0, pixels, self.cfg.render_chunk):
+                    index = torch.arange(start, min(start + self.cfg.render_chunk, pixels))
+                    row, column = index // width, index % width
+                    coords = video_coordinates(torch.full_like(index, frame), row, column, (n_frames, height, width))
+                    flat[start : start + len(index)] = self.model(coords.to(self.device)).float().cpu()
+                    bar.update(len(index))
+        self.model.train(was_training)
+        return out
+
+
+def to_uint8_frames(frames: torch.Tensor) -> np.ndarray:
+    """(F, H, W, 3) float values in [0, 1] -> uint8 frames for a video file."""
+    return (frames.clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy()

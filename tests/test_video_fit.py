@@ -1,0 +1,69 @@
+"""fit-video end to end: a generated clip through GIF, mp4 and a folder of frames; render and eval."""
+
+import json
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import torch
+
+from nfield.data.video import load_video, video_coordinates
+from nfield.errors import NfieldError
+from tests.run_checks import cli
+
+FRAMES, HEIGHT, WIDTH = 8, 24, 32
+
+
+def moving_disc():
+    """(T, H, W, 3) uint8: a red disc crossing a blue-to-green gradient."""
+    y, x = np.mgrid[0:HEIGHT, 0:WIDTH]
+    frames = []
+    for k in range(FRAMES):
+        background = np.stack([0.1 + 0 * x, x / WIDTH, 1 - x / WIDTH], -1)
+        disc = (x - 6 - 2.5 * k) ** 2 + (y - 12) ** 2 < 25
+        frames.append(np.where(disc[..., None], [0.9, 0.15, 0.1], background))
+    return (np.stack(frames) * 255 + 0.5).astype(np.uint8)
+
+
+def test_every_container_reads_the_same_frames(tmp_path):
+    clip = moving_disc()
+    iio.imwrite(tmp_path / "clip.gif", clip, duration=100, loop=0)
+    (tmp_path / "frames").mkdir()
+    for k, frame in enumerate(clip):
+        iio.imwrite(tmp_path / "frames" / f"{k:03d}.png", frame)
+    gif, folder = load_video(tmp_path / "clip.gif"), load_video(tmp_path / "frames")
+    assert torch.equal(folder.frames, torch.from_numpy(clip)) and folder.fps == 25.0
+    assert gif.frames.shape == (FRAMES, HEIGHT, WIDTH, 3) and gif.fps == pytest.approx(10.0)
+    assert (gif.frames.float() - folder.frames.float()).abs().mean() < 8  # GIF's palette quantises colours
+    assert load_video(tmp_path / "frames", downscale=2, max_frames=3).frames.shape == (3, HEIGHT // 2, WIDTH // 2, 3)
+    coords = video_coordinates(torch.tensor([0, 7]), torch.tensor([0, 23]), torch.tensor([0, 31]), (FRAMES, HEIGHT, WIDTH))
+    assert torch.allclose(coords, torch.tensor([[-1 + 1 / 32, -1 + 1 / 24, -1 + 1 / 8], [1 - 1 / 32, 1 - 1 / 24, 1 - 1 / 8]]))
+    (tmp_path / "empty").mkdir()
+    for path, message in ((tmp_path / "empty", "found none"), (tmp_path / "nope.mp4", "no such file")):
+        with pytest.raises(NfieldError, match=message):
+            load_video(path)
+
+
+def test_hash_fits_a_clip_and_renders_at_twice_the_frames(tmp_path, capsys):
+    iio.imwrite(tmp_path / "clip.mp4", moving_disc(), fps=8, codec="libx264", quality=10, macro_block_size=8)
+    target = load_video(tmp_path / "clip.mp4")
+    small = ("--batch-size", 4096, "--n-levels", 8, "--log2-hashmap-size", 14)
+    argv = ("fit-video", tmp_path / "clip.mp4", *small, "--steps", 100, "--out", tmp_path / "run", "--no-progress")
+    status, out, err = cli(capsys, *argv)
+    assert status == 0, err
+    result = json.loads(out[-1])
+    assert result["psnr"] > 28 and len(result["psnr_per_frame"]) == FRAMES, result  # measured 37.3 dB after 150 steps
+    written = iio.imread(tmp_path / "run" / "reconstruction.mp4", plugin="FFMPEG", index=None)
+    assert written.shape == (FRAMES, HEIGHT, WIDTH, 3)
+    assert json.loads((tmp_path / "run" / "psnr_per_frame.json").read_text()) == pytest.approx(result["psnr_per_frame"], abs=1e-3)
+    status, out, err = cli(capsys, "eval", tmp_path / "run")
+    assert status == 0 and json.loads(out[-1])["psnr"] == pytest.approx(result["psnr"], abs=1e-4), err
+    status, _, err = cli(capsys, "render", tmp_path / "run", "--frames", 2 * FRAMES, "--fps", 16, "--out", tmp_path / "x2.mp4")
+    assert status == 0, err
+    doubled = iio.imread(tmp_path / "x2.mp4", plugin="FFMPEG", index=None)
+    assert doubled.shape == (2 * FRAMES, HEIGHT, WIDTH, 3) and iio.immeta(tmp_path / "x2.mp4", plugin="FFMPEG")["fps"] == 16
+    # the in-between frames stay close to their neighbours in the clip
+    between = 0.5 * (target.frames[:-1].float() + target.frames[1:].float())
+    assert (doubled[2:-1:2].astype(np.float32) - between.numpy()).__abs__().mean() < 25
+    status, lines, _ = cli(capsys, "info", tmp_path / "run")
+    assert status == 0 and "task video" in lines[0]
