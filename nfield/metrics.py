@@ -47,7 +47,8 @@ def ssim(
 
     Matches ``skimage.metrics.structural_similarity(..., gaussian_weights=True, sigma=1.5,
     use_sample_covariance=False, data_range=data_range)`` (the paper's settings, K1=0.01, K2=0.03),
-    evaluated on the 'valid' region where the whole window fits, as scikit-image crops it.
+    evaluated on the 'valid' region where the whole window fits, as scikit-image crops it. Images
+    smaller than the window (11 px, where scikit-image refuses) have their edges replicated to fit one.
 
     Args:
         prediction, target: (H, W) or (H, W, C) images.
@@ -64,6 +65,11 @@ def ssim(
     g = torch.exp(-(coords**2) / (2 * sigma**2))
     g = g / g.sum()
     kernel = (g[:, None] * g[None, :]).expand(channels, 1, size, size)
+
+    short = max(size - x.shape[-2], size - x.shape[-1], 0)
+    if short:  # smaller than the window (11 px): edges replicated until one window fits
+        pad = (short // 2, short - short // 2) * 2
+        x, y = F.pad(x, pad, mode="replicate"), F.pad(y, pad, mode="replicate")
 
     def blur(z: torch.Tensor) -> torch.Tensor:
         return F.conv2d(z, kernel, groups=channels)

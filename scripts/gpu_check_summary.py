@@ -95,6 +95,12 @@ def bench_lines(name: str, report: dict[str, Any]) -> list[str]:
             f"KiloNeRF {fps.get('kilonerf', 0):.1f} fps vs teacher {fps.get('teacher', 0):.1f} (x{ratio:.2f}); "
             f"PSNR gap {report.get('psnr_gap_db', float('nan')):+.2f} dB"
         ]
+    if name == "families":
+        out = [
+            f"{c['claimant']} vs {c['baseline']}: holds on {c['holds_on']}/{c['of']}, {c['mean_difference_db']:+.2f} dB"
+            for c in report.get("claims", [])
+        ]
+        return [f"{len(report.get('results', []))} runs at {report.get('budget', 0):,} parameters", *out]
     return []
 
 

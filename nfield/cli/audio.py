@@ -2,15 +2,35 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Annotated, Optional
 
 import tyro
 
-from nfield.cli.options import FieldOptions, RunFlags, TrainingCommand, device_default, train_options
+from nfield.cli.image import ImageModelOptions
+from nfield.cli.options import RunFlags, TrainingCommand, device_default, train_options
+from nfield.errors import NfieldError
 from nfield.presets.audio import AUDIO_PRESETS
+from nfield.tasks.audio import AudioTaskConfig
+from nfield.tasks.gradient_adjustment import GradientAdjustmentConfig
+from nfield.tasks.teaching import TeachingConfig
 
 AudioTrainOptions = train_options(AUDIO_PRESETS)
+_IGA = AudioTaskConfig().gradient_adjustment  # audio's IGA defaults, stated in the help
+
+
+def gradient_adjustment_flags(
+    iga: bool, patch_size: int | None, n_balanced: int | None, defaults: GradientAdjustmentConfig
+) -> GradientAdjustmentConfig | None:
+    """The IGA settings of ``--iga``, ``--iga-patch-size`` and ``--iga-n-balanced`` (None: the task's
+    `defaults`), or None without ``--iga``; `NfieldError` if the last two are given without it."""
+    given = {k: v for k, v in {"patch_size": patch_size, "n_balanced": n_balanced}.items() if v is not None}
+    if not iga:
+        if given:
+            raise NfieldError("--iga-patch-size and --iga-n-balanced set IGA's hyper-parameters; add --iga to use it")
+        return None
+    return dataclasses.replace(defaults, enabled=True, **given)
 
 
 @dataclass(frozen=True)
@@ -23,12 +43,25 @@ class FitAudio(TrainingCommand):
     """
 
     audio: tyro.conf.Positional[str]  # sound file
-    model: Optional[str] = None  # siren, relu-pe, fourier (default siren)
+    model: Optional[str] = None
+    """siren, relu-pe, fourier, or any image family that applies to 1-D signals (wire, finer, gauss, cam, planes, ...;
+    not hash, dense, neurbf, sape) in its audio form (default siren)"""
     batch_size: Annotated[Optional[int], tyro.conf.arg(help_behavior_hint=device_default(AUDIO_PRESETS, "batch_size"))] = None
     """samples per step; shorter clips train full-batch"""
+    teaching: bool = False  # INT (nonparametric teaching): each step trains on the samples fitted worst
+    iga: bool = False  # IGA (inductive gradient adjustment): gradients rebalanced by the eNTK against spectral bias
+    iga_patch_size: Annotated[Optional[int], tyro.conf.arg(help_behavior_hint=f"(default: {_IGA.patch_size})")] = None
+    """IGA: length in samples of the runs of consecutive samples that each give one eNTK sample"""
+    iga_n_balanced: Annotated[Optional[int], tyro.conf.arg(help_behavior_hint=f"(default: {_IGA.n_balanced})")] = None
+    """IGA: the n largest eNTK eigenvalues are lowered to the (n+1)-th"""
     run: Annotated[RunFlags, tyro.conf.OmitArgPrefixes] = RunFlags()
     train: Annotated[AudioTrainOptions, tyro.conf.OmitArgPrefixes] = AudioTrainOptions()
-    model_options: Annotated[FieldOptions, tyro.conf.OmitArgPrefixes] = FieldOptions()
+    model_options: Annotated[ImageModelOptions, tyro.conf.OmitArgPrefixes] = ImageModelOptions()
 
     def __call__(self) -> None:
-        self.submit("audio", self.audio, {"batch_size": self.batch_size}, {})
+        task = {
+            "batch_size": self.batch_size,
+            "teaching": TeachingConfig(enabled=True) if self.teaching else None,
+            "gradient_adjustment": gradient_adjustment_flags(self.iga, self.iga_patch_size, self.iga_n_balanced, _IGA),
+        }
+        self.submit("audio", self.audio, task, {})

@@ -13,10 +13,12 @@ from nfield.cli.options import FieldOptions, RunFlags, TrainingCommand, device_d
 from nfield.errors import NfieldError
 from nfield.presets.image import IMAGE_PRESETS
 from nfield.run import load_run
+from nfield.tasks.gradient_adjustment import GradientAdjustmentConfig
 from nfield.tasks.teaching import TeachingConfig
 from nfield.views import render_image
 
 ImageTrainOptions = train_options(IMAGE_PRESETS)
+_IGA = GradientAdjustmentConfig()  # IGA's defaults, stated in the help
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,17 @@ class ImageModelOptions(FieldOptions):
     log2_hashmap_size: Optional[int] = None  # hash table size per level, log2
     base_resolution: Optional[int] = None  # coarsest grid resolution
     per_level_scale: Optional[float] = None  # growth factor between grid levels (default: finest level = image size)
+    fourier_reparam: Optional[bool] = None  # ReLU MLPs: Fourier-reparameterised hidden weights W = Lambda B (FR-INR)
+    omega0: Optional[float] = None  # wire: frequency of the Gabor wavelet
+    s0: Optional[float] = None  # wire: scale of the Gabor wavelet's Gaussian window
+    modulation_resolution: Optional[int] = None  # cam: vertices per axis of the modulation grids
+    basis: Optional[str] = None  # shifted-gaussian: gaussian, sinc or triangle
+    n_samples: Optional[int] = None  # shifted-gaussian: lattice samples per axis
+    width_factor: Optional[float] = None  # shifted-gaussian: basis width over the lattice spacing
+    resolutions: Optional[tuple[int, ...]] = None  # planes: vertices per axis of each scale
+    combine: Optional[str] = None  # planes: product or sum
+    n_kernels: Optional[int] = None  # neurbf: adaptive radial basis kernels
+    kernel: Optional[str] = None  # neurbf: inverse_quadric or gaussian
 
 
 @dataclass(frozen=True)
@@ -47,18 +60,37 @@ class FitImage(TrainingCommand):
     image: tyro.conf.Positional[str]
     """image file, or a scikit-image sample name: camera, astronaut, coffee, chelsea, ..."""
     model: Optional[str] = None
-    """relu, relu-pe, fourier, learnable-fourier, siren, spder, progressive, pins, sape, hash, dense (default siren)"""
+    """relu, relu-pe, fourier, learnable-fourier, siren, spder, progressive, pins, sape, hash, dense, wire, finer, gauss,
+    relu-pe-fr, cam, shifted-gaussian, planes, neurbf (default siren)"""
     downscale: int = 1  # integer box-filter downscaling of the image before fitting
     batch_size: Annotated[Optional[int], tyro.conf.arg(help_behavior_hint=device_default(IMAGE_PRESETS, "batch_size"))] = None
     """pixels per step; smaller images train full-batch"""
     teaching: bool = False  # INT (nonparametric teaching): each step trains on the pixels fitted worst
+    iga: bool = False  # IGA (inductive gradient adjustment): gradients rebalanced by the eNTK against spectral bias
+    iga_patch_size: Annotated[Optional[int], tyro.conf.arg(help_behavior_hint=f"(default: {_IGA.patch_size})")] = None
+    """IGA: side in pixels of the patches that each give one eNTK sample"""
+    iga_n_balanced: Annotated[Optional[int], tyro.conf.arg(help_behavior_hint=f"(default: {_IGA.n_balanced})")] = None
+    """IGA: the n largest eNTK eigenvalues are lowered to the (n+1)-th"""
     run: Annotated[RunFlags, tyro.conf.OmitArgPrefixes] = RunFlags()
     train: Annotated[ImageTrainOptions, tyro.conf.OmitArgPrefixes] = ImageTrainOptions()
     model_options: Annotated[ImageModelOptions, tyro.conf.OmitArgPrefixes] = ImageModelOptions()
 
     def __call__(self) -> None:
-        task = {"batch_size": self.batch_size, "teaching": TeachingConfig(enabled=True) if self.teaching else None}
+        task = {
+            "batch_size": self.batch_size,
+            "teaching": TeachingConfig(enabled=True) if self.teaching else None,
+            "gradient_adjustment": self._gradient_adjustment(),
+        }
         self.submit("image", self.image, task, {"downscale": self.downscale})
+
+    def _gradient_adjustment(self) -> GradientAdjustmentConfig | None:
+        settings = {"patch_size": self.iga_patch_size, "n_balanced": self.iga_n_balanced}
+        given = {k: v for k, v in settings.items() if v is not None}
+        if not self.iga:
+            if given:
+                raise NfieldError("--iga-patch-size and --iga-n-balanced set IGA's hyper-parameters; add --iga to use it")
+            return None
+        return GradientAdjustmentConfig(enabled=True, **given)
 
 
 @dataclass(frozen=True)

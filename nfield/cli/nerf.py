@@ -9,6 +9,7 @@ import tyro
 
 from nfield.cli.options import Overrides, RunFlags, TrainingCommand, device_default, train_options
 from nfield.presets.nerf import NERF_PRESETS
+from nfield.tasks.teaching import TeachingConfig
 
 NeRFTrainOptions = train_options(NERF_PRESETS)
 
@@ -37,11 +38,13 @@ class TrainNeRF(TrainingCommand):
     """
 
     scene: tyro.conf.Positional[str]  # scene folder (or its transforms.json)
-    model: Optional[str] = None  # ngp, vanilla, kilonerf, siren, fourier (default ngp)
+    model: Optional[str] = None
+    """ngp, vanilla, kilonerf, siren, fourier, or any other fit-image model as the geometry network (default ngp)"""
     downscale: int = 1  # integer downscaling of the images (and intrinsics)
     batch_rays: Annotated[Optional[int], tyro.conf.arg(help_behavior_hint=device_default(NERF_PRESETS, "batch_rays"))] = None
     """rays per step"""
     loss: Optional[Literal["mse", "huber"]] = None  # photometric loss, mse or huber (default: mse)
+    teaching: bool = False  # INT (nonparametric teaching): each step trains on the rays of a random batch rendered worst
     background: Optional[Literal["random", "white", "black"]] = None
     """background of transparent training pixels: random per ray, white or black (default: random)"""
     eval_views: Optional[int] = None  # held-out views per periodic evaluation, 0 for all (default: 8)
@@ -53,5 +56,6 @@ class TrainNeRF(TrainingCommand):
     def __call__(self) -> None:
         task = {"batch_rays": self.batch_rays, "loss": self.loss, "train_background": self.background}
         task["eval_views"] = self.eval_views
+        task["teaching"] = TeachingConfig(enabled=True) if self.teaching else None
         data = {"downscale": self.downscale, "skip_missing_images": self.skip_missing_images}
         self.submit("nerf", self.scene, task, data)

@@ -12,6 +12,7 @@ import tyro
 from nfield.cli.options import Overrides, RunFlags, TrainingCommand, describe_default, device_default, train_options
 from nfield.presets.sdf import SDF_PRESETS
 from nfield.run import load_run
+from nfield.tasks.teaching import TeachingConfig
 from nfield.views import extract_mesh
 
 SDFTrainOptions = train_options(SDF_PRESETS)
@@ -44,7 +45,8 @@ class FitSDF(TrainingCommand):
     """
 
     shape: tyro.conf.Positional[str]  # mesh or oriented point cloud file
-    model: Optional[str] = None  # nglod, siren, hash, dense, relu-pe (default nglod)
+    model: Optional[str] = None
+    """nglod, siren, hash, dense, relu-pe, or any other fit-image model in 3-D except sape (default nglod)"""
     batch_size: Annotated[Optional[int], _hint("batch_size")] = None  # training points per step
     pool_size: Annotated[Optional[int], _hint("pool_size")] = None  # points with ground-truth distances drawn at once
     mesh_resolution: Optional[int] = None
@@ -57,13 +59,17 @@ class FitSDF(TrainingCommand):
         Optional[float], tyro.conf.arg(help_behavior_hint=describe_default(SDF_PRESETS, lambda p: p.task.eikonal_weight))
     ] = None
     """weight of the eikonal term"""
+    teaching: bool = False
+    """INT (nonparametric teaching): each step trains on the pool points with the largest distance error (meshes only)"""
     run: Annotated[RunFlags, tyro.conf.OmitArgPrefixes] = RunFlags()
     train: Annotated[SDFTrainOptions, tyro.conf.OmitArgPrefixes] = SDFTrainOptions()
     model_options: Annotated[SDFModelOptions, tyro.conf.OmitArgPrefixes] = SDFModelOptions()
 
     def __call__(self) -> None:
         keys = ("batch_size", "pool_size", "mesh_resolution", "metric_points", "sdf_backend", "eikonal_weight")
-        self.submit("sdf", self.shape, {key: getattr(self, key) for key in keys}, {})
+        task = {key: getattr(self, key) for key in keys}
+        task["teaching"] = TeachingConfig(enabled=True) if self.teaching else None
+        self.submit("sdf", self.shape, task, {})
 
 
 @dataclass(frozen=True)

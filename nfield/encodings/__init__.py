@@ -9,6 +9,8 @@ from nfield.encodings.fourier import GaussianFourier, GaussianFourierConfig, Lea
 from nfield.encodings.frequency import Frequency, FrequencyConfig, band_window, frequency_features
 from nfield.encodings.grid import DenseGrid, DenseGridConfig, GridLevel, HashGrid, HashGridConfig
 from nfield.encodings.identity import Identity, IdentityConfig
+from nfield.encodings.neurbf import NeuRBF, NeuRBFConfig, image_gradient_weights
+from nfield.encodings.planes import FeaturePlanes, FeaturePlanesConfig
 from nfield.encodings.progressive import (
     ProgressiveFrequency,
     ProgressiveFrequencyConfig,
@@ -17,6 +19,7 @@ from nfield.encodings.progressive import (
 from nfield.encodings.registry import ENCODINGS
 from nfield.encodings.sape import SpatiallyAdaptiveProgressive, SpatiallyAdaptiveProgressiveConfig
 from nfield.encodings.sh import SphericalHarmonics, SphericalHarmonicsConfig, spherical_harmonics
+from nfield.encodings.shifted_basis import ShiftedBasis, ShiftedBasisConfig, shifted_basis_features
 
 __all__ = [
     "ENCODINGS",
@@ -40,7 +43,15 @@ __all__ = [
     "DenseGrid",
     "DenseGridConfig",
     "GridLevel",
+    "ShiftedBasis",
+    "ShiftedBasisConfig",
+    "shifted_basis_features",
+    "FeaturePlanes",
+    "FeaturePlanesConfig",
     "SphericalHarmonics",
     "SphericalHarmonicsConfig",
     "spherical_harmonics",
+    "NeuRBF",
+    "NeuRBFConfig",
+    "image_gradient_weights",
 ]

@@ -5,11 +5,15 @@ dataclass through `NETWORKS` (``NETWORKS.build(cfg, in_dim, out_dim)``). Activat
 initialisation belong together: SIREN's initialisation is part of `Siren`.
 """
 
-from nfield.networks.mlp import ACTIVATIONS, MLP, MLPConfig, activation_module
+from nfield.networks.cam import CamConfig, CamMLP
+from nfield.networks.finer import Finer, FinerActivation, FinerConfig
+from nfield.networks.gaussian import GaussianNetwork, GaussianNetworkConfig, gaussian_activation
+from nfield.networks.mlp import ACTIVATIONS, MLP, FourierLinear, MLPConfig, activation_module, fourier_basis
 from nfield.networks.progressive import ProgressiveNetwork, ProgressiveNetworkConfig
 from nfield.networks.registry import NETWORKS
 from nfield.networks.siren import SineLayer, SineNetwork, Siren, SirenConfig
 from nfield.networks.spder import Spder, SpderConfig, spder_activation
+from nfield.networks.wire import Wire, WireConfig
 
 __all__ = [
     "NETWORKS",
@@ -17,6 +21,10 @@ __all__ = [
     "MLP",
     "MLPConfig",
     "activation_module",
+    "FourierLinear",
+    "fourier_basis",
+    "CamMLP",
+    "CamConfig",
     "SineLayer",
     "SineNetwork",
     "Siren",
@@ -26,4 +34,12 @@ __all__ = [
     "spder_activation",
     "ProgressiveNetwork",
     "ProgressiveNetworkConfig",
+    "Wire",
+    "WireConfig",
+    "Finer",
+    "FinerConfig",
+    "FinerActivation",
+    "GaussianNetwork",
+    "GaussianNetworkConfig",
+    "gaussian_activation",
 ]

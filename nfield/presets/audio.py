@@ -25,6 +25,8 @@ from nfield.errors import NfieldError
 from nfield.fields import FieldConfig
 from nfield.networks import MLPConfig, SirenConfig
 from nfield.presets import Preset, apply_overrides
+from nfield.presets.families import NOT_FOR, family_preset
+from nfield.presets.image import IMAGE_PRESETS
 from nfield.tasks.audio import AudioTask, AudioTaskConfig
 from nfield.train import TrainConfig
 
@@ -52,12 +54,23 @@ AUDIO_PRESETS: dict[str, Preset] = {
 DEFAULT_MODEL = "siren"
 
 
-def resolve_audio_preset(name: str, overrides: dict[str, Any]) -> Preset:
-    """The preset `name` with hyper-parameter `overrides` applied to whichever part has each key."""
-    if name not in AUDIO_PRESETS:
-        raise NfieldError(f"unknown model '{name}'; choose one of: {', '.join(AUDIO_PRESETS)}")
-    preset = AUDIO_PRESETS[name]
+def resolve_audio_preset(name: str, overrides: dict[str, Any], n_samples: int = 2**16) -> Preset:
+    """The preset `name` with hyper-parameter `overrides` applied to whichever part has each key.
+    Any other image family (wire, finer, cam, planes, ...) is taken in its audio form
+    (`nfield.presets.families`) for a clip of `n_samples` samples."""
+    if name in AUDIO_PRESETS:
+        preset = AUDIO_PRESETS[name]
+    elif name in IMAGE_PRESETS and name not in NOT_FOR["audio"]:
+        preset = family_preset(name, 1, "audio", n_samples, AUDIO_PRESETS[DEFAULT_MODEL])
+    else:
+        why = f" ({name}: {NOT_FOR['audio'][name]})" if name in NOT_FOR["audio"] else ""
+        raise NfieldError(f"unknown model '{name}'{why}; choose one of: {', '.join(audio_models())}")
     return dataclasses.replace(preset, field=apply_overrides(name, preset.field, overrides))
+
+
+def audio_models() -> list[str]:
+    """Every model fit-audio takes: its own presets, then the image families that apply to audio."""
+    return [*AUDIO_PRESETS, *(f for f in IMAGE_PRESETS if f not in AUDIO_PRESETS and f not in NOT_FOR["audio"])]
 
 
 def new_audio_run(
@@ -65,8 +78,8 @@ def new_audio_run(
 ) -> tuple[TrainConfig, dict[str, Any], Audio]:
     """A new audio run from the preset `model`: (its training config, the task's part of config.json,
     the loaded clip). `task_overrides` replace keys of the task settings chosen for `device`."""
-    preset = resolve_audio_preset(model, model_overrides)
+    audio = load_audio(source)
+    preset = resolve_audio_preset(model, model_overrides, audio.n_samples)
     task_cfg = dataclasses.replace(preset.task_for(device), **task_overrides)
     task_cfg.validate()
-    audio = load_audio(source)
     return preset.train, AudioTask.run_config(audio, preset.field, task_cfg), audio

@@ -31,6 +31,8 @@ from nfield.fields.kilonerf import KiloNeRFConfig
 from nfield.fields.radiance import GenericRadianceConfig, NGPFieldConfig, VanillaNeRFConfig
 from nfield.networks import MLPConfig, SirenConfig
 from nfield.presets import Preset
+from nfield.presets.families import NOT_FOR, family_preset
+from nfield.presets.image import IMAGE_PRESETS
 from nfield.tasks.nerf import NeRFTask, NeRFTaskConfig
 from nfield.train import TrainConfig
 
@@ -76,13 +78,31 @@ NERF_PRESETS: dict[str, Preset] = {
 DEFAULT_MODEL = "ngp"
 
 
+#: Cells per axis the other families' grids, planes and lattices reach over the scene's box.
+FAMILY_RESOLUTION = 256
+
+
+def nerf_models() -> list[str]:
+    """Every model train-nerf takes: its own presets, then the image families that apply to NeRFs."""
+    return [*NERF_PRESETS, *(f for f in IMAGE_PRESETS if f not in NERF_PRESETS and f not in NOT_FOR["nerf"])]
+
+
 def resolve_nerf_preset(name: str, overrides: dict[str, Any]) -> Preset:
     """The preset `name` with `overrides` applied: field sizes (``n_levels`` and ``log2_hashmap_size``
     for ngp, ``longest_axis_cells`` for kilonerf) and sampling (``grid_resolution``, ``grid_warmup``,
     ``steps_per_ray``, ``n_samples``, ``n_importance``)."""
-    if name not in NERF_PRESETS:
-        raise NfieldError(f"unknown model '{name}'; choose one of: {', '.join(NERF_PRESETS)}")
-    preset, field = NERF_PRESETS[name], NERF_PRESETS[name].field
+    if name in NERF_PRESETS:
+        preset = NERF_PRESETS[name]
+    elif name in IMAGE_PRESETS and name not in NOT_FOR["nerf"]:
+        # any other image family as the geometry network under NGP's colour head (`nfield.presets.families`)
+        family = family_preset(name, 3, "nerf", FAMILY_RESOLUTION, NERF_PRESETS["fourier"])
+        preset = dataclasses.replace(
+            family, field=GenericRadianceConfig(encoding=family.field.encoding, network=family.field.network)
+        )
+    else:
+        why = f" ({name}: {NOT_FOR['nerf'][name]})" if name in NOT_FOR["nerf"] else ""
+        raise NfieldError(f"unknown model '{name}'{why}; choose one of: {', '.join(nerf_models())}")
+    field = preset.field
     if "longest_axis_cells" in overrides:
         if not isinstance(field, KiloNeRFConfig):
             raise NfieldError("--longest-axis-cells applies to the kilonerf model only")

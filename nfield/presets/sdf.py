@@ -27,6 +27,8 @@ from nfield.fields import FieldConfig
 from nfield.fields.sdf import NGLODConfig, SDFFieldConfig
 from nfield.networks import MLPConfig, SirenConfig
 from nfield.presets import Preset
+from nfield.presets.families import NOT_FOR, family_preset
+from nfield.presets.image import IMAGE_PRESETS
 from nfield.tasks.sdf import SDFTask, SDFTaskConfig
 from nfield.train import TrainConfig
 
@@ -72,12 +74,29 @@ DEFAULT_MODEL = "nglod"
 _NGLOD_ONLY = {"lods": "n_lods", "base_lod": "base_lod", "feature_dim": "feature_dim"}  # override key -> octree key
 
 
+#: Image families with periodic activations, trained with SIREN's SDF eikonal weight.
+_PERIODIC = ("spder", "wire", "finer", "gauss")
+#: Cells per axis the other families' grids, planes and lattices reach over the normalised box.
+FAMILY_RESOLUTION = 256
+
+
+def sdf_models() -> list[str]:
+    """Every model fit-sdf takes: its own presets, then the image families that apply to SDFs."""
+    return [*SDF_PRESETS, *(f for f in IMAGE_PRESETS if f not in SDF_PRESETS and f not in NOT_FOR["sdf"])]
+
+
 def resolve_sdf_preset(name: str, overrides: dict[str, Any]) -> Preset:
     """The preset `name` with size `overrides` applied: ``lods``, ``base_lod``, ``feature_dim``
     (nglod only), ``n_neurons`` and ``n_hidden_layers`` (the MLP, or each NGLOD decoder)."""
-    if name not in SDF_PRESETS:
-        raise NfieldError(f"unknown model '{name}'; choose one of: {', '.join(SDF_PRESETS)}")
-    preset = SDF_PRESETS[name]
+    if name in SDF_PRESETS:
+        preset = SDF_PRESETS[name]
+    elif name in IMAGE_PRESETS and name not in NOT_FOR["sdf"]:
+        # any other image family in 3-D (`nfield.presets.families`); periodic activations get SIREN's eikonal term
+        base = SDF_PRESETS["siren" if name in _PERIODIC else "relu-pe"]
+        preset = family_preset(name, 3, "sdf", FAMILY_RESOLUTION, base)
+    else:
+        why = f" ({name}: {NOT_FOR['sdf'][name]})" if name in NOT_FOR["sdf"] else ""
+        raise NfieldError(f"unknown model '{name}'{why}; choose one of: {', '.join(sdf_models())}")
     field, sizes = preset.field, {k: overrides[k] for k in ("n_neurons", "n_hidden_layers") if k in overrides}
     if isinstance(field, NGLODConfig):
         octree = dataclasses.replace(field.octree, **{key: overrides[k] for k, key in _NGLOD_ONLY.items() if k in overrides})

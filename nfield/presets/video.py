@@ -23,7 +23,8 @@ from nfield.errors import NfieldError
 from nfield.fields import FieldConfig
 from nfield.networks import MLPConfig, SirenConfig
 from nfield.presets import Preset, apply_overrides
-from nfield.presets.image import grid_scale_for
+from nfield.presets.families import family_preset
+from nfield.presets.image import IMAGE_PRESETS, grid_scale_for
 from nfield.tasks.video import VideoTask, VideoTaskConfig
 from nfield.train import TrainConfig
 
@@ -57,11 +58,19 @@ VIDEO_PRESETS: dict[str, Preset] = {
 DEFAULT_MODEL = "hash"
 
 
+def video_models() -> list[str]:
+    """Every model fit-video takes: its own presets, then the other image families."""
+    return [*VIDEO_PRESETS, *(f for f in IMAGE_PRESETS if f not in VIDEO_PRESETS)]
+
+
 def resolve_video_preset(name: str, overrides: dict[str, Any], height: int, width: int) -> Preset:
     """The preset `name` with `overrides` applied and the grid's finest level fitted to the frames."""
-    if name not in VIDEO_PRESETS:
-        raise NfieldError(f"unknown model '{name}'; choose one of: {', '.join(VIDEO_PRESETS)}")
-    preset = VIDEO_PRESETS[name]
+    if name in VIDEO_PRESETS:
+        preset = VIDEO_PRESETS[name]
+    elif name in IMAGE_PRESETS:  # any other image family over (x, y, t) (`nfield.presets.families`)
+        preset = family_preset(name, 3, "video", max(height, width), VIDEO_PRESETS["relu-pe"])
+    else:
+        raise NfieldError(f"unknown model '{name}'; choose one of: {', '.join(video_models())}")
     field = apply_overrides(name, preset.field, overrides)
     if isinstance(field.encoding, HashGridConfig) and "per_level_scale" not in overrides:
         scale = grid_scale_for(field.encoding, max(height, width))

@@ -2,9 +2,14 @@
 
 As in SIREN's audio experiment, the whole clip is one function of time; the first layer's
 frequency must reach the signal's (w0 in the thousands for a few seconds at 44.1 kHz, see the
-audio presets). Short clips train full-batch; longer ones on random batches of samples. Evaluation
-renders every sample and reports PSNR (peak 1, full scale) and SNR; the export writes the
-reconstruction as a sound file and a waveform/spectrogram comparison picture.
+audio presets). Short clips train full-batch; longer ones on random batches of samples. With
+teaching (INT, `nfield.tasks.teaching`) the candidates are every sample of a full-batch clip, else a
+random batch of `batch_size` samples, and each step trains on the share the field fits worst. With
+IGA (`nfield.tasks.gradient_adjustment`) the groups are runs of `gradient_adjustment.patch_size`
+consecutive samples (default 1,024, an image patch's worth) and random batches (teaching's
+candidates too) are batch_size // patch_size whole random runs. Evaluation renders every sample and
+reports PSNR (peak 1, full scale) and SNR; the export writes the reconstruction as a sound file and
+a waveform/spectrogram comparison picture.
 """
 
 from __future__ import annotations
@@ -22,12 +27,27 @@ from nfield.data.images import save_image
 from nfield.errors import NfieldError
 from nfield.fields import Field, FieldConfig, field_config_from_dict, field_config_to_dict
 from nfield.metrics import psnr_from_mse
+from nfield.tasks.gradient_adjustment import (
+    MAX_CELLS_PER_AXIS,
+    GradientAdjuster,
+    GradientAdjustmentConfig,
+    patch_groups,
+    random_blocks,
+)
+from nfield.tasks.teaching import Teacher, TeachingConfig
+
+#: IGA's default group: runs of this many samples, the samples of a default 32 x 32 image patch.
+IGA_RUN = 1024
 
 
 @dataclass(frozen=True)
 class AudioTaskConfig:
     batch_size: int = 2**17  # samples per step; clips with at most this many samples train full-batch
     render_chunk: int = 2**17  # samples per forward pass when rendering
+    teaching: TeachingConfig = dataclasses.field(default_factory=TeachingConfig)  # INT: train on the worst-fitted samples
+    gradient_adjustment: GradientAdjustmentConfig = dataclasses.field(
+        default_factory=lambda: GradientAdjustmentConfig(patch_size=IGA_RUN)
+    )  # IGA: eNTK-balanced steps over runs of patch_size samples
 
     def validate(self) -> None:
         if self.batch_size <= 0 or self.render_chunk <= 0:
@@ -49,7 +69,7 @@ class AudioTask:
         field_cfg: the field to fit.
         cfg: batch and rendering sizes.
         device: where training runs.
-        seed: seeds the sample sampler's own generator (saved in checkpoints).
+        seed: seeds the sample sampler's own generator (saved in checkpoints, with the teacher's picks).
         channels: output channels when `audio` is None.
     """
 
@@ -71,6 +91,14 @@ class AudioTask:
         self.model = Field(1, audio.channels if audio is not None else channels, field_cfg).to(self.device)
         self.generator = torch.Generator(self.device)
         self.generator.manual_seed(seed)
+        self.teacher = Teacher(cfg.teaching) if cfg.teaching.enabled else None
+        self.adjuster = GradientAdjuster(cfg.gradient_adjustment) if cfg.gradient_adjustment.enabled else None
+        if self.adjuster is not None and audio is not None and audio.n_samples > MAX_CELLS_PER_AXIS:
+            raise NfieldError(
+                f"{audio.source}: IGA tells samples apart by their float32 times, distinct up to "
+                f"{MAX_CELLS_PER_AXIS:,} samples; this clip has {audio.n_samples:,}: fit a shorter cut"
+            )
+        self.step, self.total = 0, 1  # set by `update` (the teacher's schedules need both)
         self.full_batch = audio is not None and audio.n_samples <= cfg.batch_size
         if self.full_batch:
             self._coords = time_coordinates(torch.arange(audio.n_samples, device=self.device), audio.n_samples)
@@ -131,18 +159,54 @@ class AudioTask:
     def param_groups(self) -> list[dict[str, Any]]:
         return [{"params": list(self.model.parameters())}]
 
+    def update(self, step: int, total: int) -> None:
+        """The trainer's progress (the teacher's schedules depend on it)."""
+        self.step, self.total = step, total
+
     def sample(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(times (B, 1), targets (B, C)) for one step."""
+        """(times (B, 1), targets (B, C)) for one step; with teaching, the candidates (every sample,
+        or a random batch of them) the field fits worst, re-picked on the teacher's schedule; with
+        IGA on a clip larger than a batch, whole random runs (the groups IGA's eNTK is sampled from)."""
         audio = self._data()
+        if self.teacher is not None:
+            return self._taught(step)
         if self.full_batch:
             return self._coords, audio.samples
-        index = torch.randint(0, audio.n_samples, (self.cfg.batch_size,), device=self.device, generator=self.generator)
+        return self._at(self._random_batch())
+
+    def _random_batch(self) -> torch.Tensor:
+        """(B,) sample indices drawn with the task's generator: batch_size uniform ones, or with IGA
+        the samples of batch_size // run (at least one) whole random runs, the last run cut to the clip."""
+        n_samples = self._data().n_samples
+        if self.adjuster is None:
+            return torch.randint(0, n_samples, (self.cfg.batch_size,), device=self.device, generator=self.generator)
+        run = self.cfg.gradient_adjustment.patch_size
+        return random_blocks((n_samples,), (run,), max(1, self.cfg.batch_size // run), self.generator, self.device)[:, 0]
+
+    def _at(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(times (B, 1), targets (B, C)) of the samples `index` (B,)."""
+        audio = self._data()
         return time_coordinates(index, audio.n_samples), audio.samples[index]
 
+    def _taught(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        teacher = self.teacher
+        if teacher.due(step, self.total):
+            index = torch.arange(self._data().n_samples, device=self.device) if self.full_batch else self._random_batch()
+            teacher.pick(step, self.total, index, *self._at(index), self.model)
+        return self._at(teacher.picked)
+
     def loss(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(the loss to backpropagate, {"psnr"}): the MSE; with IGA, a loss whose value is the MSE and
+        whose gradient is IGA's 2 / (B C) J^T S r over runs of samples."""
         times, targets = batch
-        mse = (self.model(times).float() - targets).square().mean()
-        return mse, {"psnr": psnr_from_mse(mse.detach())}
+        outputs = self.model(times)
+        outputs = outputs.to(torch.promote_types(outputs.dtype, torch.float32))
+        mse = (outputs - targets).square().mean()
+        metrics = {"psnr": psnr_from_mse(mse.detach())}
+        if self.adjuster is None:
+            return mse, metrics
+        groups, slots = patch_groups(times, (self._data().n_samples,), self.cfg.gradient_adjustment.patch_size)
+        return self.adjuster.loss(self.model, times, outputs, targets, groups, slots), metrics
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
@@ -160,10 +224,15 @@ class AudioTask:
         save_image(run_dir / "comparison.png", comparison_image(audio.samples[:, 0], fitted[:, 0]))
 
     def state_dict(self) -> dict[str, Any]:
-        return {"generator": self.generator.get_state()}
+        state = {"generator": self.generator.get_state()}
+        if self.teacher is not None:
+            state["teacher"] = self.teacher.state_dict()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.generator.set_state(state["generator"])
+        if self.teacher is not None and "teacher" in state:
+            self.teacher.load_state_dict(state["teacher"], self.device)
 
     # --- rendering -----------------------------------------------------------------------------
     @torch.no_grad()

@@ -24,6 +24,7 @@ from nfield.data.images import Image, load_image, pixel_coordinates, save_image
 from nfield.errors import NfieldError
 from nfield.fields import Field, FieldConfig, field_config_from_dict, field_config_to_dict
 from nfield.metrics import psnr, psnr_from_mse, ssim
+from nfield.tasks.gradient_adjustment import GradientAdjuster, GradientAdjustmentConfig, patch_groups
 from nfield.tasks.teaching import Teacher, TeachingConfig
 
 #: Absolute error mapped to the top of the error map's colour scale.
@@ -35,6 +36,7 @@ class ImageTaskConfig:
     batch_size: int = 2**18  # pixels per step; images with at most this many pixels train full-batch
     render_chunk: int = 2**18  # coordinates per forward pass when rendering
     teaching: TeachingConfig = field(default_factory=TeachingConfig)  # INT: train on the worst-fitted pixels
+    gradient_adjustment: GradientAdjustmentConfig = field(default_factory=GradientAdjustmentConfig)  # IGA: eNTK-balanced steps
 
 
 class ImageTask:
@@ -65,10 +67,15 @@ class ImageTask:
         self.cfg, self.device = cfg, torch.device(device)
         self.image = None if image is None else image.to(self.device)
         self.model = Field(2, image.channels if image is not None else channels, field_cfg).to(self.device)
+        if self.image is not None:  # components initialised from the signal (NeuRBF's kernel centres)
+            for module in self.model.modules():
+                if callable(getattr(module, "init_from_signal", None)):
+                    module.init_from_signal(self.image.as_float(), image.height, image.width)
         self.generator = torch.Generator(self.device)
         self.generator.manual_seed(seed)
         self._feedback = [m for m in self.model.modules() if callable(getattr(m, "observe_error", None))]
         self.teacher = Teacher(cfg.teaching) if cfg.teaching.enabled else None
+        self.adjuster = GradientAdjuster(cfg.gradient_adjustment) if cfg.gradient_adjustment.enabled else None
         self.step, self.total = 0, 1  # set by `update` (the teacher's schedules need both)
         self.full_batch = False
         if image is not None:
@@ -145,20 +152,39 @@ class ImageTask:
 
     def sample(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(coords (B, 2), targets (B, C)) for one step; with teaching, the candidates (every pixel,
-        or a random batch of them) the field fits worst, re-picked on the teacher's schedule."""
+        or a random batch of them) the field fits worst, re-picked on the teacher's schedule; with
+        IGA on a large image, whole random patches (the groups IGA's eNTK is sampled from)."""
         if self.teacher is not None:
             return self._taught(step)
         if self.full_batch:
             return self._coords, self._targets
         image = self._data()
-        index = torch.randint(0, self.n_pixels, (self.cfg.batch_size,), device=self.device, generator=self.generator)
+        if self.adjuster is not None:
+            index = self._random_patches()
+        else:
+            index = torch.randint(0, self.n_pixels, (self.cfg.batch_size,), device=self.device, generator=self.generator)
         return pixel_coordinates(index, image.height, image.width), image.values_at(index)
+
+    def _random_patches(self) -> torch.Tensor:
+        """(B,) row-major indices of the pixels of batch_size // patch_size^2 (at least one) random
+        patches, border patches cut to the image."""
+        image, side = self._data(), self.cfg.gradient_adjustment.patch_size
+        rows, cols = -(-image.height // side), -(-image.width // side)
+        n = min(max(1, self.cfg.batch_size // side**2), rows * cols)
+        patch = torch.randperm(rows * cols, device=self.device, generator=self.generator)[:n]
+        offset = torch.arange(side, device=self.device)
+        y = ((patch // cols) * side)[:, None, None] + offset[None, :, None]
+        x = ((patch % cols) * side)[:, None, None] + offset[None, None, :]
+        inside = (y < image.height) & (x < image.width)
+        return (y * image.width + x)[inside]
 
     def _taught(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         image, teacher = self._data(), self.teacher
         if teacher.due(step, self.total):
             if self.full_batch:
                 index = torch.arange(self.n_pixels, device=self.device)
+            elif self.adjuster is not None:  # IGA's groups must stay few: candidates are whole patches
+                index = self._random_patches()
             else:
                 index = torch.randint(0, self.n_pixels, (self.cfg.batch_size,), device=self.device, generator=self.generator)
             coords, targets = pixel_coordinates(index, image.height, image.width), image.values_at(index)
@@ -166,12 +192,22 @@ class ImageTask:
         return pixel_coordinates(teacher.picked, image.height, image.width), image.values_at(teacher.picked)
 
     def loss(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(the loss to backpropagate, {"psnr"}): the MSE; with IGA, a loss whose value is the MSE and
+        whose gradient is IGA's 2 / (B C) J^T S r (see `nfield.tasks.gradient_adjustment`)."""
         coords, targets = batch
-        squared = (self.model(coords).float() - targets) ** 2
+        outputs = self.model(coords).float()
+        squared = (outputs - targets) ** 2
         for module in self._feedback:
             module.observe_error(coords, squared.detach().mean(dim=-1))
         mse = squared.mean()
-        return mse, {"psnr": psnr_from_mse(mse.detach(), self._data().data_range)}
+        metrics = {"psnr": psnr_from_mse(mse.detach(), self._data().data_range)}
+        if self.adjuster is None:
+            return mse, metrics
+        image = self._data()
+        groups, slots = patch_groups(coords, (image.width, image.height), self.cfg.gradient_adjustment.patch_size)
+        adjusted = self.adjuster.adjusted_residuals(self.model, coords, outputs - targets, groups, slots)
+        surrogate = self.adjuster.surrogate_loss(outputs, adjusted)
+        return mse.detach() + (surrogate - surrogate.detach()), metrics
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:

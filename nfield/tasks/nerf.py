@@ -9,6 +9,11 @@ transparency rather than a background colour, and white for evaluation.
 Two samplers: an occupancy grid marched with a fixed step (instant-ngp; empty cells skipped, rays
 stopped once nearly opaque), or NeRF's coarse + fine hierarchical sampling with two fields.
 Evaluation renders held-out views in chunks and reports PSNR and SSIM against them.
+
+With teaching (INT, `nfield.tasks.teaching`) a pick renders a random batch of `batch_rays` rays
+without gradients, on black (so the ranking does not depend on the random background), and the
+next steps train on the share the field renders worst, as image fitting does on random batches;
+the picks (flat pixel indices over the training images) are kept in checkpoints.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from nfield.metrics import psnr, psnr_from_mse, ssim
 from nfield.render.cameras import CameraSet, PinholeCamera, camera_rays, image_rays, pixel_rays
 from nfield.render.samplers import OccupancyGrid, OccupancyGridConfig, importance_samples, ray_aabb, stratified_samples
 from nfield.render.volume import RENDER_BACKENDS, render_rays
+from nfield.tasks.teaching import Teacher, TeachingConfig
 
 BACKGROUNDS = {"white": (1.0, 1.0, 1.0), "black": (0.0, 0.0, 0.0)}
 
@@ -60,6 +66,7 @@ class NeRFTaskConfig:
     eval_views: int = 8  # held-out views per evaluation during training, evenly spaced (0: all; `nfield eval` uses all)
     render_chunk: int = 2**13  # rays per forward pass when rendering images
     render_backend: str = "auto"  # ray marching and compositing: auto (Triton kernels on CUDA), torch, triton
+    teaching: TeachingConfig = field(default_factory=TeachingConfig)  # INT: train on the worst-rendered rays
 
     def validate(self) -> None:
         for name in ("batch_rays", "n_samples", "n_importance", "steps_per_ray", "render_chunk"):
@@ -105,6 +112,8 @@ class NeRFTask:
         self.cameras = None if scene is None else scene.train.cameras.to(self.device)
         self.generator = torch.Generator()
         self.generator.manual_seed(seed)
+        self.teacher = Teacher(cfg.teaching) if cfg.teaching.enabled else None
+        self.step, self.total = 0, 1  # set by `update` (the teacher's schedules need both)
 
     # --- a run directory's task ---------------------------------------------------------------
     @staticmethod
@@ -182,26 +191,61 @@ class NeRFTask:
     def param_groups(self) -> list[dict[str, Any]]:
         return [{"params": [p for p in self.model.parameters() if p.requires_grad]}]
 
+    def update(self, step: int, total: int) -> None:
+        """The trainer's progress (the teacher's schedules need it)."""
+        self.step, self.total = step, total
+
     def sample(self, step: int) -> dict[str, torch.Tensor]:
         """`batch_rays` random pixels of random training images: camera index, pixel centre (u, v),
-        target colour composited on the ray's background, and that background."""
+        target colour composited on the ray's background, and that background. With teaching, the
+        share of a random batch the field renders worst (on black), re-picked on the teacher's schedule."""
         images = self._data().train.images
-        n, height, width, channels = images.shape
+        n, height, width, _ = images.shape
         shape = (self.cfg.batch_rays,)
-        camera = torch.randint(0, n, shape, generator=self.generator)
-        row = torch.randint(0, height, shape, generator=self.generator)
-        column = torch.randint(0, width, shape, generator=self.generator)
-        pixels = images[camera, row, column].float() / 255
-        background = self._background(self.cfg.train_background, shape[0])
-        target = composite_on(pixels, background)
+        if self.teacher is None or self.teacher.due(step, self.total):
+            camera = torch.randint(0, n, shape, generator=self.generator)
+            row = torch.randint(0, height, shape, generator=self.generator)
+            column = torch.randint(0, width, shape, generator=self.generator)
+            if self.teacher is None:
+                return self._rays(camera, row, column)
+            index = ((camera * height + row) * width + column).to(self.device)  # flat pixel indices name the candidates
+            black = self._rays(camera, row, column, background="black")
+            self.teacher.pick(step, self.total, index, index, black["target"], self._render_on_black)
+        picked = self.teacher.picked.cpu()
+        return self._rays(picked // (height * width), picked // width % height, picked % width)
+
+    def _rays(
+        self, camera: torch.Tensor, row: torch.Tensor, column: torch.Tensor, background: str | None = None
+    ) -> dict[str, torch.Tensor]:
+        """The batch of the pixels at `camera`, `row`, `column` (each (B,) on the CPU), composited on
+        `background` (default: the training background, drawn from the task's generator)."""
+        pixels = self._data().train.images[camera, row, column].float() / 255
+        background_rgb = self._background(background or self.cfg.train_background, len(camera))
         to = {"device": self.device, "non_blocking": True}
         return {
             "camera": camera.to(**to),
             "u": (column.float() + 0.5).to(**to),
             "v": (row.float() + 0.5).to(**to),
-            "target": target.to(**to),
-            "background": background.to(**to),
+            "target": composite_on(pixels, background_rgb).to(**to),
+            "background": background_rgb.to(**to),
         }
+
+    @torch.no_grad()
+    def _render_on_black(self, index: torch.Tensor) -> torch.Tensor:
+        """(N, 3) colours the field renders on black for flat training-pixel indices (N,)."""
+        _, height, width, _ = self._data().train.images.shape
+        camera, row, column = index // (height * width), index // width % height, index % width
+        origins, directions = pixel_rays(self.cameras, camera, column.float() + 0.5, row.float() + 0.5)
+        black = torch.zeros(len(index), 3, device=self.device)
+        outputs = []
+        for start in range(0, len(index), self.cfg.render_chunk):
+            part = slice(start, start + self.cfg.render_chunk)
+            outputs.append(
+                render_nerf_rays(self.model, self.cfg, self.near, origins[part], directions[part], black[part], train=False)[0][
+                    "rgb"
+                ]
+            )
+        return torch.cat(outputs).float()
 
     def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         origins, directions = pixel_rays(self.cameras, batch["camera"], batch["u"], batch["v"])
@@ -238,10 +282,15 @@ class NeRFTask:
             save_image(out / f"{name}_truth.png", target.cpu())
 
     def state_dict(self) -> dict[str, Any]:
-        return {"generator": self.generator.get_state()}
+        state = {"generator": self.generator.get_state()}
+        if self.teacher is not None:
+            state["teacher"] = self.teacher.state_dict()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.generator.set_state(state["generator"])
+        if self.teacher is not None and "teacher" in state:
+            self.teacher.load_state_dict(state["teacher"], self.device)
 
     # --- helpers ------------------------------------------------------------------------------
     def _background(self, kind: str, n: int) -> torch.Tensor:

@@ -6,11 +6,17 @@ exact signed distances are computed at once (`nfield.data.meshes.signed_distance
 `resample_every` steps: on-surface points, near-surface points (surface points plus Gaussian offsets
 at two scales) and uniform points in [-1, 1]^3, in `SDFTaskConfig`'s proportions. The loss is the
 L1 (or L2) distance error, summed over all LODs for fields that have them (NGLOD trains every LOD
-jointly), plus optional eikonal and normal terms.
+jointly), plus optional eikonal and normal terms. With teaching (INT, `nfield.tasks.teaching`) a
+pick draws `candidate_batches` training batches' worth of distinct pool points and the field trains
+on the share whose finest-LOD distance error is largest, until the next pick or the next pool. The
+default of one batch, as image fitting on random batches, never trains on more than `batch_size`
+points (early steps on the schedule's share of them); more candidate batches rank more points and
+the trained batch grows with the share up to all of them.
 
 Oriented point clouds (no distances). The SIREN paper's loss: |f| on the surface, 1 - cos between
 grad f and the normals there, |‖grad f‖ - 1| everywhere, and exp(-100 |f|) at uniform points so the
-field does not vanish off the surface.
+field does not vanish off the surface. Teaching is refused for them: it ranks points by their
+distance error, and a cloud has no target distances off its surface.
 
 Evaluation during training is cheap (held-out distance error and sign IoU); the run's end exports a
 mesh by marching cubes, a sphere-traced preview, and the geometric metrics (`geometry_report`).
@@ -56,6 +62,7 @@ from nfield.fields.sdf import (
 )
 from nfield.metrics import surface_metrics, volumetric_iou
 from nfield.tasks.sdf_views import render_view_to_files
+from nfield.tasks.teaching import Teacher, TeachingConfig
 
 
 @dataclass(frozen=True)
@@ -81,6 +88,9 @@ class SDFTaskConfig:
     cloud_eikonal_weight: float = 5e1
     cloud_offsurface_weight: float = 1e2
     cloud_sign_weight: float = 1e3  # hinge on the sign at uniform points, from the cloud's winding number (0: off)
+    # teaching (meshes)
+    teaching: TeachingConfig = dataclasses.field(default_factory=TeachingConfig)  # INT: train on the worst-fitted points
+    candidate_batches: int = 1  # teaching: pool points ranked per pick, in training batches (1: never more than a batch)
     # evaluation and export
     eval_points: int = 2**15  # held-out points for the periodic evaluation
     mesh_resolution: int = 256  # marching-cubes samples per axis for the exported mesh
@@ -91,7 +101,8 @@ class SDFTaskConfig:
     chunk: int = 2**17  # points per forward pass when evaluating the field without gradients
 
     def validate(self) -> None:
-        for name in ("batch_size", "pool_size", "resample_every", "octree_points", "eval_points", "metric_points", "iou_points"):
+        sizes = "batch_size pool_size resample_every candidate_batches octree_points eval_points metric_points iou_points"
+        for name in sizes.split():
             if getattr(self, name) <= 0:
                 raise NfieldError(f"{name} must be positive, got {getattr(self, name)}")
         fractions = (self.surface_fraction, self.near_fraction, self.far_fraction)
@@ -111,7 +122,7 @@ class SDFTask:
         field_cfg: the field (NGLOD builds its octree from `cfg.octree_points` surface samples).
         cfg: sampling, loss and export settings.
         device: where training runs.
-        seed: seeds the task's own sampler (saved in checkpoints for an exact resume).
+        seed: seeds the task's own sampler (saved in checkpoints with the teacher's picks, for an exact resume).
         normalisation: the map from the input's coordinates to the normalised box, when `shape` is None.
     """
 
@@ -128,6 +139,8 @@ class SDFTask:
         normalisation: Normalisation | None = None,
     ):
         cfg.validate()
+        if shape is not None:
+            _check_teaching(shape, cfg)
         self.cfg, self.device = cfg, torch.device(device)
         self.shape = None if shape is None else shape.to(self.device)
         self.normalisation = normalisation if shape is None else shape.normalisation
@@ -135,6 +148,8 @@ class SDFTask:
         self.seed = seed
         self.generator = torch.Generator(self.device)
         self.generator.manual_seed(seed)
+        self.teacher = Teacher(cfg.teaching) if cfg.teaching.enabled else None
+        self.step, self.total = 0, 1  # set by `update` (the teacher's schedules need both)
         octree = None
         if hasattr(field_cfg, "octree") and shape is not None:
             points, _ = surface_samples(self.shape, cfg.octree_points, self.generator)
@@ -150,7 +165,9 @@ class SDFTask:
     # --- a run directory's task ---------------------------------------------------------------
     @staticmethod
     def run_config(shape: Shape, field_cfg: SDFFieldConfig, cfg: SDFTaskConfig) -> dict[str, Any]:
-        """The task's part of a new run's config.json: the shape, the field and the task settings."""
+        """The task's part of a new run's config.json: the shape, the field and the task settings
+        (`NfieldError` for settings the shape cannot take, before a run directory is written)."""
+        _check_teaching(shape, cfg)
         return {
             "shape": {
                 "source": str(Path(shape.source).resolve()),
@@ -249,8 +266,14 @@ class SDFTask:
             return inside(self.shape, points)
         return torch.zeros(len(points), dtype=torch.bool, device=self.device)  # unused: the sign term is off
 
+    def update(self, step: int, total: int) -> None:
+        """The trainer's progress (the teacher's schedules depend on it)."""
+        self.step, self.total = step, total
+
     def sample(self, step: int) -> dict[str, torch.Tensor]:
-        """A batch of `batch_size` rows from the current pool (redrawn every `resample_every` steps)."""
+        """A batch of `batch_size` rows from the current pool (redrawn every `resample_every` steps);
+        with teaching, the rows of a larger random set of pool points whose finest-LOD distance error
+        is largest, re-picked on the teacher's schedule and whenever the pool is redrawn."""
         cfg, _ = self.cfg, self._data()
         pool_index = step // cfg.resample_every
         if self._pool is None or pool_index != self._pool_step:
@@ -260,8 +283,19 @@ class SDFTask:
             draw = self._draw if self.has_distances else self._draw_cloud
             self._pool = draw(max(cfg.pool_size, cfg.batch_size), pool_generator)
             self._pool_step = pool_index
+        if self.teacher is not None:
+            return self._taught(step)
         index = torch.randint(0, len(self._pool["positions"]), (cfg.batch_size,), device=self.device, generator=self.generator)
         return {key: value[index] for key, value in self._pool.items()}
+
+    def _taught(self, step: int) -> dict[str, torch.Tensor]:
+        teacher, pool, cfg = self.teacher, self._pool, self.cfg
+        if teacher.due(step, self.total) or teacher.picked_at // cfg.resample_every != step // cfg.resample_every:
+            index = torch.randperm(len(pool["positions"]), device=self.device, generator=self.generator)
+            index = index[: cfg.candidate_batches * cfg.batch_size]  # distinct pool points
+            positions, distance = pool["positions"][index], pool["distance"][index, None]
+            teacher.pick(step, self.total, index, positions, distance, lambda x: self.model(x)[:, None])  # the finest LOD
+        return {key: value[teacher.picked] for key, value in pool.items()}
 
     # --- loss -------------------------------------------------------------------------------------
     def param_groups(self) -> list[dict[str, Any]]:
@@ -355,11 +389,25 @@ class SDFTask:
         return {"lod": self.model.n_lods - 1 if lod is None else lod, "resolution": resolution, **report}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"generator": self.generator.get_state()}
+        state = {"generator": self.generator.get_state()}
+        if self.teacher is not None:
+            state["teacher"] = self.teacher.state_dict()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.generator.set_state(state["generator"])
-        self._pool, self._pool_step = None, -1  # redrawn from its own seed at the next step
+        self._pool, self._pool_step = None, -1  # redrawn from its own seed at the next step (the picks index it)
+        if self.teacher is not None and "teacher" in state:
+            self.teacher.load_state_dict(state["teacher"], self.device)
+
+
+def _check_teaching(shape: Shape, cfg: SDFTaskConfig) -> None:
+    """Refuse teaching for a point cloud: INT ranks points by their distance error, which needs the
+    target distances off the surface that only a mesh gives."""
+    if cfg.teaching.enabled and not isinstance(shape, TriangleMesh):
+        raise NfieldError(
+            f"{shape.source}: --teaching needs a mesh; a point cloud has no target distances off its surface to rank points by"
+        )
 
 
 def sdf_gradient(distance: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

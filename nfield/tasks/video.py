@@ -2,10 +2,24 @@
 
 Each step draws `batch_size` random pixels across all frames (a random frame, row and column per
 sample) from the frames kept as uint8 on the CPU, so a long video is never one coordinate table and
-device memory does not grow with its length. Evaluation renders every frame and reports the mean
-PSNR and SSIM and the PSNR of each frame; the export writes the reconstruction as an mp4 at the
-video's frame rate. Rendering takes any frame count and size: more frames over the same span is
-temporal super-resolution.
+device memory does not grow with its length.
+
+With teaching (INT, `nfield.tasks.teaching`) a pick draws `candidate_batches` random batches' worth
+of pixels the same way and the field trains on the share of them it fits worst, until the next
+pick. The default of one batch is what image fitting does on random batches: a step never trains
+on more than `batch_size` pixels, and early steps on fewer (the schedule's share), which is where
+INT saves time. More candidate batches rank more pixels; the trained batch then grows with the
+share up to all of them. The picks are flat pixel indices (frame, row, column), kept in
+checkpoints with the sampler's generator.
+
+With IGA (`nfield.tasks.gradient_adjustment`) the groups are `gradient_adjustment.patch_size`
+squares of one frame (default 32 x 32, the image's), border patches cut to the frame, and every
+random draw (teaching's candidates too) is whole random patches of random frames, as many as fill
+the draw's pixels: batch_size // patch_size^2 (at least one) per batch.
+
+Evaluation renders every frame and reports the mean PSNR and SSIM and the PSNR of each frame; the
+export writes the reconstruction as an mp4 at the video's frame rate. Rendering takes any frame
+count and size: more frames over the same span is temporal super-resolution.
 """
 
 from __future__ import annotations
@@ -24,6 +38,8 @@ from nfield.data.video import Video, load_video, video_coordinates
 from nfield.errors import NfieldError
 from nfield.fields import Field, FieldConfig, field_config_from_dict, field_config_to_dict
 from nfield.metrics import psnr, psnr_from_mse, ssim
+from nfield.tasks.gradient_adjustment import GradientAdjuster, GradientAdjustmentConfig, patch_groups, random_blocks
+from nfield.tasks.teaching import Teacher, TeachingConfig
 from nfield.video import write_video
 
 
@@ -32,10 +48,17 @@ class VideoTaskConfig:
     batch_size: int = 2**18  # pixels per step, drawn across all frames
     render_chunk: int = 2**17  # pixels per forward pass when rendering
     eval_frames: int = 0  # frames scored by the periodic evaluation, evenly spaced (0: all)
+    teaching: TeachingConfig = dataclasses.field(default_factory=TeachingConfig)  # INT: train on the worst-fitted pixels
+    candidate_batches: int = 1  # teaching: pixels ranked per pick, in training batches (1: never more than a batch)
+    gradient_adjustment: GradientAdjustmentConfig = dataclasses.field(
+        default_factory=GradientAdjustmentConfig
+    )  # IGA: eNTK-balanced steps over patches of one frame
 
     def validate(self) -> None:
         if self.batch_size <= 0 or self.render_chunk <= 0:
             raise NfieldError(f"--batch-size must be positive, got {self.batch_size}")
+        if self.candidate_batches < 1:
+            raise NfieldError(f"candidate_batches must be >= 1, got {self.candidate_batches}")
         if self.eval_frames < 0:
             raise NfieldError(f"eval_frames must be >= 0, got {self.eval_frames}")
 
@@ -49,7 +72,7 @@ class VideoTask:
         field_cfg: the field to fit.
         cfg: batch, rendering and evaluation sizes.
         device: where training runs.
-        seed: seeds the pixel sampler's own generator (saved in checkpoints).
+        seed: seeds the pixel sampler's own generator (saved in checkpoints, with the teacher's picks).
     """
 
     name = "fit-video"
@@ -66,8 +89,12 @@ class VideoTask:
         cfg.validate()
         self.cfg, self.device, self.video = cfg, torch.device(device), video
         self.model = Field(3, 3, field_cfg).to(self.device)
+        self._feedback = [m for m in self.model.modules() if callable(getattr(m, "observe_error", None))]
         self.generator = torch.Generator()
         self.generator.manual_seed(seed)
+        self.teacher = Teacher(cfg.teaching) if cfg.teaching.enabled else None
+        self.adjuster = GradientAdjuster(cfg.gradient_adjustment) if cfg.gradient_adjustment.enabled else None
+        self.step, self.total = 0, 1  # set by `update` (the teacher's schedules need both)
 
     # --- a run directory's task ---------------------------------------------------------------
     @staticmethod
@@ -126,22 +153,65 @@ class VideoTask:
     def param_groups(self) -> list[dict[str, Any]]:
         return [{"params": list(self.model.parameters())}]
 
+    def update(self, step: int, total: int) -> None:
+        """The trainer's progress (the teacher's schedules depend on it)."""
+        self.step, self.total = step, total
+
     def sample(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(coords (B, 3) as (x, y, t), targets (B, 3) in [0, 1]) for one step."""
+        """(coords (B, 3) as (x, y, t), targets (B, 3) in [0, 1]) for one step; with teaching, the
+        pixels of a larger random batch the field fits worst, re-picked on the teacher's schedule;
+        with IGA, whole random patches of one frame each (the groups IGA's eNTK is sampled from)."""
+        if self.teacher is not None:
+            return self._taught(step)
+        return self._at(*self._random_pixels(self.cfg.batch_size))
+
+    def _random_pixels(self, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(frame, row, column), each (n,) on the CPU, drawn uniformly with the task's generator; with
+        IGA, (B,) each: the pixels of n // patch_size^2 (at least one) whole random patches."""
+        frames, shape = self._data().frames, (n,)
+        if self.adjuster is not None:
+            side = self.cfg.gradient_adjustment.patch_size
+            cells = random_blocks(frames.shape[:3], (1, side, side), max(1, n // side**2), self.generator)
+            return cells[:, 0], cells[:, 1], cells[:, 2]
+        frame = torch.randint(0, frames.shape[0], shape, generator=self.generator)
+        row = torch.randint(0, frames.shape[1], shape, generator=self.generator)
+        column = torch.randint(0, frames.shape[2], shape, generator=self.generator)
+        return frame, row, column
+
+    def _at(self, frame: torch.Tensor, row: torch.Tensor, column: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(coords (B, 3), targets (B, 3)) on the device of the pixels at `frame`, `row`, `column`
+        (each (B,) on the CPU)."""
         frames = self._data().frames
-        n, height, width, _ = frames.shape
-        shape = (self.cfg.batch_size,)
-        frame = torch.randint(0, n, shape, generator=self.generator)
-        row = torch.randint(0, height, shape, generator=self.generator)
-        column = torch.randint(0, width, shape, generator=self.generator)
         targets = frames[frame, row, column].float() / 255
-        coords = video_coordinates(frame, row, column, (n, height, width))
+        coords = video_coordinates(frame, row, column, tuple(frames.shape[:3]))
         return coords.to(self.device, non_blocking=True), targets.to(self.device, non_blocking=True)
 
+    def _taught(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        teacher, (_, height, width, _) = self.teacher, self._data().frames.shape
+        if teacher.due(step, self.total):
+            frame, row, column = self._random_pixels(self.cfg.candidate_batches * self.cfg.batch_size)
+            index = ((frame * height + row) * width + column).to(self.device)  # flat pixel indices name the candidates
+            teacher.pick(step, self.total, index, *self._at(frame, row, column), self.model)
+        picked = teacher.picked.cpu()
+        return self._at(picked // (height * width), picked // width % height, picked % width)
+
     def loss(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(the loss to backpropagate, {"psnr"}): the MSE; with IGA, a loss whose value is the MSE and
+        whose gradient is IGA's 2 / (B C) J^T S r over patches of one frame."""
         coords, targets = batch
-        mse = (self.model(coords).float() - targets).square().mean()
-        return mse, {"psnr": psnr_from_mse(mse.detach())}
+        outputs = self.model(coords)
+        outputs = outputs.to(torch.promote_types(outputs.dtype, torch.float32))
+        squared = (outputs - targets).square()
+        for module in self._feedback:  # SAPE's masks follow the per-pixel error
+            module.observe_error(coords, squared.detach().mean(dim=-1))
+        mse = squared.mean()
+        metrics = {"psnr": psnr_from_mse(mse.detach())}
+        if self.adjuster is None:
+            return mse, metrics
+        video, side = self._data(), self.cfg.gradient_adjustment.patch_size
+        resolution = (video.width, video.height, video.n_frames)  # the columns of (x, y, t)
+        groups, slots = patch_groups(coords, resolution, (side, side, 1))
+        return self.adjuster.loss(self.model, coords, outputs, targets, groups, slots), metrics
 
     @torch.no_grad()
     def evaluate(self, frames: int | None = None) -> dict[str, Any]:
@@ -175,10 +245,15 @@ class VideoTask:
         (run_dir / "psnr_per_frame.json").write_text(json.dumps(per_frame) + "\n")
 
     def state_dict(self) -> dict[str, Any]:
-        return {"generator": self.generator.get_state()}
+        state = {"generator": self.generator.get_state()}
+        if self.teacher is not None:
+            state["teacher"] = self.teacher.state_dict()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.generator.set_state(state["generator"])
+        if self.teacher is not None and "teacher" in state:
+            self.teacher.load_state_dict(state["teacher"], self.device)
 
     # --- rendering -----------------------------------------------------------------------------
     @torch.no_grad()
