@@ -15,6 +15,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -47,7 +48,7 @@ from nfield.tasks.image import ImageTask
 from nfield.tasks.nerf import NeRFTask, write_cameras
 from nfield.tasks.sdf import SDFTask
 from nfield.tasks.video import VideoTask
-from nfield.train import TrainConfig, Trainer, resolve_device, seed_everything
+from nfield.train import TrainConfig, Trainer, is_main_process, resolve_device, seed_everything
 
 CONFIG_FILE = "config.json"
 Task = Union[ImageTask, SDFTask, NeRFTask, AudioTask, VideoTask]
@@ -77,6 +78,7 @@ class RunRequest:
         model_options: the preset's hyper-parameters to override.
         task_options: the task settings to override (batch sizes, loss, ...).
         data_options: how the data is read (downscale, ...), passed to the preset's new-run function.
+        viewer_port: serve the live viewer on this port while training (None: no viewer).
     """
 
     kind: str
@@ -90,6 +92,7 @@ class RunRequest:
     model_options: dict[str, Any] = field(default_factory=dict)
     task_options: dict[str, Any] = field(default_factory=dict)
     data_options: dict[str, Any] = field(default_factory=dict)
+    viewer_port: int | None = None
 
     @property
     def run_dir(self) -> Path:
@@ -160,7 +163,9 @@ def train(request: RunRequest) -> dict[str, Any]:
     if request.resume:
         trainer.resume()
     print(f"{task.describe()} with {config['model']} on {device}, {train_cfg.steps} steps -> {out}", file=sys.stderr)
-    metrics = trainer.fit()
+    with live_viewer(request.viewer_port, out, config, task) as observers:
+        trainer.observers.extend(observers)
+        metrics = trainer.fit()
     print("wrote " + " and ".join(str(out / name) for name in task.outputs()), file=sys.stderr)
     report = json.loads((out / "eval.json").read_text()) if (out / "eval.json").is_file() else {}  # the export's metrics
     return {"step": trainer.step, **metrics, **report, "train_seconds": round(trainer.train_seconds, 3), "run_dir": str(out)}
@@ -175,6 +180,7 @@ def distill(
     resume: bool = False,
     overwrite: bool = False,
     progress: bool = True,
+    viewer_port: int | None = None,
 ) -> dict[str, Any]:
     """Distil the radiance field of the run `teacher_dir` into a KiloNeRF run in `out` (default
     ``runs/nerf/<teacher>-kilonerf``), then fine-tune it on the images (see `nfield.tasks.distill`).
@@ -228,9 +234,28 @@ def distill(
         file=sys.stderr,
     )
     summary = {"teacher": teacher.task.evaluate()}
-    summary.update(distil_and_finetune(task, settings, out, resume=resume, progress=progress))
+    with live_viewer(viewer_port, out, read_config(out), task.images) as observers:
+        summary.update(distil_and_finetune(task, settings, out, resume=resume, progress=progress, observers=observers))
     sizes = {"cells": n_cells, "occupied_cells": n_occupied, "parameters": task.student.parameter_count()}
     return {**summary, **sizes, "run_dir": str(out)}
+
+
+@contextlib.contextmanager
+def live_viewer(port: int | None, run_dir: Path, config: dict[str, Any], task: Any):
+    """Serve the live viewer (`nfield.viewer.live`) of `task` on `port` while the block trains; yields
+    the observers to give the block's trainers (none when `port` is None or on ranks other than 0,
+    or when the viewer cannot start), and says at the end what it drew and what it cost."""
+    if port is None or not is_main_process():
+        yield ()
+        return
+    from nfield.viewer.live import LiveViewer
+
+    live = LiveViewer.start(run_dir, config, task, port)
+    try:
+        yield () if live is None else (live,)
+    finally:
+        if live is not None:
+            print(live.close(), file=sys.stderr)
 
 
 def build(config: dict[str, Any], device: torch.device, data: Any, run_dir: Path) -> tuple[Task, Trainer]:
@@ -290,16 +315,21 @@ def load_run(run_dir: Path, device: str | torch.device = "auto", data: bool = Fa
     """
     run_dir = Path(run_dir)
     config = read_config(run_dir)
-    if config["task"] not in TASKS:
-        raise NfieldError(f"{run_dir}/{CONFIG_FILE}: unknown task '{config['task']}' (one of {', '.join(TASKS)})")
-    task_cls = TASKS[config["task"]][0]
     checkpoint = require_checkpoint(run_dir)
-    device = resolve_device(str(device))
-    loaded = _from_config(run_dir, lambda: task_cls.load_data(config, source)) if data or source is not None else None
-    task = _from_config(run_dir, lambda: task_cls.from_config(config, device, loaded))
+    task = task_from_config(run_dir, config, resolve_device(str(device)), data, source)
     load_model_weights(task.model, checkpoint)
     task.model.eval()
     return LoadedRun(run_dir, config, task, checkpoint.step)
+
+
+def task_from_config(run_dir: Path, config: dict[str, Any], device: torch.device, data: bool = False, source: Any = None) -> Task:
+    """The (untrained) task of the run `config` describes, on `device`, with its data when `data`
+    (or `source` instead of the recorded one); `load_run` adds the weights."""
+    if config["task"] not in TASKS:
+        raise NfieldError(f"{run_dir}/{CONFIG_FILE}: unknown task '{config['task']}' (one of {', '.join(TASKS)})")
+    task_cls = TASKS[config["task"]][0]
+    loaded = _from_config(run_dir, lambda: task_cls.load_data(config, source)) if data or source is not None else None
+    return _from_config(run_dir, lambda: task_cls.from_config(config, device, loaded))
 
 
 def _from_config(run_dir: Path, make):

@@ -5,7 +5,8 @@ task for the loss, steps Adam under a learning-rate schedule (with mixed precisi
 enabled), calls ``update(step, total)`` on every progress-aware module, seeds its random streams from
 ``cfg.seed`` when a run starts, shows a tqdm progress bar (and, when a run will take over a minute,
 how long after its first steps),
-evaluates periodically, appends to ``metrics.jsonl``, writes atomic checkpoints and resumes from
+evaluates periodically, appends to ``metrics.jsonl`` (drawn into ``curves.png`` when a run ends or is
+interrupted, see `nfield.plots`), writes atomic checkpoints and resumes from
 them exactly, and stops with a clear message (keeping the last good checkpoint) if the loss stops
 being finite.
 
@@ -146,7 +147,7 @@ def progress_aware_modules(model: nn.Module) -> list[nn.Module]:
     return [m for m in model.modules() if callable(getattr(m, "update", None)) and not isinstance(m, containers)]
 
 
-def _is_main_process() -> bool:
+def is_main_process() -> bool:
     dist = torch.distributed
     return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
@@ -186,7 +187,10 @@ class Trainer:
         self.step = 0
         self.resumed = False
         self.train_seconds = 0.0
-        self.is_main = _is_main_process()
+        self.is_main = is_main_process()
+        #: called as ``observer.after_step(trainer)`` after every step (the live viewer); an
+        #: observer keeps its own failures to itself
+        self.observers: list[Any] = []
 
     @property
     def metrics_path(self) -> Path:
@@ -275,10 +279,13 @@ class Trainer:
                     self._log({"step": self.step, "kind": "eval", **evaluated}, bar)
                 if checkpoint:
                     self.save()
+                for observer in self.observers:
+                    observer.after_step(self)
         except KeyboardInterrupt:
             if window:
                 self._flush(window, bar)
             self.save()
+            self._write_curves()
             raise NfieldError(
                 f"interrupted at step {self.step}; checkpoint saved in {self.run_dir}; continue with --resume"
             ) from None
@@ -290,7 +297,20 @@ class Trainer:
             evaluated = self.task.evaluate()
         if self.is_main:
             self.task.export(self.run_dir)
+            self._write_curves()
         return evaluated
+
+    def _write_curves(self) -> None:
+        """Draw the run's curves.png (`nfield.plots`); a failure to plot never fails training."""
+        if not self.is_main:
+            return
+        try:
+            from nfield.plots import write_curves
+
+            write_curves(self.run_dir)
+        except Exception as err:
+            message = (str(err).splitlines() or [type(err).__name__])[0]
+            print(f"nfield: warning: could not write {self.run_dir / 'curves.png'}: {message}", file=sys.stderr)
 
     def _train_step(self) -> tuple[int, torch.Tensor, dict[str, torch.Tensor]]:
         cfg, step = self.cfg, self.step

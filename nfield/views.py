@@ -33,6 +33,19 @@ from nfield.run import LoadedRun, train_config
 from nfield.tasks.distill import DISTILL_DIR
 from nfield.tasks.image import render_field
 from nfield.tasks.nerf import BACKGROUNDS, cameras_from_json, half_precision, render_poses
+from nfield.tasks.nerf import render_image as render_nerf_image
+from nfield.tasks.nerf_geometry import (
+    DEFAULT_DOWNSCALE,
+    DEFAULT_MIN_OPACITY,
+    DEFAULT_POINTS,
+    check_geometry_suffix,
+    default_level,
+    extract_nerf_mesh,
+    nerf_point_cloud,
+    render_steps_per_ray,
+    write_colored_mesh,
+    write_point_cloud,
+)
 from nfield.tasks.sdf_views import render_turntable, render_view_to_files
 from nfield.tasks.video import to_uint8_frames
 from nfield.video import write_video
@@ -175,10 +188,7 @@ def _render_sdf(run: LoadedRun, options: RenderOptions) -> str:
 
 def _render_nerf(run: LoadedRun, options: RenderOptions) -> str:
     """A camera path through a radiance field to an mp4 (and its depth video)."""
-    cameras_file = run.run_dir / "cameras.json"
-    if not cameras_file.is_file():
-        raise NfieldError(f"{run.run_dir}: no cameras.json (the training cameras); was it written by train-nerf?")
-    cameras = cameras_from_json(json.loads(cameras_file.read_text()))
+    cameras = _training_cameras(run)
     path = "orbit" if options.orbit else options.path or "orbit"
     frames, fps, width, height, fov = options.frames or 120, options.fps or 30, options.width, options.height, None
     if path == "orbit":
@@ -221,6 +231,14 @@ def _render_nerf(run: LoadedRun, options: RenderOptions) -> str:
     )
 
 
+def _training_cameras(run: LoadedRun):
+    """A NeRF run's training cameras, from its cameras.json (`CameraSet` on the CPU)."""
+    cameras_file = run.run_dir / "cameras.json"
+    if not cameras_file.is_file():
+        raise NfieldError(f"{run.run_dir}: no cameras.json (the training cameras); was it written by train-nerf?")
+    return cameras_from_json(json.loads(cameras_file.read_text()))
+
+
 def _check_frame(width: int, height: int) -> None:
     if width < 1 or height < 1 or width * height > MAX_FRAME_PIXELS:
         raise NfieldError(f"--width/--height: {width}x{height} is not a renderable size (1 to 2^26 pixels)")
@@ -246,16 +264,87 @@ def evaluate(run: LoadedRun, lod: int | None = None, resolution: int = 256, half
     return {"step": run.step, **run.task.evaluate()}
 
 
-def extract_mesh(run: LoadedRun, resolution: int = 256, lod: int | None = None, out: Path | None = None, progress=True) -> str:
+def extract_mesh(
+    run: LoadedRun,
+    resolution: int = 256,
+    lod: int | None = None,
+    out: Path | None = None,
+    progress=True,
+    level: float | None = None,
+) -> str:
     """Marching cubes of an SDF run's surface at `resolution`, in the input's coordinates, written
-    to `out` (default RUN_DIR/mesh_r<resolution>[_lod<k>].ply); returns what was written."""
+    to `out` (default RUN_DIR/mesh_r<resolution>[_lod<k>].ply); returns what was written.
+
+    NeRF runs (KiloNeRF and distilled ones too): the density's `level` set (None: the density at
+    which one march step is half opaque) over the scene box with vertex colours, as .ply, .obj or
+    .glb (`nfield.tasks.nerf_geometry.extract_nerf_mesh`)."""
+    if run.kind == "nerf":
+        return _mesh_nerf(run, resolution, lod, out, progress, level)
     if run.kind != "sdf":
-        raise NfieldError(f"{run.run_dir}: is a '{run.kind}' run; mesh extracts the surface of SDF runs (fit-sdf)")
+        raise NfieldError(
+            f"{run.run_dir}: is a '{run.kind}' run; mesh extracts the surface of SDF runs (fit-sdf) "
+            "and the density's level set of NeRF runs (train-nerf, distill)"
+        )
+    if level is not None:
+        raise NfieldError("--level applies to NeRF runs (an SDF run's surface is its zero level set)")
     _check_resolution(resolution)
     check_lod(lod, run.task.model.n_lods)
     out = Path(out or run.run_dir / (f"mesh_r{resolution}" + ("" if lod is None else f"_lod{lod}") + ".ply"))
     vertices, faces = run.task.extract_mesh(out, resolution, lod=lod, progress=progress)
     return f"wrote {out} ({len(vertices):,} vertices, {len(faces):,} faces)"
+
+
+def _mesh_nerf(run: LoadedRun, resolution: int, lod: int | None, out: Path | None, progress: bool, level: float | None) -> str:
+    """A NeRF run's density level set with vertex colours (default RUN_DIR/mesh_r<resolution>.ply)."""
+    if lod is not None:
+        raise NfieldError("--lod applies to SDF runs")
+    _check_resolution(resolution)
+    out = check_geometry_suffix(out or run.run_dir / f"mesh_r{resolution}.ply")
+    task = run.task
+    if level is None:
+        level = default_level(task.model["field"].aabb.cpu(), render_steps_per_ray(task.cfg))
+    vertices, faces, colors = extract_nerf_mesh(task.model, resolution, level, progress=progress)
+    write_colored_mesh(out, vertices, faces, colors)
+    return f"wrote {out} ({len(vertices):,} vertices, {len(faces):,} faces, vertex colours; density level {level:.4g})"
+
+
+def export_point_cloud(
+    run: LoadedRun,
+    out: Path | None = None,
+    points: int = DEFAULT_POINTS,
+    downscale: int = DEFAULT_DOWNSCALE,
+    min_opacity: float = DEFAULT_MIN_OPACITY,
+    progress: bool = True,
+) -> str:
+    """A NeRF run's training views rendered at 1 / `downscale`, each pixel more than `min_opacity`
+    opaque back-projected at its expected depth with its colour, at most `points` of them (a
+    uniform random subset, fixed seed), written to `out` (.ply, .obj or .glb; default
+    RUN_DIR/points.ply); returns what was written (`nfield.tasks.nerf_geometry.nerf_point_cloud`)."""
+    if run.kind != "nerf":
+        raise NfieldError(
+            f"{run.run_dir}: is a '{run.kind}' run; export --point-cloud renders the training views of NeRF runs "
+            "(train-nerf, distill)"
+        )
+    out = check_geometry_suffix(out or run.run_dir / "points.ply", "a point cloud")
+    cameras, task = _training_cameras(run), run.task
+    black = torch.zeros(3, device=task.device)
+
+    def render_rays(origins: torch.Tensor, directions: torch.Tensor) -> dict[str, torch.Tensor]:
+        return render_nerf_image(task.model, task.cfg, task.near, origins, directions, black)
+
+    cloud, colors = nerf_point_cloud(
+        render_rays,
+        cameras.to(task.device),
+        downscale=downscale,
+        min_opacity=min_opacity,
+        max_points=points,
+        progress=progress,
+    )
+    write_point_cloud(out, cloud, colors)
+    return (
+        f"wrote {out} ({len(cloud):,} points from {len(cameras)} training views at 1/{downscale} size, "
+        f"opacity above {min_opacity:g})"
+    )
 
 
 def _check_resolution(resolution: int) -> None:

@@ -257,14 +257,11 @@ def check_claims(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def plot(results: list[dict[str, Any]], path: Path) -> None:
     """PSNR against steps, one panel per signal, one line per family."""
-    try:
-        import matplotlib
+    import matplotlib  # a dependency of nfield (its training curves)
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed: no plot", file=sys.stderr)
-        return
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     signals_here = list(dict.fromkeys(r["signal"] for r in results))
     columns = min(3, len(signals_here))
     rows = -(-len(signals_here) // columns)

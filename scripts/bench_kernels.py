@@ -93,7 +93,7 @@ SCALES = {
         steps=3,
         rays=1024,
     ),
-    "tiny": dict(sizes=(8,), march=(5,), grid=16, diagonal_steps=64, repeats=1, scene=16, views=3, warmup=2, steps=1, rays=64),
+    "tiny": dict(sizes=(6,), march=(4,), grid=16, diagonal_steps=64, repeats=1, scene=16, views=3, warmup=2, steps=1, rays=64),
 }
 GRID = HashGridConfig(n_levels=16, n_features_per_level=2, log2_hashmap_size=19)
 NETWORK = MLPConfig(n_neurons=64, n_hidden_layers=2, activation="relu")

@@ -90,13 +90,13 @@ SCALES = {
         n_train=8,
         n_test=2,
         teacher=(
-            ("--steps", 30, "--n-levels", 4, "--log2-hashmap-size", 12, "--grid-resolution", 16)
+            ("--steps", 16, "--n-levels", 4, "--log2-hashmap-size", 12, "--grid-resolution", 16)
             + ("--grid-warmup", 8, "--steps-per-ray", 64, "--batch-rays", 256)
         ),
         student=("--longest-axis-cells", 4),
-        distill=("--distill-steps", 20, "--finetune-steps", 10, "--batch-points", 1024),
+        distill=("--distill-steps", 10, "--finetune-steps", 5, "--batch-points", 1024),
         direct=(
-            ("--steps", 20, "--grid-resolution", 16, "--grid-warmup", 8, "--steps-per-ray", 64, "--batch-rays", 256)
+            ("--steps", 10, "--grid-resolution", 16, "--grid-warmup", 8, "--steps-per-ray", 64, "--batch-rays", 256)
             + ("--eval-views", 0)
         ),
         points=2**10,

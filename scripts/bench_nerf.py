@@ -9,7 +9,7 @@ ratio of training rays/s and the PSNR gap at every time checkpoint.
     python scripts/bench_nerf.py                      # GPU scale: 800x800 scene, fox at full size, 15/60/180/300 s
     python scripts/bench_nerf.py --scale cpu          # CPU scale: 64x64 scene, fox / 16, 15/30/60 s, smaller sampling
     python scripts/bench_nerf.py --scale gpu-short    # 800x800 scene with 20 views, no fox, 10/25 s (about 70 s, H100)
-    python scripts/bench_nerf.py --scale tiny         # smoke test: 16x16 scene, no fox, 1/2 s
+    python scripts/bench_nerf.py --scale tiny         # smoke test: 16x16 scene, no fox, 0.5/1 s
 """
 
 from __future__ import annotations
@@ -52,13 +52,13 @@ SCALES = {
     # the GPU scene size and sampling in about 70 s on an H100 (the acceptance run's short form):
     # fewer views, 10/25 s checkpoints, no fox
     "gpu-short": dict(size=800, n_train=20, n_test=2, fox_downscale=None, seconds=(10, 25), chunk=50, options={}),
-    # a smoke test: 16x16 scene, no fox, 1/2 s (proves the script runs; the numbers mean nothing)
+    # a smoke test: 16x16 scene, no fox, 0.5/1 s (proves the script runs; the numbers mean nothing)
     "tiny": dict(
         size=16,
         n_train=8,
         n_test=2,
         fox_downscale=None,
-        seconds=(1, 2),
+        seconds=(0.5, 1),
         chunk=2,
         options=dict(grid_resolution=16, grid_warmup=8, steps_per_ray=64, n_samples=16, n_importance=16),
     ),

@@ -56,13 +56,14 @@ nvidia-smi > "$OUT_DIR/nvidia-smi.txt" 2>&1 || true
 
 # name, share of the budget in percent, command (run from the repository root)
 STEPS=(
-  "pytest|36|$PYTHON -m pytest -m gpu -q -p no:cacheprovider --junitxml=$OUT_DIR/pytest.xml tests"
+  "pytest|32|$PYTHON -m pytest -m gpu -q -p no:cacheprovider --junitxml=$OUT_DIR/pytest.xml tests"
   "kernels|11|$PYTHON scripts/bench_kernels.py --scale $SCALE --out $OUT_DIR/bench_kernels.json"
   "image|6|$PYTHON scripts/bench_image.py --scale $SCALE --out $OUT_DIR/bench_image.json"
   "sdf|9|$PYTHON scripts/bench_sdf.py --scale $SCALE --out $OUT_DIR/bench_sdf.json"
   "nerf|15|$PYTHON scripts/bench_nerf.py --scale $SCALE --out $OUT_DIR/bench_nerf.json"
   "kilonerf|12|$PYTHON scripts/bench_kilonerf.py --scale $SCALE --out $OUT_DIR/bench_kilonerf.json"
   "families|11|$PYTHON scripts/bench_families.py --scale $SCALE --out $OUT_DIR/bench_families.json"
+  "viewer|4|$PYTHON scripts/bench_viewer.py --scale $SCALE --page simulated --out $OUT_DIR/bench_viewer.json"
 )
 : > "$OUT_DIR/steps.tsv"
 STARTED=$(date +%s)

@@ -16,7 +16,7 @@ from nfield.cli import main
 
 BUNNY = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "sdf" / "bunny.obj"
 pytestmark = pytest.mark.skipif(not BUNNY.exists(), reason="shared data not available")
-SMALL_NGLOD = ("--lods", 4, "--feature-dim", 16, "--batch-size", 8192)
+SMALL_NGLOD = ("--lods", 4, "--feature-dim", 16, "--batch-size", 4096)
 
 
 def run(capsys, *argv):
@@ -26,12 +26,24 @@ def run(capsys, *argv):
     return status, captured.out.strip().splitlines(), captured.err
 
 
+@pytest.fixture
+def small_previews(monkeypatch):
+    """fit-sdf writes its render.png at 64x36 instead of 640x360: sphere tracing a barely trained
+    grid field at full size takes seconds on a CPU (the bunny fixture keeps the full size)."""
+    import nfield.tasks.sdf as sdf_task
+
+    render = sdf_task.render_view_to_files
+    monkeypatch.setattr(
+        sdf_task, "render_view_to_files", lambda model, out, **kw: render(model, out, **{**kw, "width": 64, "height": 36})
+    )
+
+
 @pytest.fixture(scope="module")
 def bunny_run(tmp_path_factory):
     """A short NGLOD fit of the bunny (the acceptance run); returns (run dir, final JSON)."""
     out = tmp_path_factory.mktemp("sdf") / "bunny"
     status = main(
-        [str(a) for a in ("fit-sdf", BUNNY, *SMALL_NGLOD, "--steps", 200, "--mesh-resolution", 96, "--out", out, "--no-progress")]
+        [str(a) for a in ("fit-sdf", BUNNY, *SMALL_NGLOD, "--steps", 120, "--mesh-resolution", 96, "--out", out, "--no-progress")]
     )
     assert status == 0
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -41,12 +53,12 @@ def bunny_run(tmp_path_factory):
 def test_short_nglod_fit_of_the_bunny_exports_a_mesh_within_chamfer_0_01(bunny_run, capsys):
     out, metrics = bunny_run
     report = json.loads((out / "eval.json").read_text())
-    assert report["chamfer_l1"] < 0.01  # the acceptance bound; measured 0.0012 (exact point-to-mesh matching)
+    assert report["chamfer_l1"] < 0.01  # the acceptance bound; measured 0.0014 (exact point-to-mesh matching)
     assert report["chamfer_l1"] < 0.003
     assert report["normal_consistency"] > 0.95 and report["iou"] > 0.95
     for name in ("config.json", "mesh.ply", "render.png", "render_depth.png"):
         assert (out / name).is_file()
-    assert metrics[-1]["kind"] == "eval" and metrics[-1]["step"] == 200
+    assert metrics[-1]["kind"] == "eval" and metrics[-1]["step"] == 120
     assert all(f"distance_mae_lod{k}" in metrics[-1] for k in range(3))
     # the mesh comes back in the input's coordinates: its bounding box matches the bunny's
     original = trimesh.load(BUNNY, force="mesh", process=False)
@@ -117,7 +129,7 @@ def test_render_writes_a_view_with_depth_and_a_turntable(bunny_run, capsys, tmp_
     assert not np.array_equal(frames[0], frames[1])  # the camera moves
 
 
-def test_sdf_resume_equals_an_uninterrupted_run(tmp_path, capsys):
+def test_sdf_resume_equals_an_uninterrupted_run(tmp_path, capsys, small_previews):
     common = (
         "--lods",
         2,
@@ -131,6 +143,8 @@ def test_sdf_resume_equals_an_uninterrupted_run(tmp_path, capsys):
         16,
         "--metric-points",
         4096,
+        "--pool-size",
+        4096,
     )
     common += ("--lr-schedule", "constant", "--checkpoint-every", 5, "--eval-every", 100, "--no-progress")
     assert run(capsys, "fit-sdf", BUNNY, "--steps", 10, "--out", tmp_path / "a", *common)[0] == 0
@@ -143,7 +157,7 @@ def test_sdf_resume_equals_an_uninterrupted_run(tmp_path, capsys):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_oriented_point_cloud_fits_without_distances(tmp_path, capsys):
+def test_oriented_point_cloud_fits_without_distances(tmp_path, capsys, small_previews):
     bunny = trimesh.load(BUNNY, force="mesh", process=False)
     points, face = trimesh.sample.sample_surface(bunny, 20000, seed=0)
     np.savetxt(tmp_path / "bunny.xyz", np.concatenate([points, bunny.face_normals[face]], axis=1))
@@ -151,9 +165,14 @@ def test_oriented_point_cloud_fits_without_distances(tmp_path, capsys):
         capsys,
         "fit-sdf",
         tmp_path / "bunny.xyz",
-        *SMALL_NGLOD,
+        "--lods",
+        4,
+        "--feature-dim",
+        16,
+        "--batch-size",
+        2048,
         "--steps",
-        150,
+        80,
         "--mesh-resolution",
         64,
         "--out",
@@ -161,7 +180,7 @@ def test_oriented_point_cloud_fits_without_distances(tmp_path, capsys):
         "--no-progress",
     )
     assert status == 0, err
-    result = json.loads(lines[-1])
+    result = json.loads(lines[-1])  # measured: 0.0062, 0.976, 0.990
     assert result["chamfer_l1"] < 0.015 and result["normal_consistency"] > 0.96 and result["iou"] > 0.97
 
 
@@ -204,8 +223,9 @@ def test_bad_sdf_input_gives_one_clear_line_and_nonzero_exit(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("model", ["nglod", "siren", "hash", "dense", "relu-pe"])
-def test_every_sdf_model_trains_from_the_cli(tmp_path, capsys, model):
+def test_every_sdf_model_trains_from_the_cli(tmp_path, capsys, model, small_previews):
     small = ("--hidden-dim", 16, "--hidden-layers", 1, "--batch-size", 1024, "--mesh-resolution", 24, "--metric-points", 4096)
+    small += ("--pool-size", 4096)
     status, lines, err = run(
         capsys, "fit-sdf", BUNNY, "--model", model, *small, "--steps", 20, "--out", tmp_path / model, "--no-progress"
     )

@@ -11,7 +11,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "gpu_check.sh"
-STEPS = ["pytest", "kernels", "image", "sdf", "nerf", "kilonerf", "families"]
+STEPS = ["pytest", "kernels", "image", "sdf", "nerf", "kilonerf", "families", "viewer"]
 
 
 def gpu_check(*argv, timeout=60):

@@ -67,3 +67,29 @@ def test_hash_fits_a_clip_and_renders_at_twice_the_frames(tmp_path, capsys):
     assert (doubled[2:-1:2].astype(np.float32) - between.numpy()).__abs__().mean() < 25
     status, lines, _ = cli(capsys, "info", tmp_path / "run")
     assert status == 0 and "task video" in lines[0]
+    check_viewer_scene(tmp_path / "run", target)
+
+
+def check_viewer_scene(run_dir, target):
+    """The viewer's video panels: frame 3 of the field and of the clip at the centre of pixel (12, 16)."""
+    from unittest.mock import MagicMock
+
+    from nfield.render.cameras import look_at
+    from nfield.run import load_run
+    from nfield.viewer.cameras import ViewCamera
+    from nfield.viewer.scenes import SignalScene
+
+    run = load_run(run_dir, "cpu", data=True)
+    scene = SignalScene(run.task, run.config)
+    scene.frame = MagicMock(value=3)
+    u, v = 2 * 16.5 / WIDTH - 1, 2 * 12.5 / HEIGHT - 1
+    x, y = u * scene.half[0], -v * scene.half[1]
+
+    def centre_pixel(panel):
+        c2w = look_at((x + panel * scene.pitch, y, 3.0), (x + panel * scene.pitch, y, 0.0), up=(0.0, 1.0, 0.0))
+        return scene.render_rows(ViewCamera(c2w, 0.01, 3, 3), 0, 3)[1, 1]
+
+    with torch.no_grad():
+        field = run.task.model(torch.tensor([[u, v, 2 * 3.5 / FRAMES - 1]])).clamp(0, 1)[0]
+    np.testing.assert_allclose(centre_pixel(0), field.numpy(), atol=1e-5)
+    np.testing.assert_allclose(centre_pixel(1), target.frames[3, 12, 16].float().numpy() / 255, atol=1e-6)

@@ -22,10 +22,13 @@ import nfield
 from nfield.backends import choose_backend
 from nfield.cli.audio import FitAudio
 from nfield.cli.distill import Distill
+from nfield.cli.export import Export
 from nfield.cli.image import FitImage, RenderImage
 from nfield.cli.nerf import TrainNeRF
+from nfield.cli.plot import Plot
 from nfield.cli.sdf import FitSDF, Mesh
 from nfield.cli.video import FitVideo
+from nfield.cli.view import View
 from nfield.encodings.grid import GRID_BACKENDS
 from nfield.errors import NfieldError
 from nfield.networks.mlp import MLP_BACKENDS
@@ -127,9 +130,12 @@ COMMANDS = {
     "fit-video": FitVideo,
     "distill": Distill,
     "mesh": Mesh,
+    "export": Export,
     "render": Render,
     "eval": Evaluate,
     "info": Info,
+    "plot": Plot,
+    "view": View,
 }
 
 

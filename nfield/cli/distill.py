@@ -63,6 +63,14 @@ class Distill:
         )
         flags = self.run
         summary = distill(
-            self.teacher, settings, flags.out, self.scene, flags.device, flags.resume, flags.overwrite, flags.progress
+            self.teacher,
+            settings,
+            flags.out,
+            self.scene,
+            flags.device,
+            flags.resume,
+            flags.overwrite,
+            flags.progress,
+            viewer_port=flags.port if flags.viewer else None,
         )
         print(json.dumps(summary))

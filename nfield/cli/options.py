@@ -46,6 +46,8 @@ class RunFlags:
     resume: bool = False  # continue the run in --out from its last checkpoint up to --steps in total
     overwrite: bool = False  # replace an existing run in --out
     progress: bool = True  # show the progress bar
+    viewer: bool = False  # serve the live web viewer while training (see `nfield view`)
+    port: int = 8080  # the live viewer's port (another free one if it is taken)
 
 
 def describe_default(presets: dict[str, Preset], value_of: Callable[[Preset], Any]) -> str:
@@ -137,5 +139,6 @@ class TrainingCommand:
             model_options=self.model_options.overrides(),  # type: ignore[attr-defined]
             task_options={k: v for k, v in task_options.items() if v is not None},
             data_options=data_options,
+            viewer_port=flags.port if flags.viewer else None,
         )
         print(json.dumps(train(request)))

@@ -27,7 +27,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -308,17 +308,24 @@ def distillation_task(teacher: NeRFTask, settings: DistillSettings, device: torc
 
 
 def distil_and_finetune(
-    task: DistillTask, settings: DistillSettings, run_dir: Path, resume: bool = False, progress: bool = True
+    task: DistillTask,
+    settings: DistillSettings,
+    run_dir: Path,
+    resume: bool = False,
+    progress: bool = True,
+    observers: Sequence[Any] = (),
 ) -> dict[str, Any]:
     """Phase 1, distillation (its own checkpoints in ``RUN/distill``), then phase 2, fine-tuning on
     the images (the run's main checkpoints; exported at the end). With `resume` either phase
-    continues from its newest checkpoint. Returns the metrics of each phase and its duration."""
+    continues from its newest checkpoint; `observers` are given to both phases' trainers (the live
+    viewer). Returns the metrics of each phase and its duration."""
     run_dir = Path(run_dir)
     finetune_started = resume and latest_checkpoint(run_dir) is not None
     summary: dict[str, Any] = {}
     distill_seconds = 0.0
     if settings.steps > 0 and not finetune_started:
         trainer = Trainer(task, settings.train_config("distill", progress), run_dir / DISTILL_DIR, device=task.device)
+        trainer.observers.extend(observers)
         if resume and latest_checkpoint(run_dir / DISTILL_DIR) is not None:
             trainer.resume()
         summary["distilled"] = trainer.fit()
@@ -326,6 +333,7 @@ def distil_and_finetune(
     elif not finetune_started:
         summary["distilled"] = task.evaluate()
     trainer = Trainer(task.images, settings.train_config("finetune", progress), run_dir, device=task.device)
+    trainer.observers.extend(observers)
     if finetune_started:
         trainer.resume()
     if settings.finetune_steps > 0:

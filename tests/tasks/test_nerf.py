@@ -1,5 +1,6 @@
 """The NeRF task on generated scenes with exact ground truth, and on the real fox capture."""
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from scenes.synthetic import generate
 FOX = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "nerf" / "fox"
 SMALL_NGP = NGPFieldConfig(grid=HashGridConfig(n_levels=8, log2_hashmap_size=14, base_resolution=8, per_level_scale=1.5))
 SMALL_SAMPLING = NeRFTaskConfig(
-    batch_rays=512, steps_per_ray=128, occupancy=OccupancyGridConfig(resolution=32, warmup_steps=32, update_every=8)
+    batch_rays=512, steps_per_ray=64, occupancy=OccupancyGridConfig(resolution=32, warmup_steps=32, update_every=8)
 )
 
 
@@ -44,10 +45,10 @@ def _train(task: NeRFTask, steps: int, lr: float) -> list[float]:
 
 def test_ngp_learns_a_synthetic_scene_to_a_held_out_psnr(primitives):
     torch.manual_seed(0)
-    task = NeRFTask(primitives, SMALL_NGP, SMALL_SAMPLING, seed=0)
+    task = NeRFTask(primitives, SMALL_NGP, dataclasses.replace(SMALL_SAMPLING, batch_rays=256), seed=0)
     before = task.evaluate()
     _train(task, 200, 1e-2)
-    after = task.evaluate()
+    after = task.evaluate()  # measured: 8.2 dB before, 24.3 dB and SSIM 0.93 after
     assert before["psnr"] < 14 and after["psnr"] > 21 and after["ssim"] > 0.8
 
 
@@ -83,20 +84,20 @@ def test_vanilla_nerf_trains_with_coarse_and_fine_sampling(primitives):
 
 
 @pytest.mark.skipif(not FOX.exists(), reason="shared data not available")
-def test_the_fox_trains_a_few_hundred_steps_at_reduced_resolution():
+def test_the_fox_trains_at_reduced_resolution():
     with pytest.warns(UserWarning, match="missing"):
         fox = load_scene(FOX, downscale=8, skip_missing_images=True)
     torch.manual_seed(0)
     cfg = NeRFTaskConfig(batch_rays=256, steps_per_ray=64, occupancy=OccupancyGridConfig(resolution=32, warmup_steps=32))
     task = NeRFTask(fox, SMALL_NGP, cfg, seed=0)
-    losses = _train(task, 200, 1e-2)
+    losses = _train(task, 80, 1e-2)
     assert all(torch.isfinite(torch.tensor(losses)))
-    assert sum(losses[-20:]) < 0.6 * sum(losses[:20])
+    assert sum(losses[-20:]) < 0.6 * sum(losses[:20])  # measured: 0.27
 
 
 def test_kilonerf_trains_directly_from_images_to_a_held_out_psnr(primitives):
     torch.manual_seed(0)
-    task = NeRFTask(primitives, KiloNeRFConfig(longest_axis_cells=8, position_frequencies=6), SMALL_SAMPLING, seed=0)
+    task = NeRFTask(primitives, KiloNeRFConfig(longest_axis_cells=4, position_frequencies=6), SMALL_SAMPLING, seed=0)
     _train(task, 200, 5e-3)
-    result = task.evaluate()
+    result = task.evaluate()  # measured: 22.5 dB, SSIM 0.89 (untrained: 8.2 dB)
     assert result["psnr"] > 21 and result["ssim"] > 0.85

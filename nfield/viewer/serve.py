@@ -1,0 +1,97 @@
+"""``nfield view RUN_DIR``: the page for a run, following its checkpoints as they appear.
+
+The run may be finished, still training in another process, or just started: until its first
+checkpoint the page and the terminal say the viewer is waiting, and every newer checkpoint is
+loaded (within `POLL_SECONDS`) and the frames redrawn. Image and video runs show their target
+when it can still be read.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from nfield.checkpoint import latest_checkpoint, load_model_weights
+from nfield.errors import NfieldError
+from nfield.run import read_config, task_from_config
+from nfield.train import resolve_device
+from nfield.viewer.server import Viewer, check_port
+
+#: Seconds between looks for a newer checkpoint.
+POLL_SECONDS = 1.0
+#: Seconds of drawing between those looks and the page's events.
+WORK_SECONDS = 0.1
+
+
+def view(run_dir: Path, host: str = "127.0.0.1", port: int = 8080, device: str = "auto", resolution: int | None = None) -> None:
+    """Serve `run_dir`'s page until Ctrl-C (or SIGTERM)."""
+    run_dir = Path(run_dir)
+    config = read_config(run_dir)
+    check_port(host, port)
+    torch_device = resolve_device(device)
+    task = _task(run_dir, config, torch_device)
+    viewer = Viewer(run_dir, config, task, host, port, resolution or (720 if torch_device.type == "cuda" else 240))
+    print(f"viewer: {viewer.url} shows {run_dir} (Ctrl-C to stop)", file=sys.stderr)
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    loaded, polled, waiting_said = None, 0.0, False
+    try:
+        while True:
+            if time.perf_counter() - polled >= POLL_SECONDS:
+                polled = time.perf_counter()
+                checkpoint = latest_checkpoint(run_dir)
+                if checkpoint is None and not waiting_said:
+                    waiting_said = True
+                    print(f"viewer: {run_dir} has no checkpoint yet; waiting for the first one", file=sys.stderr)
+                    viewer.set_progress("*waiting for the run's first checkpoint*")
+                elif checkpoint is not None and checkpoint.step != loaded:
+                    try:
+                        load_model_weights(task.model, checkpoint)
+                    except NfieldError:  # being replaced (a newer one rotated it out): next look
+                        continue
+                    task.model.eval()
+                    loaded = checkpoint.step
+                    viewer.weights_changed()
+                    print(f"viewer: showing step {loaded:,}", file=sys.stderr)
+                if loaded is not None:
+                    viewer.refresh_curves()
+                    viewer.set_progress(_status(loaded, config, viewer))
+            if loaded is None or viewer.work(WORK_SECONDS) == 0.0:
+                time.sleep(0.02)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        viewer.close()
+    print("viewer: stopped", file=sys.stderr)
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _task(run_dir: Path, config: dict[str, Any], device: torch.device) -> Any:
+    """The run's task; image and video runs with their target when it is still readable."""
+    if config["task"] in ("image", "video"):
+        try:
+            return task_from_config(run_dir, config, device, data=True)
+        except NfieldError as err:
+            print(f"viewer: the target is not readable ({err}); showing the reconstruction only", file=sys.stderr)
+    return task_from_config(run_dir, config, device)
+
+
+def _status(step: int, config: dict[str, Any], viewer: Viewer) -> str:
+    total = config.get("train", {}).get("steps")
+    parts = [f"checkpoint step {step:,}" + (f" of {total:,}" if total else "")]
+    record, last_eval = viewer.curves.last, viewer.curves.last_eval
+    if "loss" in record:
+        parts.append(f"loss {record['loss']:.4g}")
+    if "psnr" in last_eval:
+        parts.append(f"eval PSNR {last_eval['psnr']:.2f} dB")
+    elif "train_psnr" in record:
+        parts.append(f"train PSNR {record['train_psnr']:.2f} dB")
+    return " · ".join(parts)
