@@ -234,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         help="what looks at the viewer: headless Chromium (camera still), a simulated page (camera orbiting), or both",
     )
     parser.add_argument("--out", type=Path, default=None, help="JSON report (default: print only)")
+    parser.add_argument("--kinds", nargs="+", choices=("image", "sdf", "nerf"), default=None, help="only these runs")
     args = parser.parse_args(argv)
     pages = ["simulated", "chromium"] if args.page == "both" else [args.page]
     if "chromium" in pages and shutil.which("chromium") is None:
@@ -250,6 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         for kind, model, steps, options, view_rows in SCALES[args.scale]:
+            if args.kinds and kind not in args.kinds:
+                continue
             source = source_for(kind, args.scale, folder)
             plain, plain_metrics, _ = train_once(kind, model, steps, options, source, folder / f"{kind}-plain", device)
             for page in pages:
