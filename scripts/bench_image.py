@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 import torch
-from bench_report import device_name, report_header, synchronize
+from bench_report import device_name, report_header, synchronize, write_report
 
 from nfield.data.images import load_image
 from nfield.presets.image import IMAGE_PRESETS, resolve_image_preset
@@ -136,6 +136,7 @@ def main() -> int:
             row = fit_model(image, model, checkpoints, device, args.seed)
             row["image"] = label
             report["results"].append(row)
+            write_report(args.out, report)
             cells = "".join(f"{row['psnr'][s]:>10.2f}" for s in checkpoints)
             print(f"{label:<20}{model:<19}{cells}{row['ssim']:>8.3f}{row['ms_per_step']:>10.2f}{row['params']:>12,}", flush=True)
     camera = load_image(*images[0])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import platform
 import sys
 from datetime import datetime, timezone
@@ -34,6 +36,18 @@ def report_header(device: torch.device, **fields) -> dict:
         "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
         **fields,
     }
+
+
+def write_report(path: Path | None, report: dict) -> None:
+    """Write the JSON report atomically (nothing when `path` is None). Benchmarks call it after every
+    result, so a run stopped at its time limit still leaves what it measured."""
+    if path is None:
+        return
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(report, indent=2, default=float) + "\n")
+    os.replace(partial, path)
 
 
 class UncheckpointedTrainer(Trainer):

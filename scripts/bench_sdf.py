@@ -8,7 +8,7 @@ the ground-truth signed-distance backends against each other (points per second)
 
     python scripts/bench_sdf.py                          # GPU scale: 2000 steps, 512^3 meshes, 1280x720 frames
     python scripts/bench_sdf.py --scale cpu              # CPU scale: 300 steps, 128^3 meshes, 320x180 frames
-    python scripts/bench_sdf.py --scale gpu-short        # 300 GPU-size steps, 256^3 meshes, 1280x720 (about 45 s on an H100)
+    python scripts/bench_sdf.py --scale gpu-short        # 300 GPU-size steps, 128^3 meshes, 640x360 (gpu_check.sh's form)
     python scripts/bench_sdf.py --scale tiny             # smoke test: 20 steps, 32^3 meshes, 32x18 frames
     python scripts/bench_sdf.py --mesh ../shared/data/sdf/bunny.obj --models nglod siren --out bench.json
 """
@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 import torch
-from bench_report import device_name, report_header, synchronize
+from bench_report import device_name, report_header, synchronize, write_report
 
 from nfield.data.meshes import load_shape, signed_distance
 from nfield.export import extract_mesh
@@ -41,8 +41,9 @@ SCALES = {
     # optional: task (other SDFTaskConfig fields) and ground_truth_points (default 2^20 on CUDA, 2^17 on a CPU)
     "gpu": dict(steps=2000, batch_size=2**17, resolution=512, metric_points=2**18, frame=(1280, 720), frames=10),
     "cpu": dict(steps=300, batch_size=2**13, resolution=128, metric_points=2**17, frame=(320, 180), frames=2),
-    # the GPU batch and frame size in about 45 s on an H100 (the acceptance run's short form)
-    "gpu-short": dict(steps=300, batch_size=2**17, resolution=256, metric_points=2**17, frame=(1280, 720), frames=3),
+    # gpu_check.sh's short form (its share is about 40 s; 256^3 meshes and 1280x720 frames ran past
+    # 35 s on an H200): the GPU batch, 128^3 meshes, 640x360 frames
+    "gpu-short": dict(steps=300, batch_size=2**17, resolution=128, metric_points=2**17, frame=(640, 360), frames=2),
     # a smoke test: a few steps, 32^3 meshes, 32x18 frames (proves the script runs; the numbers mean nothing)
     "tiny": dict(
         steps=20,
@@ -167,6 +168,7 @@ def main() -> int:
                 "fps": fps,
             }
             report["results"].append(row)
+            write_report(args.out, report)
             print(
                 f"{model:<10}{'-' if lod is None else lod:>4}{row['chamfer_l1']:>12.5f}{row['normal_consistency']:>11.4f}"
                 f"{row['iou']:>8.4f}{row['parameters']:>12,}{row['size_kb']:>10.1f}{row['fit_seconds']:>8.1f}"

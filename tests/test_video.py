@@ -1,11 +1,13 @@
 """Videos through imageio-ffmpeg, and PNG frames with one line of explanation when its ffmpeg binary is missing."""
 
 import imageio.v3 as iio
-import imageio_ffmpeg
 import numpy as np
 import pytest
 
 from nfield.video import write_video
+
+# a core dependency; only a bare GPU machine running the gpu-marked tests lacks it
+imageio_ffmpeg = pytest.importorskip("imageio_ffmpeg")
 
 
 def _frames(n=5, height=12, width=16):

@@ -118,9 +118,9 @@ def _encode_kernel(
         f2 = f0
     acc = tl.zeros((BLOCK, F), tl.float32)
     for corner in tl.static_range(2**DIM):
-        b0: tl.constexpr = corner & 1
-        b1: tl.constexpr = (corner >> 1) & 1
-        b2: tl.constexpr = (corner >> 2) & 1
+        b0 = corner & 1
+        b1 = (corner >> 1) & 1
+        b2 = (corner >> 2) & 1
         weight = _side(b0, f0) * _side(b1, f1)
         if DIM == 3:
             weight = weight * _side(b2, f2)
@@ -166,9 +166,9 @@ def _table_grad_kernel(
     grad = tl.load(grad_ptr + rows[:, None] * stride_gn + columns[None, :] * stride_gc, mask=valid[:, None], other=0.0)
     grad = grad.to(tl.float32)
     for corner in tl.static_range(2**DIM):
-        b0: tl.constexpr = corner & 1
-        b1: tl.constexpr = (corner >> 1) & 1
-        b2: tl.constexpr = (corner >> 2) & 1
+        b0 = corner & 1
+        b1 = (corner >> 1) & 1
+        b2 = (corner >> 2) & 1
         weight = _side(b0, f0) * _side(b1, f1)
         if DIM == 3:
             weight = weight * _side(b2, f2)
@@ -216,9 +216,9 @@ def _x_grad_kernel(
         grad = tl.load(grad_ptr + rows[:, None] * stride_gn + columns[None, :] * stride_gc, mask=valid[:, None], other=0.0)
         grad = grad.to(tl.float32)
         for corner in tl.static_range(2**DIM):
-            b0: tl.constexpr = corner & 1
-            b1: tl.constexpr = (corner >> 1) & 1
-            b2: tl.constexpr = (corner >> 2) & 1
+            b0 = corner & 1
+            b1 = (corner >> 1) & 1
+            b2 = (corner >> 2) & 1
             row = _corner_row(c0 + b0, c1 + b1, c2 + b2, resolution, offset, size, hashed, DIM)
             value = tl.load(table_ptr + row[:, None] * F + feats[None, :], mask=valid[:, None], other=0.0).to(tl.float32)
             projected = tl.sum(value * grad, axis=1) * scale
@@ -292,9 +292,9 @@ def _x_grad_backward_kernel(
         grad = grad.to(tl.float32)
         grad_grad = tl.zeros((BLOCK, F), tl.float32)
         for corner in tl.static_range(2**DIM):
-            b0: tl.constexpr = corner & 1
-            b1: tl.constexpr = (corner >> 1) & 1
-            b2: tl.constexpr = (corner >> 2) & 1
+            b0 = corner & 1
+            b1 = (corner >> 1) & 1
+            b2 = (corner >> 2) & 1
             s0 = 2.0 * b0 - 1.0
             s1 = 2.0 * b1 - 1.0
             s2 = 2.0 * b2 - 1.0

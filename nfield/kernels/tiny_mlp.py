@@ -107,14 +107,15 @@ def _mlp_forward_kernel(
     h = _activate(z, ACT).to(tl.float16)
     if SAVE:
         tl.store(saved_ptr + rows[:, None] * H + j[None, :], h, mask=valid[:, None])
+    # compiled loops need each carried variable to keep its shape: the (H, H) tiles get their own names
     for layer in range(n_hidden_layers - 1):
-        w = tl.load(w_hidden_ptr + layer * H * H + j[:, None] * H + j[None, :])
-        z = tl.dot(h, w) + tl.load(b_hidden_ptr + layer * H + j)[None, :]
+        w_hidden = tl.load(w_hidden_ptr + layer * H * H + j[:, None] * H + j[None, :])
+        z = tl.dot(h, w_hidden) + tl.load(b_hidden_ptr + layer * H + j)[None, :]
         h = _activate(z, ACT).to(tl.float16)
         if SAVE:
             tl.store(saved_ptr + (layer + 1) * n_rows * H + rows[:, None] * H + j[None, :], h, mask=valid[:, None])
-    w = tl.load(w_out_ptr + j[:, None] * O + o[None, :])
-    y = _activate(tl.dot(h, w) + tl.load(b_out_ptr + o)[None, :], OUT_ACT)
+    w_out = tl.load(w_out_ptr + j[:, None] * O + o[None, :])
+    y = _activate(tl.dot(h, w_out) + tl.load(b_out_ptr + o)[None, :], OUT_ACT)
     tl.store(out_ptr + rows[:, None] * O + o[None, :], y, mask=valid[:, None])
 
 
@@ -152,23 +153,24 @@ def _mlp_backward_kernel(
         grad_ptr + rows[:, None] * stride_gn + o[None, :] * stride_go, mask=valid[:, None] & (o[None, :] < out_dim), other=0.0
     )
     y = tl.load(out_ptr + rows[:, None] * O + o[None, :], mask=valid[:, None], other=0.0)
-    grad_z = (grad.to(tl.float32) * _activation_slope(y, OUT_ACT)).to(tl.float16)
-    tl.store(grad_z_out_ptr + rows[:, None] * O + o[None, :], grad_z, mask=valid[:, None])
-    w_t = tl.load(w_out_ptr + o[:, None] + j[None, :] * O)  # (O, H): the output layer's weight, transposed
-    grad_h = tl.dot(grad_z, w_t)
+    grad_z_out = (grad.to(tl.float32) * _activation_slope(y, OUT_ACT)).to(tl.float16)
+    tl.store(grad_z_out_ptr + rows[:, None] * O + o[None, :], grad_z_out, mask=valid[:, None])
+    w_out_t = tl.load(w_out_ptr + o[:, None] + j[None, :] * O)  # (O, H): the output layer's weight, transposed
+    grad_h = tl.dot(grad_z_out, w_out_t)
+    # compiled loops need each carried variable to keep its shape: the (H, H) tiles get their own names
     for step in range(n_hidden_layers - 1):
         layer = n_hidden_layers - 1 - step
         h = tl.load(saved_ptr + layer * n_rows * H + rows[:, None] * H + j[None, :], mask=valid[:, None], other=0.0)
         grad_z = (grad_h * _activation_slope(h.to(tl.float32), ACT)).to(tl.float16)
         tl.store(grad_z_ptr + layer * n_rows * H + rows[:, None] * H + j[None, :], grad_z, mask=valid[:, None])
-        w_t = tl.load(w_hidden_ptr + (layer - 1) * H * H + j[:, None] + j[None, :] * H)
-        grad_h = tl.dot(grad_z, w_t)
-    h = tl.load(saved_ptr + rows[:, None] * H + j[None, :], mask=valid[:, None], other=0.0)
-    grad_z = (grad_h * _activation_slope(h.to(tl.float32), ACT)).to(tl.float16)
-    tl.store(grad_z_ptr + rows[:, None] * H + j[None, :], grad_z, mask=valid[:, None])
+        w_hidden_t = tl.load(w_hidden_ptr + (layer - 1) * H * H + j[:, None] + j[None, :] * H)
+        grad_h = tl.dot(grad_z, w_hidden_t)
+    h_in = tl.load(saved_ptr + rows[:, None] * H + j[None, :], mask=valid[:, None], other=0.0)
+    grad_z_in = (grad_h * _activation_slope(h_in.to(tl.float32), ACT)).to(tl.float16)
+    tl.store(grad_z_ptr + rows[:, None] * H + j[None, :], grad_z_in, mask=valid[:, None])
     if NEED_X:
-        w_t = tl.load(w_in_ptr + j[:, None] + k[None, :] * H)  # (H, K)
-        grad_x = tl.dot(grad_z, w_t)
+        w_in_t = tl.load(w_in_ptr + j[:, None] + k[None, :] * H)  # (H, K)
+        grad_x = tl.dot(grad_z_in, w_in_t)
         tl.store(grad_x_ptr + rows[:, None] * in_dim + k[None, :], grad_x, mask=valid[:, None] & (k[None, :] < in_dim))
 
 

@@ -13,8 +13,10 @@ AssertionError with the offending error; `main` prints one line per check.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -23,6 +25,7 @@ from nfield.encodings.grid import interpolate_reference
 from nfield.networks import MLP, MLPConfig
 from nfield.render.samplers import OccupancyGrid, OccupancyGridConfig, RaySamples
 from nfield.render.volume import composite, render_weights
+from tests.kernels import hopper_compile
 
 
 def relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
@@ -153,10 +156,14 @@ def packed_samples(n_rays: int, max_samples: int, device: str, generator: torch.
     counts = torch.randint(0, max_samples + 1, (n_rays,), generator=generator)
     counts[:3] = torch.tensor([0, 1, max_samples])
     rays = torch.repeat_interleave(torch.arange(n_rays), counts)
-    deltas = torch.rand(len(rays), generator=generator) * 0.05 + 1e-4
-    gaps = torch.rand(len(rays), generator=generator) * 0.01  # gaps between intervals, as a grid leaves
+    deltas = torch.rand(len(rays), generator=generator, dtype=torch.float64) * 0.05 + 1e-4
+    gaps = torch.rand(len(rays), generator=generator, dtype=torch.float64) * 0.01  # gaps between intervals, as a grid leaves
+    # distances along each ray from near = 0.05 (as a renderer's are), not running on across rays:
+    # at t ~ 1e5 float32 keeps no digits of a 0.05 interval and the check would measure rounding
     ends = torch.cumsum(deltas + gaps, 0)
-    starts = ends - deltas
+    first = torch.cumsum(counts, 0) - counts
+    ends = ends - (ends - deltas - gaps)[first.clamp_max(max(len(rays) - 1, 0))].repeat_interleave(counts) + 0.05
+    starts, ends = (ends - deltas).float(), ends.float()
     return RaySamples(rays.to(device), starts.to(device), ends.to(device)), n_rays
 
 
@@ -265,13 +272,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("checks", nargs="*", help=f"any of {', '.join(CHECKS)} (default all)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--size", default="small", choices=("small", "large"))
+    parser.add_argument("--record", type=Path, help="write each interpreted launch's specialisation here (see hopper_compile)")
     args = parser.parse_args(argv)
     unknown = sorted(set(args.checks) - set(CHECKS))
     if unknown:
         parser.error(f"unknown checks {unknown}; choose from {', '.join(CHECKS)}")
-    for name in args.checks or list(CHECKS):
-        started = time.perf_counter()
-        print(f"{name}: ok: {CHECKS[name](args.device, args.size)} [{time.perf_counter() - started:.1f} s]", flush=True)
+    with hopper_compile.recording(args.record) if args.record else contextlib.nullcontext():
+        for name in args.checks or list(CHECKS):
+            started = time.perf_counter()
+            print(f"{name}: ok: {CHECKS[name](args.device, args.size)} [{time.perf_counter() - started:.1f} s]", flush=True)
     return 0
 
 
