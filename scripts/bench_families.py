@@ -84,7 +84,7 @@ SCALES = {
     # its share on an H200)
     "gpu-short": Scale(256, 200_000, (50, 100, 250), 2.0, 22050, 32, 128, 2**18, ("camera", "audio")),
     # a smoke test (proves the script runs; the numbers mean nothing)
-    "tiny": Scale(16, 3_000, (2, 4), 0.05, 8000, 4, 16, 256, ("camera", "audio", "video")),
+    "tiny": Scale(16, 3_000, (2, 4), 0.05, 8000, 4, 16, 256, ("camera", "audio")),
 }
 #: Variants: (base family, what changes). Each is its paper's claim's subject, run beside its baseline.
 VARIANTS = {

@@ -111,6 +111,12 @@ def _lookup(keys: torch.Tensor, query: torch.Tensor) -> tuple[torch.Tensor, torc
     return rows, keys[rows] == query
 
 
+def _unique_coords(coords: torch.Tensor, resolution: int) -> torch.Tensor:
+    """The distinct rows of cell coordinates (M, 3) in [0, resolution), sorted by key: a 1-D unique
+    of their keys (`torch.unique(coords, dim=0)` took 2.3 s on 2^20 points on a CPU)."""
+    return _coords(torch.unique(_keys(coords, resolution)), resolution)
+
+
 def _dilate(coords: torch.Tensor, radius: int, resolution: int) -> torch.Tensor:
     """Sorted unique keys of the cells within `radius` (Chebyshev) of the cells coords (M, 3), inside the grid."""
     keys = []
@@ -201,11 +207,13 @@ class SparseOctree(nn.Module):
         if not torch.isfinite(points).all():
             raise NfieldError("SparseOctree.from_points: points contain NaN or infinite values")
         u = _unit_box(points.detach(), torch.promote_types(points.dtype, torch.float32))
-        point_cells = torch.unique(_locate(u, 2 ** (cfg.base_lod + cfg.n_lods - 1))[0], dim=0)
+        finest = 2 ** (cfg.base_lod + cfg.n_lods - 1)
+        point_cells = _unique_coords(_locate(u, finest)[0], finest)
         fine_to_coarse = []
         for level in reversed(range(cfg.n_lods)):
-            fine_to_coarse.append(_dilate(point_cells, cfg.dilation, 2 ** (cfg.base_lod + level)))
-            point_cells = torch.unique(point_cells // 2, dim=0)  # the cells containing points one level coarser
+            resolution = 2 ** (cfg.base_lod + level)
+            fine_to_coarse.append(_dilate(point_cells, cfg.dilation, resolution))
+            point_cells = _unique_coords(point_cells // 2, max(resolution // 2, 1))  # the cells one level coarser
         return cls(cfg, fine_to_coarse[::-1])
 
     @classmethod

@@ -16,10 +16,12 @@ two steps:
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import contextlib
 import importlib
 import inspect
 import json
+import multiprocessing
 import os
 import subprocess
 import sys
@@ -111,33 +113,43 @@ def _signature(kernel: Any, args: dict[str, Any]) -> tuple[dict[str, str], dict[
     return signature, constexprs
 
 
-def compile_all(entries: list[dict[str, Any]], arch: int = 90) -> list[tuple[str, str, float]]:
-    """Compile each distinct specialisation for CUDA sm_`arch`; (label, "ok" or the error's last
-    line, seconds) per specialisation."""
+def _compile_one(job: tuple[str, str, dict, dict, dict, int]) -> tuple[str, float]:
+    """Compile one specialisation; ("ok" or the error's last line, seconds)."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    target = GPUTarget("cuda", arch, 32)
-    done: dict[str, tuple[str, str, float]] = {}
+    module, name, signature, constexprs, options, arch = job
+    kernel = getattr(importlib.import_module(module), name)
+    started = time.perf_counter()
+    try:
+        triton.compile(ASTSource(kernel, signature, constexprs), target=GPUTarget("cuda", arch, 32), options=options)
+        outcome = "ok"
+    except Exception as error:  # noqa: BLE001 - every compiler error is a result to report
+        lines = [line for line in str(error).splitlines() if line.strip()] or [type(error).__name__]
+        outcome = lines[-1][:400]
+    return outcome, time.perf_counter() - started
+
+
+def compile_all(entries: list[dict[str, Any]], arch: int = 90, workers: int = 1) -> list[tuple[str, str, float]]:
+    """Compile each distinct specialisation for CUDA sm_`arch` on `workers` processes; (label, "ok"
+    or the error's last line, seconds) per specialisation."""
+    jobs: dict[str, tuple[str, tuple]] = {}
     for entry in entries:
         kernel = getattr(importlib.import_module(entry["module"]), entry["kernel"])
         signature, constexprs = _signature(kernel, entry["args"])
-        label = f"{entry['kernel']}({', '.join(f'{k}={v}' for k, v in constexprs.items())})"
         options = entry.get("options", {})
+        label = f"{entry['kernel']}({', '.join(f'{k}={v}' for k, v in constexprs.items())})"
         label += "".join(f" {k}={v}" for k, v in options.items())
         key = json.dumps([entry["module"], entry["kernel"], signature, constexprs, options], sort_keys=True, default=str)
-        if key in done:
-            continue
-        started = time.perf_counter()
-        try:
-            triton.compile(ASTSource(kernel, signature, constexprs), target=target, options=options)
-            outcome = "ok"
-        except Exception as error:  # noqa: BLE001 - every compiler error is a result to report
-            lines = [line for line in str(error).splitlines() if line.strip()] or [type(error).__name__]
-            outcome = lines[-1][:400]
-        done[key] = (label, outcome, time.perf_counter() - started)
-    return list(done.values())
+        jobs.setdefault(key, (label, (entry["module"], entry["kernel"], signature, constexprs, options, arch)))
+    labels, work = [label for label, _ in jobs.values()], [job for _, job in jobs.values()]
+    if workers > 1 and len(work) > 1:
+        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            results = list(pool.map(_compile_one, work))
+    else:
+        results = [_compile_one(job) for job in work]
+    return [(label, outcome, seconds) for label, (outcome, seconds) in zip(labels, results)]
 
 
 def compile_in_subprocess(record: Path) -> str:
@@ -156,9 +168,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("records", nargs="+", type=Path, help="JSON files written by `recording`")
     parser.add_argument("--arch", type=int, default=90, help="CUDA compute capability as one number (default 90)")
+    parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="compiler processes (default 2)")
     args = parser.parse_args(argv)
     entries = [entry for path in args.records for entry in json.loads(path.read_text())]
-    results = compile_all(entries, args.arch)
+    results = compile_all(entries, args.arch, args.workers)
     for label, outcome, seconds in results:
         status = "ok  " if outcome == "ok" else "FAIL"
         print(f"{status} sm_{args.arch} {label} [{seconds:.1f} s]" + ("" if outcome == "ok" else f": {outcome}"))
