@@ -3,18 +3,23 @@ headless Chromium page open on the viewer the whole time, drawing frames between
 
 For each run kind the task and trainer are built as ``nfield`` builds them; the viewer run first
 waits (untimed) for the page to connect, then both runs are timed from their first to their last
-step by wall clock. The headline is the slowdown, wall(viewer) / wall(plain) - 1, which the viewer's
+step by wall clock. The headline is the slowdown, wall(viewer) / wall(plain) - 1, with
+``--repeats N`` the median over N pairs of a plain run and the viewer run after it (the machine's
+speed drifts between runs; a pair shares the drift). It is what the viewer's
 budget keeps near `nfield.viewer.live.RENDER_SHARE` (the target is at most 10 %); the viewer's own
 accounting of its share and the frames it drew are reported beside it. The two runs end with the
 same metrics (the viewer never touches the training's random streams), which is checked too.
 
 The browser stands for the user's own machine: it runs on the last CPU core and training on the
-others (both runs), so the browser's software WebGL does not compete with training here.
+others (both runs). On a 2-core machine the browser's software WebGL still slows training through
+the shared memory system: ``--page all`` adds a control, the plain run beside a busy process on the
+browser's core and no viewer at all.
 
     python scripts/bench_viewer.py --scale cpu   # image, SDF and NeRF runs sized for 2 CPU cores
     python scripts/bench_viewer.py --scale gpu   # GPU-sized runs (CUDA)
     python scripts/bench_viewer.py --scale gpu-short --page simulated  # what gpu_check.sh runs
     python scripts/bench_viewer.py --scale tiny  # smoke test
+    python scripts/bench_viewer.py --scale cpu --repeats 7  # each side 7 times, alternated (see below)
 
 ``--page chromium`` needs Chromium (Debian's ``chromium``) and playwright (``pip install -e .[test]``);
 ``--page simulated`` stands for a page on another machine without a browser (its camera orbits, so
@@ -29,6 +34,7 @@ import json
 import math
 import os
 import shutil
+import statistics
 import sys
 import tempfile
 import threading
@@ -52,6 +58,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository's
 from scenes.synthetic import generate  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+#: The SDF run's data and evaluation sizes at CPU scale (its closing evaluation is untimed, but at the
+#: task's defaults it took minutes on a CPU).
+SMALL_SDF_EVALUATION = dict(
+    pool_size=2**15, octree_points=2**16, eval_points=2**12, mesh_resolution=64, metric_points=2**13, iou_points=2**14
+)
 #: (kind, model, steps, task options, viewer rows) per scale.
 SCALES: dict[str, list[tuple[str, str, int, dict[str, Any], int]]] = {
     "tiny": [("image", "siren", 60, {}, 48)],
@@ -59,9 +70,9 @@ SCALES: dict[str, list[tuple[str, str, int, dict[str, Any], int]]] = {
     # ended before the page had connected; 3000 steps of 3 ms leave it about 9 s
     "gpu-short": [("image", "siren", 3000, {}, 720)],
     "cpu": [
-        ("image", "siren", 400, {}, 240),
-        ("sdf", "nglod", 100, {"batch_size": 4096}, 160),
-        ("nerf", "ngp", 150, {"batch_rays": 512}, 160),
+        ("image", "siren", 150, {}, 240),
+        ("sdf", "nglod", 200, {"batch_size": 4096, **SMALL_SDF_EVALUATION}, 160),
+        ("nerf", "ngp", 40, {"batch_rays": 256}, 160),
     ],
     "gpu": [
         ("image", "siren", 5000, {}, 720),
@@ -124,7 +135,9 @@ def train_once(kind: str, model: str, steps: int, options: dict, source: str, ou
     clock = StepClock(device)
     trainer.observers.append(clock)
     live = browser = None
-    if page is not None:
+    if page == "load":  # no viewer: a busy process on the browser's core stands for the browser's load
+        browser = CoreLoad(BROWSER_CPUS)
+    elif page is not None:
         live = LiveViewer.start(out, config, task, free_port("127.0.0.1"))
         live.viewer.resolution.value = rows
         browser = open_page(live) if page == "chromium" else SimulatedPage(live)
@@ -133,6 +146,8 @@ def train_once(kind: str, model: str, steps: int, options: dict, source: str, ou
         metrics = trainer.fit()
     finally:
         summary = None
+        if page == "load":
+            browser.close()
         if live is not None:
             share, frames = live.spent / max(live.trained, 1e-9), live.viewer.frames_sent
             summary = {"viewer_share": share, "frames": frames, "close": live.close()}
@@ -141,6 +156,29 @@ def train_once(kind: str, model: str, steps: int, options: dict, source: str, ou
 
 
 _PLAYWRIGHT: list = []
+
+
+#: The cores headless Chromium runs on (set by `main`).
+BROWSER_CPUS: set[int] = set()
+
+
+class CoreLoad:
+    """A memory-bound busy loop in its own process on `cpus`: what a browser drawing WebGL in software
+    costs training on the same machine, without any viewer. On this 2-core machine it alone slows
+    training about as much as the Chromium page does, so it is the control for the Chromium rows."""
+
+    def __init__(self, cpus: set[int]):
+        import subprocess
+
+        code = "import numpy as np\na = np.random.rand(4_000_000)\nwhile True:\n    a.sum()\n    a *= 1.0000001"
+        self.process = subprocess.Popen([sys.executable, "-c", code])
+        if cpus:
+            os.sched_setaffinity(self.process.pid, cpus)
+        time.sleep(1.0)  # numpy imported and the loop running before training starts
+
+    def close(self) -> None:
+        self.process.kill()
+        self.process.wait()
 
 
 def start_browser(browser_cpus: set[int] | None) -> None:
@@ -232,19 +270,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument(
         "--page",
-        choices=("simulated", "chromium", "both"),
+        choices=("simulated", "chromium", "both", "all"),
         default="both",
-        help="what looks at the viewer: headless Chromium (camera still), a simulated page (camera orbiting), or both",
+        help="what looks at the viewer: headless Chromium (camera still), a simulated page (camera orbiting), "
+        "both, or all: both and a control run without the viewer but with a busy process on the browser's core",
     )
     parser.add_argument("--out", type=Path, default=None, help="JSON report (default: print only)")
     parser.add_argument("--kinds", nargs="+", choices=("image", "sdf", "nerf"), default=None, help="only these runs")
+    parser.add_argument("--repeats", type=int, default=1, help="runs of each side, alternated; the table gives medians")
     args = parser.parse_args(argv)
-    pages = ["simulated", "chromium"] if args.page == "both" else [args.page]
+    pages = {"both": ["simulated", "chromium"], "all": ["simulated", "chromium", "load"]}.get(args.page, [args.page])
     if "chromium" in pages and shutil.which("chromium") is None:
         raise SystemExit("--page chromium needs Chromium (Debian's chromium package); --page simulated does without")
     device = resolve_device(args.device)
     cpus = sorted(os.sched_getaffinity(0))
     browser_cpus = {cpus[-1]} if len(cpus) > 1 and "chromium" in pages else None
+    BROWSER_CPUS.update(browser_cpus or ())
     if "chromium" in pages:
         start_browser(browser_cpus)
     if browser_cpus:  # training keeps the other cores, with or without the viewer
@@ -257,14 +298,29 @@ def main(argv: list[str] | None = None) -> int:
             if args.kinds and kind not in args.kinds:
                 continue
             source = source_for(kind, args.scale, folder)
-            plain, plain_metrics, _ = train_once(kind, model, steps, options, source, folder / f"{kind}-plain", device)
-            for page in pages:
-                live, live_metrics, viewer = train_once(
-                    kind, model, steps, options, source, folder / f"{kind}-{page}", device, page=page, rows=view_rows
+            plain_times, live_times = [], {page: [] for page in pages}
+            shares, frames, same = {page: [] for page in pages}, {page: [] for page in pages}, {page: True for page in pages}
+            # alternated (plain, then each page) so a drift of the machine's speed hits both sides alike
+            for repeat in range(args.repeats):
+                plain, plain_metrics, _ = train_once(
+                    kind, model, steps, options, source, folder / f"{kind}-plain-{repeat}", device
                 )
-                same = {k: v for k, v in plain_metrics.items() if isinstance(v, float)} == {
-                    k: v for k, v in live_metrics.items() if isinstance(v, float)
-                }
+                plain_times.append(plain)
+                for page in pages:
+                    live, live_metrics, viewer = train_once(
+                        kind, model, steps, options, source, folder / f"{kind}-{page}-{repeat}", device, page=page, rows=view_rows
+                    )
+                    live_times[page].append(live)
+                    shares[page].append(viewer["viewer_share"] if viewer else 0.0)
+                    frames[page].append(viewer["frames"] if viewer else 0)
+                    same[page] &= {k: v for k, v in plain_metrics.items() if isinstance(v, float)} == {
+                        k: v for k, v in live_metrics.items() if isinstance(v, float)
+                    }
+            for page in pages:
+                plain, live = statistics.median(plain_times), statistics.median(live_times[page])
+                # each viewer run against the plain run just before it: the machine's speed drifts
+                # (runs of the same thing differed by 20 % here), and adjacent runs share the drift
+                paired = statistics.median(v / p for v, p in zip(live_times[page], plain_times))
                 rows.append(
                     {
                         "kind": kind,
@@ -272,12 +328,15 @@ def main(argv: list[str] | None = None) -> int:
                         "page": page,
                         "steps": steps,
                         "viewer_rows": view_rows,
+                        "repeats": args.repeats,
                         "plain_seconds": round(plain, 3),
                         "viewer_seconds": round(live, 3),
-                        "slowdown_percent": round(100 * (live / plain - 1), 2),
-                        "viewer_share_percent": round(100 * viewer["viewer_share"], 2),
-                        "frames_drawn": viewer["frames"],
-                        "same_final_metrics": same,
+                        "slowdown_percent": round(100 * (paired - 1), 2),
+                        "plain_seconds_each": [round(t, 3) for t in plain_times],
+                        "viewer_seconds_each": [round(t, 3) for t in live_times[page]],
+                        "viewer_share_percent": round(100 * statistics.median(shares[page]), 2),
+                        "frames_drawn": int(statistics.median(frames[page])),
+                        "same_final_metrics": same[page],
                     }
                 )
                 print(f"{kind}: {rows[-1]}", file=sys.stderr)

@@ -41,9 +41,14 @@ export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 
 if [ "$DRY_RUN" = 1 ]; then
   SCALE=tiny
+  SANITIZE="$PYTHON -m tests.kernels.kernel_checks mlp --size small"
   export TRITON_INTERPRET=1 CUDA_VISIBLE_DEVICES="" OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}"
 else
   SCALE=gpu-short
+  # memcheck names the kernel and address of any out-of-bounds access; without PyTorch's caching
+  # allocator every tensor is its own allocation, so an access past a tensor is caught too
+  SANITIZE="env PYTORCH_NO_CUDA_MEMORY_CACHING=1 compute-sanitizer --tool memcheck --error-exitcode 1"
+  SANITIZE="$SANITIZE $PYTHON -m tests.kernels.kernel_checks mlp composite march grid --device cuda --size small"
   "$PYTHON" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" \
     || { echo "gpu_check: no CUDA device here; use --dry-run on a CPU machine" >&2; exit 1; }
   if ls "$ROOT"/.whl/*.whl >/dev/null 2>&1; then
@@ -58,13 +63,14 @@ nvidia-smi > "$OUT_DIR/nvidia-smi.txt" 2>&1 || true
 
 # name, share of the budget in percent, command (run from the repository root)
 STEPS=(
-  "pytest|40|$PYTHON -m pytest -m gpu -q -rfE --tb=short --timeout 150 -p no:cacheprovider --junitxml=$OUT_DIR/pytest.xml tests"
+  "pytest|38|$PYTHON -m pytest -m gpu -q -rfE --tb=short --timeout 150 -p no:cacheprovider --junitxml=$OUT_DIR/pytest.xml tests"
+  "sanitizer|6|$SANITIZE"
   "kernels|10|$PYTHON scripts/bench_kernels.py --scale $SCALE --out $OUT_DIR/bench_kernels.json"
-  "image|7|$PYTHON scripts/bench_image.py --scale $SCALE --models relu-pe siren hash dense --out $OUT_DIR/bench_image.json"
+  "image|6|$PYTHON scripts/bench_image.py --scale $SCALE --models relu-pe siren hash dense --out $OUT_DIR/bench_image.json"
   "sdf|7|$PYTHON scripts/bench_sdf.py --scale $SCALE --out $OUT_DIR/bench_sdf.json"
   "nerf|10|$PYTHON scripts/bench_nerf.py --scale $SCALE --out $OUT_DIR/bench_nerf.json"
   "kilonerf|10|$PYTHON scripts/bench_kilonerf.py --scale $SCALE --out $OUT_DIR/bench_kilonerf.json"
-  "families|8|$PYTHON scripts/bench_families.py --scale $SCALE --out $OUT_DIR/bench_families.json"
+  "families|5|$PYTHON scripts/bench_families.py --scale $SCALE --out $OUT_DIR/bench_families.json"
   "viewer|8|$PYTHON scripts/bench_viewer.py --scale $SCALE --page simulated --out $OUT_DIR/bench_viewer.json"
 )
 : > "$OUT_DIR/steps.tsv"

@@ -134,6 +134,16 @@ def targets(measured: dict[str, float], nerf: dict[str, Any] | None, viewer: dic
     return lines
 
 
+def sanitizer_line(log: Path) -> str:
+    """compute-sanitizer's error summary and the kernel checks that passed, from the step's log."""
+    if not log.is_file():
+        return "no log"
+    lines = log.read_text(errors="replace").splitlines()
+    checks = [line.split(":")[0] for line in lines if ": ok:" in line]
+    summary = next((line.strip("= ").strip() for line in reversed(lines) if "ERROR SUMMARY" in line), None)
+    return f"{summary or 'no sanitizer summary'}; checks passed: {', '.join(checks) or 'none'}"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out_dir", type=Path)
@@ -154,6 +164,8 @@ def main() -> int:
         name = step["step"]
         if name == "pytest":
             details = [pytest_line(out_dir)]
+        elif name == "sanitizer":
+            details = [sanitizer_line(out_dir / "sanitizer.log")]
         else:
             report = load(out_dir / f"bench_{name}.json")
             if report is None:

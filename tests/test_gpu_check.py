@@ -11,7 +11,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "gpu_check.sh"
-STEPS = ["pytest", "kernels", "image", "sdf", "nerf", "kilonerf", "families", "viewer"]
+STEPS = ["pytest", "sanitizer", "kernels", "image", "sdf", "nerf", "kilonerf", "families", "viewer"]
+BENCHMARKS = STEPS[2:]
 
 
 def gpu_check(*argv, timeout=60):
@@ -25,7 +26,7 @@ def test_dry_run_runs_every_step_on_the_cpu_and_writes_the_summary(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["dry_run"] and [s["step"] for s in summary["steps"]] == STEPS
     assert all(s["result"] == "pass" for s in summary["steps"]), summary["steps"]
-    for name in STEPS[1:]:
+    for name in BENCHMARKS:
         scale = json.loads((out / f"bench_{name}.json").read_text())["scale"]
         assert (scale["name"] if isinstance(scale, dict) else scale) == "tiny", name
     kernels = json.loads((out / "bench_kernels.json").read_text())
@@ -34,6 +35,7 @@ def test_dry_run_runs_every_step_on_the_cpu_and_writes_the_summary(tmp_path):
     assert kernels["nerf_step"]["profiles"][0]["top_ops"]
     text = (out / "summary.txt").read_text()
     assert "targets:" in text and "not measured" in text
+    assert "checks passed: mlp" in text  # the sanitizer step's kernel check (in the interpreter here)
     assert "deselected" in (out / "pytest.log").read_text()  # the gpu tests were collected (and skipped here)
 
 

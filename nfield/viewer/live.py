@@ -19,7 +19,7 @@ from nfield.errors import NfieldError
 from nfield.viewer.server import REFRESH_SECONDS, Viewer, check_port, free_port
 
 #: Share of the training time the live viewer may spend drawing and updating the page.
-RENDER_SHARE = 0.05
+RENDER_SHARE = 0.03
 #: Most seconds of drawing banked at once (a long evaluation does not buy a long stall).
 MAX_BANK_SECONDS = 0.25
 #: Seconds between updates of the page's status line.

@@ -131,7 +131,7 @@ class Viewer:
         self.version = 0
         self.frames_sent = 0
         self.render_seconds = 0.0
-        self.seconds_per_pixel = 1e-5
+        self.seconds_per_pixel: Optional[float] = None  # measured; None until the first band
         self.curves = _Curves()
         self.curves_read_at = 0.0
         self.failure: Optional[str] = None
@@ -322,7 +322,10 @@ class Viewer:
             camera = ViewCamera(pose_from_browser(np.asarray(wxyz), np.asarray(position)), float(fov_y), width, height)
             frame = browser.frame = _Frame(camera, want, preview, self.version, np.zeros((height, width, 3), np.float32))
         camera = frame.camera
-        rows = int(max(budget, 0.02) / max(self.seconds_per_pixel * camera.width, 1e-9))
+        if self.seconds_per_pixel is None:  # the first band is one row: it measures the cost of the rest
+            rows = 1
+        else:
+            rows = int(max(budget, 0.02) / max(self.seconds_per_pixel * camera.width, 1e-9))
         last = min(camera.height, frame.rows_done + max(1, rows))
         started = time.perf_counter()
         try:
@@ -335,7 +338,9 @@ class Viewer:
             return
         elapsed = time.perf_counter() - started
         pixels = (last - frame.rows_done) * camera.width
-        self.seconds_per_pixel = 0.7 * self.seconds_per_pixel + 0.3 * elapsed / max(pixels, 1)
+        measured = elapsed / max(pixels, 1)
+        previous = self.seconds_per_pixel
+        self.seconds_per_pixel = measured if previous is None else 0.7 * previous + 0.3 * measured
         frame.rows_done, frame.seconds = last, frame.seconds + elapsed
         if last == camera.height:
             image = (np.clip(frame.pixels, 0, 1) * 255 + 0.5).astype(np.uint8)
