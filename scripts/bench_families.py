@@ -73,6 +73,7 @@ class Scale:
     video_size: int
     video_batch: int  # pixels per video step
     signals: tuple[str, ...] = ()  # the signals run by default (empty: all)
+    families: tuple[str, ...] = ()  # the families run by default (empty: all)
 
 
 IMAGE_SIGNALS = ("camera", "astronaut", "noise-0.25", "noise-1.0", "sierpinski", "star", "discs")
@@ -84,7 +85,19 @@ SCALES = {
     # its share on an H200)
     "gpu-short": Scale(256, 200_000, (50, 100, 250), 2.0, 22050, 32, 128, 2**18, ("camera", "audio")),
     # a smoke test (proves the script runs; the numbers mean nothing)
-    "tiny": Scale(16, 3_000, (2, 4), 0.05, 8000, 4, 16, 256, ("camera", "audio")),
+    # (each variant with its baseline, so the claim checks run too)
+    "tiny": Scale(
+        16,
+        3_000,
+        (2, 4),
+        0.05,
+        8000,
+        4,
+        16,
+        256,
+        ("camera", "audio"),
+        ("relu-pe", "relu-pe+iga", "siren", "siren+int", "cam", "cam-base", "pins", "hash", "neurbf", "wire"),
+    ),  # fmt: skip
 }
 #: Variants: (base family, what changes). Each is its paper's claim's subject, run beside its baseline.
 VARIANTS = {
@@ -329,7 +342,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", choices=sorted(SCALES), default="gpu")
     parser.add_argument("--params", type=int, default=None, help="parameter budget (default: the scale's)")
-    parser.add_argument("--families", nargs="+", default=[*IMAGE_PRESETS, *VARIANTS], choices=[*IMAGE_PRESETS, *VARIANTS])
+    parser.add_argument(
+        "--families", nargs="+", default=None, choices=[*IMAGE_PRESETS, *VARIANTS], help="default: the scale's (all but at tiny)"
+    )
     parser.add_argument("--signals", nargs="+", default=None, choices=list(SIGNALS), help="default: the scale's")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seed", type=int, default=0)
@@ -359,7 +374,7 @@ def main() -> int:
     print(f"{header}\n{'-' * len(header)}")
     start = time.perf_counter()
     for signal in args.signals or scale.signals or SIGNALS:
-        for family in args.families:
+        for family in args.families or scale.families or [*IMAGE_PRESETS, *VARIANTS]:
             reason = applies(family, signal)
             if reason:
                 report["skipped"].append({"signal": signal, "family": family, "why": reason})
