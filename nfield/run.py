@@ -30,6 +30,7 @@ import torch
 import nfield
 from nfield.checkpoint import Checkpoint, latest_checkpoint, list_checkpoints, load_model_weights
 from nfield.components import config_from_dict
+from nfield.distributed import data_parallel, device_for, layout, main_first, writes_run_files
 from nfield.errors import NfieldError
 from nfield.fields.radiance import radiance_config_to_dict
 from nfield.presets.audio import DEFAULT_MODEL as AUDIO_DEFAULT
@@ -48,9 +49,11 @@ from nfield.tasks.image import ImageTask
 from nfield.tasks.nerf import NeRFTask, write_cameras
 from nfield.tasks.sdf import SDFTask
 from nfield.tasks.video import VideoTask
-from nfield.train import TrainConfig, Trainer, is_main_process, resolve_device, seed_everything
+from nfield.train import TrainConfig, Trainer, resolve_device, seed_everything
 
 CONFIG_FILE = "config.json"
+#: Tasks that train one signal on several ranks (`nfield.distributed`); the others refuse it.
+DATA_PARALLEL_TASKS = ("image", "nerf")
 Task = Union[ImageTask, SDFTask, NeRFTask, AudioTask, VideoTask]
 #: config.json's "task" -> the task class, its default model and how a new run starts from a preset.
 TASKS: dict[str, tuple[type, str, Any]] = {
@@ -121,16 +124,22 @@ class LoadedRun:
         return self.task.device
 
 
-def train(request: RunRequest) -> dict[str, Any]:
+def train(request: RunRequest) -> dict[str, Any] | None:
     """Start (or with ``resume``, continue) the run `request` asks for and train it to the end.
 
     Returns the final metrics with the step, the training time and the run directory; the task's
-    outputs are written into the run directory.
+    outputs are written into the run directory. Under data-parallel training (`nfield.distributed`)
+    rank 0 writes the run and returns them; the other ranks train with it and return None.
     """
     if request.kind not in TASKS:
         raise NfieldError(f"unknown task '{request.kind}'; one of {', '.join(TASKS)}")
     task_cls, default_model, new_run = TASKS[request.kind]
-    out, device = request.run_dir, resolve_device(request.device)
+    out, device = request.run_dir, resolve_device(device_for(request.device, layout()))
+    if data_parallel() is not None and request.kind not in DATA_PARALLEL_TASKS:
+        raise NfieldError(
+            f"{TASKS[request.kind][0].name} trains in one process; data-parallel training (torchrun) is for "
+            f"{' and '.join(TASKS[k][0].name for k in DATA_PARALLEL_TASKS)} (a folder of files is split between ranks instead)"
+        )
     overrides = dict(request.train)
     if "steps" in overrides and overrides["steps"] <= 0:  # before any data is read
         raise NfieldError(f"--steps must be a positive number of steps, got {overrides['steps']}")
@@ -150,25 +159,41 @@ def train(request: RunRequest) -> dict[str, Any]:
             **request.data_options,
         )
         train_cfg = dataclasses.replace(train_cfg, **overrides)
-        config = new_config(request.kind, request.model or default_model, train_cfg, task_part)
+        extra = {}
+        if data_parallel() is not None:  # the batch flags are per rank; the run records the whole step's batch
+            ranks, key = data_parallel().world, task_cls.batch_key
+            per_rank = task_part["task_config"][key]
+            task_part["task_config"][key] = per_rank * ranks
+            extra["data_parallel"] = {"ranks": ranks, f"{key}_per_rank": per_rank}
+        config = new_config(request.kind, request.model or default_model, train_cfg, task_part, **extra)
     train_cfg.validate()
     config["train"] = dataclasses.asdict(train_cfg)
     if data is None:
         data = _from_config(out, lambda: task_cls.load_data(config))
-    prepare_run_dir(out, request.resume, request.overwrite)
-    write_config(out, config)
+    main = writes_run_files()  # in a data-parallel run, rank 0 writes the run directory; the others wait for it
+    main_first(lambda: _start_run_dir(out, config, request) if main else None)
     task, trainer = build(config, device, data, out)
-    if callable(getattr(task, "write_run_files", None)):  # files besides config.json (a NeRF's cameras)
+    if main and callable(getattr(task, "write_run_files", None)):  # files besides config.json (a NeRF's cameras)
         task.write_run_files(out)
     if request.resume:
         trainer.resume()
-    print(f"{task.describe()} with {config['model']} on {device}, {train_cfg.steps} steps -> {out}", file=sys.stderr)
+    if main:
+        ranks = f" x {data_parallel().world} ranks" if data_parallel() else ""
+        print(f"{task.describe()} with {config['model']} on {device}{ranks}, {train_cfg.steps} steps -> {out}", file=sys.stderr)
     with live_viewer(request.viewer_port, out, config, task) as observers:
         trainer.observers.extend(observers)
         metrics = trainer.fit()
+    if not main:
+        return None
     print("wrote " + " and ".join(str(out / name) for name in task.outputs()), file=sys.stderr)
     report = json.loads((out / "eval.json").read_text()) if (out / "eval.json").is_file() else {}  # the export's metrics
     return {"step": trainer.step, **metrics, **report, "train_seconds": round(trainer.train_seconds, 3), "run_dir": str(out)}
+
+
+def _start_run_dir(out: Path, config: dict[str, Any], request: RunRequest) -> None:
+    """Check the run directory of a run about to train (`prepare_run_dir`) and write its config.json."""
+    prepare_run_dir(out, request.resume, request.overwrite)
+    write_config(out, config)
 
 
 def distill(
@@ -245,7 +270,7 @@ def live_viewer(port: int | None, run_dir: Path, config: dict[str, Any], task: A
     """Serve the live viewer (`nfield.viewer.live`) of `task` on `port` while the block trains; yields
     the observers to give the block's trainers (none when `port` is None or on ranks other than 0,
     or when the viewer cannot start), and says at the end what it drew and what it cost."""
-    if port is None or not is_main_process():
+    if port is None or not writes_run_files():
         yield ()
         return
     from nfield.viewer.live import LiveViewer

@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 
 from nfield.backends import BACKENDS, backends_in_use, choose_backend, reset_backends, set_backend
 from nfield.checkpoint import latest_checkpoint, load_model_weights, load_trainer_state, save_checkpoint
+from nfield.distributed import all_reduce_, average_gradients, writes_run_files
 from nfield.errors import NfieldError, TrainingDiverged
 
 #: Steps timed (after the first) before the trainer says how long the run will take.
@@ -147,11 +148,6 @@ def progress_aware_modules(model: nn.Module) -> list[nn.Module]:
     return [m for m in model.modules() if callable(getattr(m, "update", None)) and not isinstance(m, containers)]
 
 
-def is_main_process() -> bool:
-    dist = torch.distributed
-    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
-
-
 class Trainer:
     """Runs a task's optimisation with checkpoints, metrics and resume.
 
@@ -187,7 +183,7 @@ class Trainer:
         self.step = 0
         self.resumed = False
         self.train_seconds = 0.0
-        self.is_main = is_main_process()
+        self.is_main = writes_run_files()  # in a data-parallel run, rank 0 logs, evaluates and checkpoints
         #: called as ``observer.after_step(trainer)`` after every step (the live viewer); an
         #: observer keeps its own failures to itself
         self.observers: list[Any] = []
@@ -274,7 +270,7 @@ class Trainer:
                 if flush:  # every loss is checked before anything is evaluated or saved
                     self._flush(window, bar)
                     window = []
-                if evaluate:
+                if evaluate and self.is_main:
                     evaluated = self.task.evaluate()
                     self._log({"step": self.step, "kind": "eval", **evaluated}, bar)
                 if checkpoint:
@@ -293,7 +289,7 @@ class Trainer:
             bar.close()
         if self.step < total:
             return {}
-        if not evaluated:  # resumed a finished run: nothing was evaluated in this call
+        if not evaluated and self.is_main:  # resumed a finished run: nothing was evaluated in this call
             evaluated = self.task.evaluate()
         if self.is_main:
             self.task.export(self.run_dir)
@@ -301,16 +297,8 @@ class Trainer:
         return evaluated
 
     def _write_curves(self) -> None:
-        """Draw the run's curves.png (`nfield.plots`); a failure to plot never fails training."""
-        if not self.is_main:
-            return
-        try:
-            from nfield.plots import write_curves
-
-            write_curves(self.run_dir)
-        except Exception as err:
-            message = (str(err).splitlines() or [type(err).__name__])[0]
-            print(f"nfield: warning: could not write {self.run_dir / 'curves.png'}: {message}", file=sys.stderr)
+        if self.is_main:
+            write_curves_quietly(self.run_dir)
 
     def _train_step(self) -> tuple[int, torch.Tensor, dict[str, torch.Tensor]]:
         cfg, step = self.cfg, self.step
@@ -325,6 +313,7 @@ class Trainer:
         with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.use_amp):
             loss, metrics = self.task.loss(batch)
         self.scaler.scale(loss).backward()
+        average_gradients(p for g in self.optimizer.param_groups for p in g["params"])  # data-parallel ranks
         if cfg.grad_clip > 0:
             self.scaler.unscale_(self.optimizer)
             params = [p for g in self.optimizer.param_groups for p in g["params"]]
@@ -360,7 +349,7 @@ class Trainer:
     def _flush(self, window: list[tuple[int, torch.Tensor, dict[str, torch.Tensor]]], bar: tqdm) -> None:
         """Read the window's losses once, stop on a non-finite one, log the means."""
         steps = [s for s, _, _ in window]
-        losses = torch.stack([loss.float() for _, loss, _ in window]).cpu()
+        losses = all_reduce_(torch.stack([loss.float() for _, loss, _ in window]), "mean").cpu()  # every rank agrees
         finite = torch.isfinite(losses)
         if not bool(finite.all()):
             bad = steps[int((~finite).nonzero()[0, 0])]
@@ -377,7 +366,8 @@ class Trainer:
         record: dict[str, Any] = {"step": self.step, "kind": "train", "loss": float(losses.mean())}
         if window[0][2]:
             names = list(window[0][2])
-            values = torch.stack([torch.stack([m[n].float() for n in names]) for _, _, m in window]).mean(0).cpu()
+            values = torch.stack([torch.stack([m[n].float() for n in names]) for _, _, m in window]).mean(0)
+            values = all_reduce_(values, "mean").cpu()
             record.update({f"train_{n}": float(v) for n, v in zip(names, values)})
         record["lr"] = self.optimizer.param_groups[0]["lr"]
         record["train_seconds"] = round(self.train_seconds, 4)
@@ -401,14 +391,31 @@ class Trainer:
             bar.write(f"step {record['step']}: {shown}", file=sys.stderr)
 
     def _truncate_metrics(self, step: int) -> None:
-        """Drop metrics lines written after `step` by a run that was interrupted later."""
-        if not self.metrics_path.exists():
-            return
-        kept = []
-        for line in self.metrics_path.read_text().splitlines():
-            try:
-                if json.loads(line).get("step", 0) <= step:
-                    kept.append(line)
-            except json.JSONDecodeError:
-                continue
-        self.metrics_path.write_text("".join(line + "\n" for line in kept))
+        if self.is_main:
+            truncate_metrics(self.metrics_path, step)
+
+
+def truncate_metrics(path: Path, step: int) -> None:
+    """Drop the lines of a metrics.jsonl written after `step` (by a run interrupted after its last
+    checkpoint)."""
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line).get("step", 0) <= step:
+                kept.append(line)
+        except json.JSONDecodeError:
+            continue
+    path.write_text("".join(line + "\n" for line in kept))
+
+
+def write_curves_quietly(run_dir: Path) -> None:
+    """Draw a run's curves.png (`nfield.plots`); a failure to plot never fails training."""
+    try:
+        from nfield.plots import write_curves
+
+        write_curves(run_dir)
+    except Exception as err:
+        message = (str(err).splitlines() or [type(err).__name__])[0]
+        print(f"nfield: warning: could not write {Path(run_dir) / 'curves.png'}: {message}", file=sys.stderr)

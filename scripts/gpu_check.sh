@@ -63,7 +63,7 @@ nvidia-smi > "$OUT_DIR/nvidia-smi.txt" 2>&1 || true
 
 # name, share of the budget in percent, command (run from the repository root)
 STEPS=(
-  "pytest|38|$PYTHON -m pytest -m gpu -q -rfE --tb=short --timeout 150 -p no:cacheprovider --junitxml=$OUT_DIR/pytest.xml tests"
+  "pytest|36|$PYTHON -m pytest -m gpu -q -rfE --tb=short --timeout 150 -p no:cacheprovider --junitxml=$OUT_DIR/pytest.xml tests"
   "sanitizer|6|$SANITIZE"
   "kernels|10|$PYTHON scripts/bench_kernels.py --scale $SCALE --out $OUT_DIR/bench_kernels.json"
   "image|6|$PYTHON scripts/bench_image.py --scale $SCALE --models relu-pe siren hash dense --out $OUT_DIR/bench_image.json"
@@ -71,7 +71,8 @@ STEPS=(
   "nerf|10|$PYTHON scripts/bench_nerf.py --scale $SCALE --out $OUT_DIR/bench_nerf.json"
   "kilonerf|10|$PYTHON scripts/bench_kilonerf.py --scale $SCALE --out $OUT_DIR/bench_kilonerf.json"
   "families|5|$PYTHON scripts/bench_families.py --scale $SCALE --out $OUT_DIR/bench_families.json"
-  "viewer|8|$PYTHON scripts/bench_viewer.py --scale $SCALE --page simulated --out $OUT_DIR/bench_viewer.json"
+  "viewer|6|$PYTHON scripts/bench_viewer.py --scale $SCALE --page simulated --out $OUT_DIR/bench_viewer.json"
+  "scale|4|$PYTHON scripts/bench_scale.py --scale $SCALE --models siren --out $OUT_DIR/bench_scale.json"
 )
 : > "$OUT_DIR/steps.tsv"
 STARTED=$(date +%s)

@@ -108,6 +108,18 @@ def bench_lines(name: str, report: dict[str, Any]) -> list[str]:
             f"{r['frames_drawn']} frames, same metrics: {r['same_final_metrics']}"
             for r in report.get("runs", [])
         ]
+    if name == "scale":
+        out = [
+            f"{r['model']} x{r['signals']} at {r['size']} px: stacked {r['speedup_wall']:.2f}x the signals/s of one by one "
+            f"({r['speedup_train']:.2f}x in training)"
+            for r in report.get("many_signals", [])
+        ]
+        parallel = report.get("data_parallel", {})
+        if "speedup" in parallel:
+            out.append(f"data-parallel {parallel['model']}: 2 processes {parallel['speedup']:.2f}x the steps/s of 1")
+        elif "skipped" in parallel:
+            out.append(f"data-parallel: skipped ({parallel['skipped']})")
+        return out
     return []
 
 

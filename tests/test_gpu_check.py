@@ -11,7 +11,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "gpu_check.sh"
-STEPS = ["pytest", "sanitizer", "kernels", "image", "sdf", "nerf", "kilonerf", "families", "viewer"]
+STEPS = ["pytest", "sanitizer", "kernels", "image", "sdf", "nerf", "kilonerf", "families", "viewer", "scale"]
 BENCHMARKS = STEPS[2:]
 
 

@@ -29,6 +29,7 @@ from nfield.cli.plot import Plot
 from nfield.cli.sdf import FitSDF, Mesh
 from nfield.cli.video import FitVideo
 from nfield.cli.view import View
+from nfield.distributed import layout, shutdown
 from nfield.encodings.grid import GRID_BACKENDS
 from nfield.errors import NfieldError
 from nfield.networks.mlp import MLP_BACKENDS
@@ -151,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         command()
     except NfieldError as err:
-        print(f"nfield: error: {err}", file=sys.stderr)
+        if layout().is_main:  # under torchrun, rank 0 says it once
+            print(f"nfield: error: {err}", file=sys.stderr)
         return 1
     except torch.cuda.OutOfMemoryError:
         print("nfield: error: out of GPU memory; lower --batch-size (or render at a smaller --scale)", file=sys.stderr)
@@ -162,4 +164,6 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # the reader of stdout went away (`nfield info | head`): not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    finally:
+        shutdown()
     return 0

@@ -10,6 +10,8 @@ from typing import Annotated, Optional
 import tyro
 
 from nfield.cli.options import RunFlags
+from nfield.distributed import environment_layout
+from nfield.errors import NfieldError
 from nfield.fields.kilonerf import KiloNeRFConfig
 from nfield.run import distill
 from nfield.tasks.distill import DistillConfig, DistillSettings
@@ -62,6 +64,8 @@ class Distill:
             seed=self.seed,
         )
         flags = self.run
+        if environment_layout().world > 1:
+            raise NfieldError("distill runs in one process; launch it without torchrun")
         summary = distill(
             self.teacher,
             settings,

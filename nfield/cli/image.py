@@ -11,6 +11,7 @@ import tyro
 
 from nfield.cli.options import FieldOptions, RunFlags, TrainingCommand, device_default, train_options
 from nfield.errors import NfieldError
+from nfield.many import is_collection
 from nfield.presets.image import IMAGE_PRESETS
 from nfield.run import load_run
 from nfield.tasks.gradient_adjustment import GradientAdjustmentConfig
@@ -58,7 +59,8 @@ class FitImage(TrainingCommand):
     """
 
     image: tyro.conf.Positional[str]
-    """image file, or a scikit-image sample name: camera, astronaut, coffee, chelsea, ..."""
+    """image file, a scikit-image sample name (camera, astronaut, coffee, chelsea, ...), or a folder or quoted glob
+    ('photos/*.png') to fit every image in it: one run directory each under --out, plus index.jsonl"""
     model: Optional[str] = None
     """relu, relu-pe, fourier, learnable-fourier, siren, spder, progressive, pins, sape, hash, dense, wire, finer, gauss,
     relu-pe-fr, cam, shifted-gaussian, planes, neurbf (default siren)"""
@@ -71,6 +73,8 @@ class FitImage(TrainingCommand):
     """IGA: side in pixels of the patches that each give one eNTK sample"""
     iga_n_balanced: Annotated[Optional[int], tyro.conf.arg(help_behavior_hint=f"(default: {_IGA.n_balanced})")] = None
     """IGA: the n largest eNTK eigenvalues are lowered to the (n+1)-th"""
+    signals_per_batch: int = 0
+    """folders and globs: images of one size trained together as one stacked model (0: as many as fit in memory)"""
     run: Annotated[RunFlags, tyro.conf.OmitArgPrefixes] = RunFlags()
     train: Annotated[ImageTrainOptions, tyro.conf.OmitArgPrefixes] = ImageTrainOptions()
     model_options: Annotated[ImageModelOptions, tyro.conf.OmitArgPrefixes] = ImageModelOptions()
@@ -81,7 +85,10 @@ class FitImage(TrainingCommand):
             "teaching": TeachingConfig(enabled=True) if self.teaching else None,
             "gradient_adjustment": self._gradient_adjustment(),
         }
-        self.submit("image", self.image, task, {"downscale": self.downscale})
+        if is_collection(self.image):
+            self.submit_collection("image", self.image, task, {"downscale": self.downscale}, self.signals_per_batch)
+        else:
+            self.submit("image", self.image, task, {"downscale": self.downscale})
 
     def _gradient_adjustment(self) -> GradientAdjustmentConfig | None:
         settings = {"patch_size": self.iga_patch_size, "n_balanced": self.iga_n_balanced}

@@ -10,6 +10,9 @@ from typing import Annotated, Any, Callable, Literal, Optional
 
 import tyro
 
+from nfield.distributed import init_from_environment, set_data_parallel
+from nfield.errors import NfieldError
+from nfield.many import CollectionRequest, fit_collection
 from nfield.presets import Preset
 from nfield.run import RunRequest, train
 
@@ -126,8 +129,16 @@ class TrainingCommand:
     have ``model``, ``run`` (`RunFlags`), ``train`` and ``model_options``."""
 
     def submit(self, kind: str, source: str, task_options: dict[str, Any], data_options: dict[str, Any]) -> None:
+        init_from_environment(self.run.device)  # type: ignore[attr-defined]  # under torchrun: one model on every rank
+        set_data_parallel(True)
+        result = train(self.request(kind, source, task_options, data_options))
+        if result is not None:  # the ranks of a data-parallel run other than 0 print nothing
+            print(json.dumps(result))
+
+    def request(self, kind: str, source: str, task_options: dict[str, Any], data_options: dict[str, Any]) -> RunRequest:
+        """The `RunRequest` the flags describe (unset task options keep the preset's)."""
         flags: RunFlags = self.run  # type: ignore[attr-defined]
-        request = RunRequest(
+        return RunRequest(
             kind,
             source,
             model=self.model,  # type: ignore[attr-defined]
@@ -141,4 +152,16 @@ class TrainingCommand:
             data_options=data_options,
             viewer_port=flags.port if flags.viewer else None,
         )
-        print(json.dumps(train(request)))
+
+    def submit_collection(
+        self, kind: str, pattern: str, task_options: dict[str, Any], data_options: dict[str, Any], signals_per_batch: int
+    ) -> None:
+        """Fit every file of a folder or glob (`nfield.many`); the summary is the last stdout line."""
+        if self.run.viewer:  # type: ignore[attr-defined]
+            raise NfieldError(
+                "--viewer follows one run; fit one file to watch it (each run of a collection opens with nfield view)"
+            )
+        request = CollectionRequest(self.request(kind, pattern, task_options, data_options), signals_per_batch)
+        result = fit_collection(request)
+        if result is not None:
+            print(json.dumps(result))

@@ -10,6 +10,7 @@ from typing import Annotated, Literal, Optional
 import tyro
 
 from nfield.cli.options import Overrides, RunFlags, TrainingCommand, describe_default, device_default, train_options
+from nfield.many import is_collection
 from nfield.presets.sdf import SDF_PRESETS
 from nfield.run import load_run
 from nfield.tasks.teaching import TeachingConfig
@@ -44,7 +45,9 @@ class FitSDF(TrainingCommand):
     coordinates), render.png and eval.json; prints the final metrics as JSON on the last line.
     """
 
-    shape: tyro.conf.Positional[str]  # mesh or oriented point cloud file
+    shape: tyro.conf.Positional[str]
+    """mesh or oriented point cloud file, or a folder or quoted glob ('shapes/*.obj') to fit every shape in it: one run
+    directory each under --out, plus index.jsonl"""
     model: Optional[str] = None
     """nglod, siren, hash, dense, relu-pe, or any other fit-image model in 3-D except sape (default nglod)"""
     batch_size: Annotated[Optional[int], _hint("batch_size")] = None  # training points per step
@@ -61,6 +64,9 @@ class FitSDF(TrainingCommand):
     """weight of the eikonal term"""
     teaching: bool = False
     """INT (nonparametric teaching): each step trains on the pool points with the largest distance error (meshes only)"""
+    signals_per_batch: int = 0
+    """folders and globs: shapes trained together as one stacked model (0: as many as fit in memory; nglod fits one at
+    a time, its octree follows each shape)"""
     run: Annotated[RunFlags, tyro.conf.OmitArgPrefixes] = RunFlags()
     train: Annotated[SDFTrainOptions, tyro.conf.OmitArgPrefixes] = SDFTrainOptions()
     model_options: Annotated[SDFModelOptions, tyro.conf.OmitArgPrefixes] = SDFModelOptions()
@@ -69,7 +75,10 @@ class FitSDF(TrainingCommand):
         keys = ("batch_size", "pool_size", "mesh_resolution", "metric_points", "sdf_backend", "eikonal_weight")
         task = {key: getattr(self, key) for key in keys}
         task["teaching"] = TeachingConfig(enabled=True) if self.teaching else None
-        self.submit("sdf", self.shape, task, {})
+        if is_collection(self.shape):
+            self.submit_collection("sdf", self.shape, task, {}, self.signals_per_batch)
+        else:
+            self.submit("sdf", self.shape, task, {})
 
 
 @dataclass(frozen=True)

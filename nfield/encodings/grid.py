@@ -241,9 +241,15 @@ def interpolate_reference(x: torch.Tensor, table: torch.Tensor, levels: tuple[Gr
         (N, L * F) level-major features, differentiable w.r.t. the table, and w.r.t. x (to any
         order) when x requires grad.
     """
-    if x.requires_grad:
+    if x.requires_grad or _in_functorch_transform():  # vmap (stacked signals) batches ordinary ops only
         return _interpolate_differentiable(x, table, levels)
     return _GridInterpolation.apply(x, table, levels)
+
+
+def _in_functorch_transform() -> bool:
+    """Whether a `torch.func` transform (vmap, grad) is tracing this call."""
+    active = getattr(torch._C, "_are_functorch_transforms_active", None)
+    return bool(active()) if active is not None else False
 
 
 class _FeatureGrid(nn.Module):

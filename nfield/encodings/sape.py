@@ -14,9 +14,9 @@ import itertools
 from dataclasses import dataclass
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
+from nfield.distributed import all_reduce_, data_parallel
 from nfield.encodings.progressive import (
     check_frequencies,
     check_schedule,
@@ -58,11 +58,11 @@ class SpatiallyAdaptiveProgressive(nn.Module):
       alpha is clamped to [0, L]. The first update resets alpha to 0, so it is 0 everywhere before
       the start step. A call with a step not after the last update changes nothing, so calling it
       twice for one step, or resuming from a checkpoint, is exact.
-    - Data-parallel training (an initialised `torch.distributed` process group, each rank seeing its
+    - Data-parallel training (`nfield.distributed.data_parallel`, each rank seeing its
       own batches): `update` all-reduces (SUM) the error sums and counts observed since the previous
       update before folding them in, so every rank's decision equals that of one process seeing all
       ranks' batches. It is then a collective: every rank must call it, with the same step (the
-      trainer does, every step). Without a process group nothing is communicated.
+      trainer does, every step). Otherwise nothing is communicated.
 
     All of this state lives in buffers (saved in the state dict) and is updated on the device
     without reading anything back to the host. alpha starts at L everywhere, so a module that is
@@ -154,15 +154,14 @@ class SpatiallyAdaptiveProgressive(nn.Module):
     def _observed_errors(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(R,)*d error sum and (R,)*d count observed since the last update, summed over all processes.
 
-        With an initialised `torch.distributed` process group, a copy of both accumulators is
+        In data-parallel training (`nfield.distributed`), a copy of both accumulators is
         all-reduced (SUM) in one collective; the buffers themselves keep this process's share only, so
-        errors still pending after a repeated step are not counted twice by the next update. Without a
-        process group these are the buffers themselves.
+        errors still pending after a repeated step are not counted twice by the next update. Otherwise
+        these are the buffers themselves.
         """
-        if not (dist.is_available() and dist.is_initialized()):
+        if data_parallel() is None:
             return self.error_sum, self.error_count
-        totals = torch.stack([self.error_sum, self.error_count])  # (2, R, ..): a copy, reduced in place
-        dist.all_reduce(totals, op=dist.ReduceOp.SUM)
+        totals = all_reduce_(torch.stack([self.error_sum, self.error_count]))  # (2, R, ..): a copy, reduced in place
         return totals[0], totals[1]
 
     def _node_units(self, x: torch.Tensor) -> torch.Tensor:
@@ -174,7 +173,7 @@ class SpatiallyAdaptiveProgressive(nn.Module):
     def update(self, step: int, total: int) -> None:
         """Fold in the observed errors and advance alpha to `step` (0-based) of `total` steps.
 
-        A collective under an initialised `torch.distributed` process group: call it on every rank.
+        A collective in data-parallel training: call it on every rank.
         """
         cfg = self.cfg
         start, end = schedule_steps("SpatiallyAdaptiveProgressive", total, cfg.start_fraction, cfg.end_fraction)

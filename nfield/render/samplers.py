@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from nfield.backends import choose_backend, record_backend
+from nfield.distributed import all_reduce_
 from nfield.errors import NfieldError
 from nfield.render.sphere_tracing import ray_box_intersection
 from nfield.render.volume import render_weights
@@ -372,6 +373,7 @@ class OccupancyGrid(nn.Module):
                 if not isinstance(densities, torch.Tensor) or densities.numel() != len(part):
                     raise NfieldError(f"OccupancyGrid: density_fn must return one density per point, for {len(part)} points")
                 fresh[level].scatter_reduce_(0, part, densities.reshape(-1).float(), reduce="amax")
+        all_reduce_(fresh, "max")  # data-parallel ranks: every rank's probes count, and the grids stay equal
         self.density.copy_(torch.maximum(self.density * self.cfg.ema_decay, fresh))
         thickness = self.density * self.step_size
         self.occupied.copy_(thickness > thickness.mean().clamp_max(self.cfg.threshold))

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from nfield.colormap import inferno
 from nfield.components import config_from_dict
 from nfield.data.images import Image, load_image, pixel_coordinates, save_image
+from nfield.distributed import data_parallel, loss_share, shard
 from nfield.errors import NfieldError
 from nfield.fields import Field, FieldConfig, field_config_from_dict, field_config_to_dict
 from nfield.metrics import psnr, psnr_from_mse, ssim
@@ -54,6 +55,7 @@ class ImageTask:
 
     name = "fit-image"
     kind = "image"  # config.json's "task"
+    batch_key = "batch_size"  # the task setting that sizes a step's batch (scaled by the ranks of a data-parallel run)
 
     def __init__(
         self,
@@ -78,9 +80,17 @@ class ImageTask:
         self.adjuster = GradientAdjuster(cfg.gradient_adjustment) if cfg.gradient_adjustment.enabled else None
         self.step, self.total = 0, 1  # set by `update` (the teacher's schedules need both)
         self.full_batch = False
+        # data-parallel training: `batch_size` is the whole step's batch (the run was started with the
+        # per-rank --batch-size times the ranks); every rank draws it from the same stream and keeps
+        # its own block (`nfield.distributed`), so a run resumes exactly with any number of ranks
+        self.parallel = data_parallel()
+        if self.parallel is not None and self.adjuster is not None:
+            raise NfieldError("IGA needs every pixel of a batch in one process (its eNTK); train it without torchrun")
+        self.global_batch = cfg.batch_size
+        self._share = 1.0  # this rank's loss factor for the batch last sampled (`loss_share`)
         if image is not None:
             self.n_pixels = image.height * image.width
-            self.full_batch = self.n_pixels <= cfg.batch_size
+            self.full_batch = self.n_pixels <= self.global_batch
             if self.full_batch:
                 index = torch.arange(self.n_pixels, device=self.device)
                 self._coords = pixel_coordinates(index, image.height, image.width)
@@ -157,13 +167,22 @@ class ImageTask:
         if self.teacher is not None:
             return self._taught(step)
         if self.full_batch:
-            return self._coords, self._targets
+            return self._local(self._coords), self._local(self._targets)
         image = self._data()
         if self.adjuster is not None:
             index = self._random_patches()
         else:
-            index = torch.randint(0, self.n_pixels, (self.cfg.batch_size,), device=self.device, generator=self.generator)
+            index = torch.randint(0, self.n_pixels, (self.global_batch,), device=self.device, generator=self.generator)
+        index = self._local(index)
         return pixel_coordinates(index, image.height, image.width), image.values_at(index)
+
+    def _local(self, batch: torch.Tensor) -> torch.Tensor:
+        """This rank's block of a step's whole batch (all of it in one process), remembering its share."""
+        if self.parallel is None:
+            return batch
+        local = shard(batch)
+        self._share = loss_share(len(local), len(batch))
+        return local
 
     def _random_patches(self) -> torch.Tensor:
         """(B,) row-major indices of the pixels of batch_size // patch_size^2 (at least one) random
@@ -186,10 +205,11 @@ class ImageTask:
             elif self.adjuster is not None:  # IGA's groups must stay few: candidates are whole patches
                 index = self._random_patches()
             else:
-                index = torch.randint(0, self.n_pixels, (self.cfg.batch_size,), device=self.device, generator=self.generator)
+                index = torch.randint(0, self.n_pixels, (self.global_batch,), device=self.device, generator=self.generator)
             coords, targets = pixel_coordinates(index, image.height, image.width), image.values_at(index)
             teacher.pick(step, self.total, index, coords, targets, self.model)
-        return pixel_coordinates(teacher.picked, image.height, image.width), image.values_at(teacher.picked)
+        picked = self._local(teacher.picked)
+        return pixel_coordinates(picked, image.height, image.width), image.values_at(picked)
 
     def loss(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """(the loss to backpropagate, {"psnr"}): the MSE; with IGA, a loss whose value is the MSE and
@@ -199,15 +219,19 @@ class ImageTask:
         squared = (outputs - targets) ** 2
         for module in self._feedback:
             module.observe_error(coords, squared.detach().mean(dim=-1))
-        mse = squared.mean()
-        metrics = {"psnr": psnr_from_mse(mse.detach(), self._data().data_range)}
+        mse, metrics = self.fit_terms(squared)
         if self.adjuster is None:
-            return mse, metrics
+            return mse * self._share if self.parallel is not None else mse, metrics
         image = self._data()
         groups, slots = patch_groups(coords, (image.width, image.height), self.cfg.gradient_adjustment.patch_size)
         adjusted = self.adjuster.adjusted_residuals(self.model, coords, outputs - targets, groups, slots)
         surrogate = self.adjuster.surrogate_loss(outputs, adjusted)
         return mse.detach() + (surrogate - surrogate.detach()), metrics
+
+    def fit_terms(self, squared: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(the MSE, {"psnr"}) of the squared errors (B, C) of a batch."""
+        mse = squared.mean()
+        return mse, {"psnr": psnr_from_mse(mse.detach(), self._data().data_range)}
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:

@@ -33,6 +33,7 @@ from nfield.backends import check_backend
 from nfield.components import config_from_dict
 from nfield.data.images import save_image
 from nfield.data.scenes import Scene, SceneSplit, load_scene
+from nfield.distributed import data_parallel, loss_share, shard
 from nfield.errors import NfieldError
 from nfield.fields.kilonerf import KiloNeRFField, occupied_cells, save_kilonerf
 from nfield.fields.radiance import build_radiance_field, radiance_config_from_dict, radiance_config_to_dict
@@ -93,6 +94,7 @@ class NeRFTask:
 
     name = "train-nerf"
     kind = "nerf"  # config.json's "task"
+    batch_key = "batch_rays"  # the task setting that sizes a step's batch (scaled by the ranks of a data-parallel run)
 
     def __init__(
         self,
@@ -114,6 +116,7 @@ class NeRFTask:
         self.generator.manual_seed(seed)
         self.teacher = Teacher(cfg.teaching) if cfg.teaching.enabled else None
         self.step, self.total = 0, 1  # set by `update` (the teacher's schedules need both)
+        self.parallel = data_parallel()
 
     # --- a run directory's task ---------------------------------------------------------------
     @staticmethod
@@ -201,18 +204,29 @@ class NeRFTask:
         share of a random batch the field renders worst (on black), re-picked on the teacher's schedule."""
         images = self._data().train.images
         n, height, width, _ = images.shape
+        # data-parallel training: batch_rays is the whole step's (the per-rank --batch-rays times the
+        # ranks the run started with); every rank draws them from the same stream and keeps its own
+        # block (`nfield.distributed`), so a run resumes exactly with any number of ranks
         shape = (self.cfg.batch_rays,)
         if self.teacher is None or self.teacher.due(step, self.total):
             camera = torch.randint(0, n, shape, generator=self.generator)
             row = torch.randint(0, height, shape, generator=self.generator)
             column = torch.randint(0, width, shape, generator=self.generator)
             if self.teacher is None:
-                return self._rays(camera, row, column)
+                return self._local(self._rays(camera, row, column))
             index = ((camera * height + row) * width + column).to(self.device)  # flat pixel indices name the candidates
             black = self._rays(camera, row, column, background="black")
             self.teacher.pick(step, self.total, index, index, black["target"], self._render_on_black)
         picked = self.teacher.picked.cpu()
-        return self._rays(picked // (height * width), picked // width % height, picked % width)
+        return self._local(self._rays(picked // (height * width), picked // width % height, picked % width))
+
+    def _local(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """This rank's block of a step's rays (all of them in one process), with its loss share."""
+        if self.parallel is None:
+            return batch
+        n = len(batch["camera"])
+        local = {key: shard(value) for key, value in batch.items()}
+        return {**local, "share": torch.tensor(loss_share(len(local["camera"]), n))}
 
     def _rays(
         self, camera: torch.Tensor, row: torch.Tensor, column: torch.Tensor, background: str | None = None
@@ -251,6 +265,8 @@ class NeRFTask:
         origins, directions = pixel_rays(self.cameras, batch["camera"], batch["u"], batch["v"])
         rendered = render_nerf_rays(self.model, self.cfg, self.near, origins, directions, batch["background"], train=True)
         loss = sum(self._photometric(out["rgb"].float(), batch["target"]) for out in rendered)
+        if "share" in batch:  # a data-parallel rank's block of the step's rays
+            loss = loss * batch["share"].item()
         mse = F.mse_loss(rendered[0]["rgb"].detach().float(), batch["target"])
         if self.cfg.l2_last_layers > 0:
             loss = loss + self.cfg.l2_last_layers * last_layers_l2(self.model["field"])

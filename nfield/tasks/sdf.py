@@ -301,14 +301,24 @@ class SDFTask:
     def param_groups(self) -> list[dict[str, Any]]:
         return [{"params": list(self.model.parameters())}]
 
+    @property
+    def needs_gradient(self) -> bool:
+        """Whether the loss uses the field's spatial gradient (eikonal and normal terms, point clouds)."""
+        return not self.has_distances or self.cfg.eikonal_weight > 0 or self.cfg.normal_weight > 0
+
     def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        cfg = self.cfg
-        needs_gradient = not self.has_distances or cfg.eikonal_weight > 0 or cfg.normal_weight > 0
-        x = batch["positions"].detach().requires_grad_(needs_gradient)
+        x = batch["positions"].detach().requires_grad_(self.needs_gradient)
         predicted = self.model.forward_all_lods(x).float()  # (B, n_lods)
-        finest = predicted[:, -1]
+        gradient = sdf_gradient(predicted[:, -1], x) if self.needs_gradient else None
+        return self.loss_terms(batch, predicted, gradient)
+
+    def loss_terms(
+        self, batch: dict[str, torch.Tensor], predicted: torch.Tensor, gradient: torch.Tensor | None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(the loss, its metrics) of the field's values `predicted` (B, n_lods) float32 at the batch's
+        positions, with its spatial gradient there (B, 3) when `needs_gradient`."""
+        cfg = self.cfg
         metrics: dict[str, torch.Tensor] = {}
-        gradient = sdf_gradient(finest, x) if needs_gradient else None
         surface = batch["on_surface"]
         if self.has_distances:
             error = predicted - batch["distance"][:, None]

@@ -25,6 +25,7 @@ from typing import Any, Callable
 
 import torch
 
+from nfield.distributed import all_gather_blocks, shard
 from nfield.errors import NfieldError
 
 SCHEDULES = ("step", "linear", "cosine", "constant")
@@ -99,8 +100,13 @@ class Teacher:
         self, step: int, total: int, index: torch.Tensor, inputs: torch.Tensor, targets: torch.Tensor, field: Callable
     ) -> torch.Tensor:
         """The indices (from `index` (N,)) of the `selection_ratio` share of candidates `inputs`
-        (N, D) whose squared error against `targets` (N, C) under `field` is largest; remembered."""
-        error = (field(inputs).float() - targets.float()).square().mean(dim=-1)
+        (N, D) whose squared error against `targets` (N, C) under `field` is largest; remembered.
+
+        In data-parallel training every rank passes all N candidates and scores its own block of
+        them; the scores are gathered, so every rank picks the same indices one process would.
+        """
+        error = (field(shard(inputs)).float() - shard(targets).float()).square().mean(dim=-1)
+        error = all_gather_blocks(error)
         k = max(1, round(selection_ratio(step, total, self.cfg) * len(index)))
         self.picked, self.picked_at = index[error.topk(k, sorted=False).indices], step
         return self.picked

@@ -9,6 +9,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from nfield.distributed import set_data_parallel, shutdown
 from nfield.encodings import (
     ENCODINGS,
     Frequency,
@@ -269,13 +270,14 @@ def distributed_worker(rank: int, tmp_path) -> None:
     """One data-parallel rank: same encoding, its own observations; saves its state for the parent."""
     timeout = datetime.timedelta(seconds=60)
     dist.init_process_group("gloo", init_method=f"file://{tmp_path}/store", rank=rank, world_size=2, timeout=timeout)
+    set_data_parallel(True)
     try:
         torch.manual_seed(0)
         enc = SpatiallyAdaptiveProgressive(2, DISTRIBUTED_CONFIG)
         run_feedback(enc, *rank_observations(rank))
         torch.save(enc.state_dict(), tmp_path / f"rank{rank}.pt")
     finally:
-        dist.destroy_process_group()
+        shutdown()
 
 
 @pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="needs torch.distributed with gloo")

@@ -1,0 +1,486 @@
+"""Fit a whole folder (or glob) of images or shapes with one preset: ``nfield fit-image DIR_OR_GLOB``.
+
+The result is a collection directory::
+
+    OUT/collection.json     what was asked for (the task, model and options), so --resume continues it
+    OUT/index.jsonl         one line per input file, in sorted file order: file, run_dir, status
+                            ("ok", "skipped": unreadable, "failed": diverged or refused) and the
+                            final metrics (PSNR/SSIM, Chamfer-L1...) or the error
+    OUT/<file stem>/        a run directory per signal, in the single-run format (`nfield.run`), so
+                            eval, render-image, mesh and info work on each
+
+Signals of one configuration (for images: one size, which decides the grids' scales) train together
+as one stacked model (`nfield.stacked`), `signals_per_batch` at a time (by default as many as fit
+in half the free memory, estimated from the parameter and activation sizes); models that cannot be
+stacked are fitted one after another. A file that cannot be read is reported and skipped.
+
+Under ``torchrun`` the ranks share the files round-robin and write their index lines to
+``OUT/.index-rank<r>.jsonl`` as each signal finishes; rank 0 merges them into index.jsonl when every
+rank is done. ``--resume`` fits what no index line marks "ok" (a killed rank's signals included),
+continuing any signal from its newest checkpoint, with any number of ranks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import json
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from time import perf_counter
+from typing import Any
+
+import torch
+
+import nfield
+from nfield.checkpoint import latest_checkpoint
+from nfield.data.meshes import MESH_SUFFIXES, POINT_SUFFIXES
+from nfield.distributed import barrier, device_for, init_from_environment, main_first
+from nfield.errors import NfieldError
+from nfield.run import TASKS, RunRequest, new_config, read_config, train, train_config, write_config
+from nfield.stacked import StackedTrainer, unstackable
+from nfield.train import resolve_device, seed_everything
+
+COLLECTION_FILE = "collection.json"
+INDEX_FILE = "index.jsonl"
+#: File types a folder is searched for, per task.
+SUFFIXES = {
+    "image": (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".gif", ".exr", ".hdr", ".pfm"),
+    "sdf": tuple(dict.fromkeys(MESH_SUFFIXES + POINT_SUFFIXES)),
+}
+#: Share of the free memory the auto-sized batch of signals may take.
+MEMORY_SHARE = 0.5
+
+
+@dataclass(frozen=True)
+class CollectionRequest:
+    """What ``fit-image DIR_OR_GLOB`` / ``fit-sdf DIR_OR_GLOB`` asks for: the single-run request every
+    file's run is made from (its `source` the folder or glob, its `out` the collection's directory),
+    and how many signals train at once (0: sized from the free memory)."""
+
+    run: RunRequest
+    signals_per_batch: int = 0
+
+    @property
+    def kind(self) -> str:
+        return self.run.kind
+
+    @property
+    def out_dir(self) -> Path:
+        if self.run.out is not None:
+            return Path(self.run.out)
+        base = Path(self.run.source)
+        name = base.name if base.is_dir() else (base.parent.name or "files")
+        return Path("runs") / self.kind / f"{name}-{self.run.model or TASKS[self.kind][1]}"
+
+
+def is_collection(source: str) -> bool:
+    """Whether a training command's input names many files: a folder or a glob pattern."""
+    return Path(source).is_dir() or (not Path(source).exists() and any(c in source for c in "*?["))
+
+
+def find_files(pattern: str, kind: str) -> list[Path]:
+    """The input files of a folder (its files of the task's types, not recursive) or of a glob
+    pattern (every file it matches), sorted."""
+    path = Path(pattern)
+    if path.is_dir():
+        files = [p for p in path.iterdir() if p.is_file() and p.suffix.lower() in SUFFIXES[kind]]
+        what = f"{pattern}: no {' / '.join(s.lstrip('.') for s in SUFFIXES[kind][:6])}... files in this folder"
+    else:
+        files = [Path(p) for p in glob.glob(pattern, recursive=True) if Path(p).is_file()]
+        what = f"{pattern}: matches no file"
+    if not files:
+        raise NfieldError(what)
+    return sorted(files)
+
+
+def run_names(files: list[Path]) -> list[str]:
+    """A run directory name per file: its stem, with the suffix added where two stems collide."""
+    stems = [f.stem for f in files]
+    names = [f"{f.stem}-{f.suffix.lstrip('.').lower()}" if stems.count(f.stem) > 1 else f.stem for f in files]
+    seen: dict[str, int] = {}
+    unique = []
+    for name in names:  # the same name twice (a glob over several folders): number them
+        seen[name] = seen.get(name, 0) + 1
+        unique.append(name if seen[name] == 1 else f"{name}-{seen[name]}")
+    return unique
+
+
+def fit_collection(request: CollectionRequest) -> dict[str, Any] | None:
+    """Fit every file `request` names (see the module docstring). Returns, on rank 0, a summary:
+    counts, the mean of the main metric, the wall time and the index's path; None on other ranks."""
+    if request.kind not in SUFFIXES:
+        raise NfieldError(f"fitting a collection of files is for images and shapes, not '{request.kind}'")
+    if request.run.resume and request.run.overwrite:
+        raise NfieldError("--resume and --overwrite contradict each other; pass one")
+    if request.signals_per_batch < 0:
+        raise NfieldError(f"--signals-per-batch must be >= 0 (0: sized from free memory), got {request.signals_per_batch}")
+    started = perf_counter()
+    where = init_from_environment(request.run.device)
+    files = find_files(request.run.source, request.kind)
+    out = request.out_dir
+    main_first(lambda: _prepare(out, request, files) if where.is_main else None)
+    request = _recorded(out, request) if request.run.resume else request
+    names = run_names(files)
+    done = {entry["file"] for entry in read_index(out) if entry.get("status") == "ok"}
+    pending = [(f, out / n) for f, n in zip(files, names) if str(f) not in done]
+    mine = pending[where.rank :: where.world]
+    device = resolve_device(device_for(request.run.device, where))
+    if where.is_main:
+        ranks = f" on {where.world} ranks" if where.world > 1 else ""
+        print(
+            f"fitting {len(files)} files with {request.run.model or TASKS[request.kind][1]} -> {out} "
+            f"({len(files) - len(pending)} done before, {len(pending)} to fit{ranks})",
+            file=sys.stderr,
+        )
+    index = _IndexWriter(out, where.rank)
+    for group in _groups(mine, request, device, index):
+        _fit_group(group, request, device, index)
+    barrier()
+    if not where.is_main:
+        return None
+    entries = merge_index(out, files)
+    return _summary(entries, out, perf_counter() - started)
+
+
+@dataclass
+class _Signal:
+    """One input file on its way to a run: its config (as a single run of it would have) and data."""
+
+    file: Path
+    run_dir: Path
+    config: dict[str, Any]
+    data: Any
+    resume_step: int  # the step of its newest checkpoint (0: starts fresh)
+
+
+def _prepare(out: Path, request: CollectionRequest, files: list[Path]) -> None:
+    """Check the collection directory (fresh, --resume or --overwrite) and write collection.json."""
+    record = out / COLLECTION_FILE
+    if out.exists() and not out.is_dir():
+        raise NfieldError(f"--out {out}: exists and is not a directory")
+    if request.run.resume:
+        if not record.is_file():
+            raise NfieldError(f"--out {out}: holds no collection to resume (no {COLLECTION_FILE}); start without --resume")
+        return
+    if out.is_dir() and any(out.iterdir()):
+        if not request.run.overwrite:
+            raise NfieldError(f"--out {out}: already holds runs; pass --resume to continue them or --overwrite to replace them")
+        if not record.is_file():
+            raise NfieldError(f"--out {out}: is a non-empty directory that is not an nfield collection; refusing to delete it")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    settings = {
+        "kind": request.kind,
+        "nfield_version": nfield.__version__,
+        "pattern": request.run.source,
+        "model": request.run.model or TASKS[request.kind][1],
+        "train": request.run.train,
+        "model_options": request.run.model_options,
+        "task_options": _jsonable(request.run.task_options),
+        "data_options": request.run.data_options,
+        "signals_per_batch": request.signals_per_batch,
+        "files": [str(f) for f in files],
+    }
+    tmp = out / f".{COLLECTION_FILE}.tmp"
+    tmp.write_text(json.dumps(settings, indent=2) + "\n")
+    os.replace(tmp, record)
+
+
+def _jsonable(options: dict[str, Any]) -> dict[str, Any]:
+    return {k: dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v for k, v in options.items()}
+
+
+def _recorded(out: Path, request: CollectionRequest) -> CollectionRequest:
+    """The request a collection was started with; a resume may change the training keys (--steps ...)."""
+    try:
+        settings = json.loads((out / COLLECTION_FILE).read_text())
+        kind, model = settings["kind"], settings["model"]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as err:
+        raise NfieldError(f"{out / COLLECTION_FILE}: unreadable ({type(err).__name__}: {err})") from None
+    if kind != request.kind:
+        raise NfieldError(f"{out}: is a collection of '{kind}' runs, not {request.kind}")
+    if request.run.model is not None and request.run.model != model:
+        raise NfieldError(f"{out}: was fitted with --model {model}; resume it without changing the model")
+    if request.run.model_options:
+        raise NfieldError("model options cannot change when resuming; start a new collection to change the model")
+    recorded_seed = settings.get("train", {}).get("seed")
+    if "seed" in request.run.train and request.run.train["seed"] != recorded_seed:
+        raise NfieldError(f"{out}: was fitted with --seed {recorded_seed}; resume it without changing the seed")
+    run = dataclasses.replace(
+        request.run,
+        model=model,
+        train={**settings.get("train", {}), **request.run.train},
+        model_options=settings.get("model_options", {}),
+        task_options={**_task_options(kind, settings.get("task_options", {})), **request.run.task_options},
+        data_options=settings.get("data_options", {}),
+    )
+    return dataclasses.replace(request, run=run)
+
+
+def _task_options(kind: str, recorded: dict[str, Any]) -> dict[str, Any]:
+    """Task options read back from collection.json (nested configs as their dataclasses)."""
+    from nfield.components import config_from_dict
+    from nfield.tasks.gradient_adjustment import GradientAdjustmentConfig
+    from nfield.tasks.teaching import TeachingConfig
+
+    nested = {"teaching": TeachingConfig, "gradient_adjustment": GradientAdjustmentConfig}
+    return {k: config_from_dict(nested[k], v) if k in nested and isinstance(v, dict) else v for k, v in recorded.items()}
+
+
+def _load_signal(file: Path, run_dir: Path, request: CollectionRequest, device: torch.device) -> _Signal:
+    """The config and data of one file's run: a new one from the preset, or (resuming) the one in its
+    run directory when that has a checkpoint."""
+    task_cls, default_model, new_run = TASKS[request.kind]
+    checkpoint = latest_checkpoint(run_dir) if (run_dir / "config.json").is_file() else None
+    if request.run.resume and checkpoint is not None:
+        config = read_config(run_dir)
+        train_cfg = dataclasses.replace(train_config(config, run_dir), **request.run.train)
+        train_cfg.validate()
+        config["train"] = dataclasses.asdict(train_cfg)
+        return _Signal(file, run_dir, config, task_cls.load_data(config), checkpoint.step)
+    model = request.run.model or default_model
+    train_cfg, task_part, data = new_run(
+        str(file), model, request.run.model_options, request.run.task_options, device, **request.run.data_options
+    )
+    train_cfg = dataclasses.replace(train_cfg, **request.run.train)
+    train_cfg.validate()
+    return _Signal(file, run_dir, new_config(request.kind, model, train_cfg, task_part), data, 0)
+
+
+def _groups(mine: list[tuple[Path, Path]], request: CollectionRequest, device: torch.device, index: _IndexWriter):
+    """This rank's signals in groups of one configuration (and one resume step), in file order of
+    their first member; unreadable files are written to the index as skipped on the way.
+
+    Yields lists of (file, run_dir) pairs: only the configuration is kept here, the data is read
+    again when its group trains (a large collection never sits in memory at once)."""
+    groups: dict[str, list[tuple[Path, Path]]] = {}
+    for file, run_dir in mine:
+        try:
+            signal = _load_signal(file, run_dir, request, device)
+        except NfieldError as err:
+            print(f"nfield: skipped {file}: {err}", file=sys.stderr)
+            index.write({"file": str(file), "run_dir": str(run_dir), "status": "skipped", "error": str(err)})
+            continue
+        groups.setdefault(_configuration_key(signal), []).append((file, run_dir))
+    yield from groups.values()
+
+
+def _configuration_key(signal: _Signal) -> str:
+    """What signals must share to train as one stacked model: everything in the config but the data's
+    identity, plus the step they resume from."""
+    config = {k: v for k, v in signal.config.items() if k not in ("image", "shape")}
+    data_part = signal.config.get("image") or {}
+    shape = [data_part.get(k) for k in ("height", "width", "channels", "downscale", "high_dynamic_range")]
+    return json.dumps([config, shape, signal.resume_step], sort_keys=True, default=str)
+
+
+def _fit_group(group: list[tuple[Path, Path]], request: CollectionRequest, device: torch.device, index: _IndexWriter) -> None:
+    """Train one configuration's signals: stacked, `signals_per_batch` (or as many as fit) at a
+    time, or one after another when the model cannot be stacked."""
+    position = 0
+    size = request.signals_per_batch or None
+    while position < len(group):
+        if size is None:  # auto: as many as half the free memory holds, measured on the first signal
+            signals, tasks = _build(group[position : position + 1], request, device, index)
+            if not signals:
+                position += 1
+                continue
+            size = max(1, int(_free_memory(device) * MEMORY_SHARE // _bytes_per_signal(tasks[0], signals[0])))
+            del signals, tasks
+        chunk = group[position : position + size]
+        position += len(chunk)
+        signals, tasks = _build(chunk, request, device, index)
+        if not signals:
+            continue
+        reason = unstackable(tasks) if len(tasks) > 1 else "one signal"
+        if reason is None:
+            trainer = StackedTrainer(
+                tasks,
+                train_config(signals[0].config, signals[0].run_dir),
+                [s.run_dir for s in signals],
+                device,
+                resume=signals[0].resume_step > 0,
+            )
+            try:
+                trainer.probe()
+            except NfieldError as err:
+                reason = str(err)
+        if reason is not None:
+            if len(signals) > 1:
+                print(f"nfield: fitting {len(signals)} signals one after another: {reason}", file=sys.stderr)
+            del tasks
+            for signal in signals:
+                _fit_alone(signal, request, index)
+            continue
+        print(f"fitting {len(signals)} signals as one stacked model on {device}", file=sys.stderr)
+        try:
+            results = trainer.fit()
+        except NfieldError as err:
+            if "interrupted" in str(err):
+                raise
+            for signal in signals:
+                index.write({"file": str(signal.file), "run_dir": str(signal.run_dir), "status": "failed", "error": str(err)})
+            continue
+        for i, (signal, result) in enumerate(zip(signals, results)):
+            if result is None:
+                entry = {"status": "failed", "error": trainer.failures.get(i, "diverged")}
+            else:
+                entry = {"status": "ok", **result, "signals_in_batch": len(signals)}
+            index.write({"file": str(signal.file), **entry, "run_dir": str(signal.run_dir)})
+
+
+def _build(
+    chunk: list[tuple[Path, Path]], request: CollectionRequest, device: torch.device, index: _IndexWriter
+) -> tuple[list[_Signal], list[Any]]:
+    """The chunk's signals with their run directories written (config.json) and tasks built as their
+    single runs would be (seeded, so with the same initial weights)."""
+    task_cls = TASKS[request.kind][0]
+    signals, tasks = [], []
+    for file, run_dir in chunk:
+        try:
+            signal = _load_signal(file, run_dir, request, device)
+            if signal.resume_step == 0:
+                _fresh_run_dir(run_dir)
+            write_config(run_dir, signal.config)
+            seed_everything(signal.config["train"]["seed"])
+            task = task_cls.from_config(signal.config, device, signal.data)
+        except NfieldError as err:
+            print(f"nfield: skipped {file}: {err}", file=sys.stderr)
+            index.write({"file": str(file), "run_dir": str(run_dir), "status": "skipped", "error": str(err)})
+            continue
+        signals.append(signal)
+        tasks.append(task)
+    return signals, tasks
+
+
+def _fresh_run_dir(run_dir: Path) -> None:
+    """Empty a signal's run directory left without a checkpoint (a fit killed before its first one)."""
+    if run_dir.is_dir():
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True)
+
+
+def _fit_alone(signal: _Signal, request: CollectionRequest, index: _IndexWriter) -> None:
+    """One signal as a single run (`nfield.run.train`); its failure is recorded, never raised."""
+    resume = signal.resume_step > 0
+    run = dataclasses.replace(request.run, source=str(signal.file), out=signal.run_dir, resume=resume, overwrite=not resume)
+    try:
+        result = train(run)
+    except NfieldError as err:
+        if "interrupted" in str(err):
+            raise
+        print(f"nfield: {signal.file} failed: {err}", file=sys.stderr)
+        index.write({"file": str(signal.file), "run_dir": str(signal.run_dir), "status": "failed", "error": str(err)})
+        return
+    index.write(
+        {"file": str(signal.file), "status": "ok", **(result or {}), "run_dir": str(signal.run_dir), "signals_in_batch": 1}
+    )
+
+
+def _free_memory(device: torch.device) -> float:
+    """Bytes free for training on `device`: CUDA's free memory, or the host's available memory."""
+    if device.type == "cuda":
+        return float(torch.cuda.mem_get_info(device)[0])
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return float(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 4.0 * 2**30  # no way to ask: assume a modest machine
+
+
+def _bytes_per_signal(task: Any, signal: _Signal) -> float:
+    """An estimate of one stacked signal's memory: weights, gradients and Adam's two moments (4x
+    the parameters), its data, and the activations of a batch kept for backward (every module
+    output, measured on a few points, times the batch, twice for their gradients)."""
+    model = task.model
+    parameters = sum(p.numel() * p.element_size() for p in model.parameters())
+    points = 16
+    sizes: list[int] = []
+    hooks = [
+        m.register_forward_hook(lambda _m, _i, out: sizes.append(out.numel()) if torch.is_tensor(out) else None)
+        for m in model.modules()
+    ]
+    try:
+        with torch.no_grad():
+            x = torch.zeros(points, 3 if task.kind == "sdf" else 2, device=next(model.parameters()).device)
+            model(x)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    batch = getattr(task, "global_batch", None) or task.cfg.batch_size
+    if task.kind == "image":
+        batch = min(batch, task.n_pixels)
+    activations = sum(sizes) / points * batch * 4 * 2
+    data = signal.data.pixels.numel() * signal.data.pixels.element_size() if task.kind == "image" else 0
+    if task.kind == "sdf":
+        data = task.cfg.pool_size * 12 * 4
+    return 4 * parameters + activations + data
+
+
+class _IndexWriter:
+    """Appends this rank's index lines to ``OUT/.index-rank<r>.jsonl`` as signals finish."""
+
+    def __init__(self, out: Path, rank: int):
+        self.path = Path(out) / f".index-rank{rank}.jsonl"
+
+    def write(self, entry: dict[str, Any]) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps(entry) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def read_index(out: Path) -> list[dict[str, Any]]:
+    """Every index line of a collection: index.jsonl, then the ranks' partial files (later wins)."""
+    out = Path(out)
+    entries = []
+    for path in [out / INDEX_FILE, *sorted(out.glob(".index-rank*.jsonl"))]:
+        if not path.is_file():
+            continue
+        for line in path.read_text().splitlines():
+            try:
+                entries.append(json.loads(line))
+            except json.JSONDecodeError:  # a line cut by a kill
+                continue
+    return entries
+
+
+def merge_index(out: Path, files: list[Path]) -> list[dict[str, Any]]:
+    """Write index.jsonl (atomically): the latest line per file, in `files` order, and remove the
+    ranks' partial files. An "ok" line is kept over a later failure of a resumed attempt."""
+    latest: dict[str, dict[str, Any]] = {}
+    for entry in read_index(out):
+        previous = latest.get(entry.get("file"))
+        if previous is None or entry.get("status") == "ok" or previous.get("status") != "ok":
+            latest[entry.get("file")] = entry
+    entries = [latest[str(f)] for f in files if str(f) in latest]
+    tmp = out / f".{INDEX_FILE}.tmp"
+    tmp.write_text("".join(json.dumps(e) + "\n" for e in entries))
+    os.replace(tmp, out / INDEX_FILE)
+    for partial in out.glob(".index-rank*.jsonl"):
+        partial.unlink(missing_ok=True)
+    return entries
+
+
+def _summary(entries: list[dict[str, Any]], out: Path, seconds: float) -> dict[str, Any]:
+    """Counts per status, the mean of the main metric over the fitted signals, the time, the index."""
+    ok = [e for e in entries if e.get("status") == "ok"]
+    summary: dict[str, Any] = {
+        "files": len(entries),
+        "ok": len(ok),
+        "skipped": sum(e.get("status") == "skipped" for e in entries),
+        "failed": sum(e.get("status") == "failed" for e in entries),
+    }
+    for metric in ("psnr", "ssim", "chamfer_l1", "normal_consistency"):
+        values = [e[metric] for e in ok if isinstance(e.get(metric), (int, float))]
+        if values:
+            summary[f"mean_{metric}"] = sum(values) / len(values)
+    summary["seconds"] = round(seconds, 3)
+    summary["index"] = str(out / INDEX_FILE)
+    return summary
