@@ -13,3 +13,7 @@ class NfieldError(Exception):
 
 class TrainingDiverged(NfieldError):
     """The loss became NaN or infinite; the last good checkpoint was kept."""
+
+
+class Interrupted(NfieldError):
+    """Training was stopped by Ctrl-C (or the scheduler); a checkpoint was saved to resume from."""

@@ -39,7 +39,7 @@ import nfield
 from nfield.checkpoint import latest_checkpoint
 from nfield.data.meshes import MESH_SUFFIXES, POINT_SUFFIXES
 from nfield.distributed import barrier, device_for, init_from_environment, main_first
-from nfield.errors import NfieldError
+from nfield.errors import Interrupted, NfieldError
 from nfield.run import TASKS, RunRequest, new_config, read_config, train, train_config, write_config
 from nfield.stacked import StackedTrainer, unstackable
 from nfield.train import resolve_device, seed_everything
@@ -135,6 +135,10 @@ def fit_collection(request: CollectionRequest) -> dict[str, Any] | None:
             f"fitting {len(files)} files with {request.run.model or TASKS[request.kind][1]} -> {out} "
             f"({len(files) - len(pending)} done before, {len(pending)} to fit{ranks})",
             file=sys.stderr,
+        )
+    if not where.is_main:  # one progress bar on the console: rank 0's
+        request = dataclasses.replace(
+            request, run=dataclasses.replace(request.run, train={**request.run.train, "progress": False})
         )
     index = _IndexWriter(out, where.rank)
     for group in _groups(mine, request, device, index):
@@ -296,41 +300,60 @@ def _fit_group(group: list[tuple[Path, Path]], request: CollectionRequest, devic
         signals, tasks = _build(chunk, request, device, index)
         if not signals:
             continue
-        reason = unstackable(tasks) if len(tasks) > 1 else "one signal"
-        if reason is None:
-            trainer = StackedTrainer(
-                tasks,
-                train_config(signals[0].config, signals[0].run_dir),
-                [s.run_dir for s in signals],
-                device,
-                resume=signals[0].resume_step > 0,
-            )
-            try:
-                trainer.probe()
-            except NfieldError as err:
-                reason = str(err)
-        if reason is not None:
-            if len(signals) > 1:
-                print(f"nfield: fitting {len(signals)} signals one after another: {reason}", file=sys.stderr)
-            del tasks
-            for signal in signals:
-                _fit_alone(signal, request, index)
-            continue
-        print(f"fitting {len(signals)} signals as one stacked model on {device}", file=sys.stderr)
         try:
-            results = trainer.fit()
+            _fit_chunk(signals, tasks, request, device, index)
+        except _TooLarge:  # the estimate was too high: the same signals again, in halves
+            position -= len(chunk)
+            size = max(1, len(signals) // 2)
+            print(f"nfield: {len(signals)} signals did not fit in GPU memory; trying {size} at a time", file=sys.stderr)
+
+
+class _TooLarge(Exception):
+    """A stacked batch ran out of GPU memory in its first step."""
+
+
+def _fit_chunk(
+    signals: list[_Signal], tasks: list[Any], request: CollectionRequest, device: torch.device, index: _IndexWriter
+) -> None:
+    """Fit the chunk's signals as one stacked model, or one after another when they cannot be
+    stacked; every outcome goes to the index."""
+    reason = unstackable(tasks) if len(tasks) > 1 else "one signal"
+    if reason is None:
+        train_cfg = train_config(signals[0].config, signals[0].run_dir)
+        resume = signals[0].resume_step > 0
+        trainer = StackedTrainer(tasks, train_cfg, [s.run_dir for s in signals], device, resume=resume)
+        try:
+            trainer.probe()
         except NfieldError as err:
-            if "interrupted" in str(err):
-                raise
-            for signal in signals:
-                index.write({"file": str(signal.file), "run_dir": str(signal.run_dir), "status": "failed", "error": str(err)})
-            continue
-        for i, (signal, result) in enumerate(zip(signals, results)):
-            if result is None:
-                entry = {"status": "failed", "error": trainer.failures.get(i, "diverged")}
-            else:
-                entry = {"status": "ok", **result, "signals_in_batch": len(signals)}
-            index.write({"file": str(signal.file), **entry, "run_dir": str(signal.run_dir)})
+            reason = str(err)
+    if reason is not None:
+        if len(signals) > 1:
+            print(f"nfield: fitting {len(signals)} signals one after another: {reason}", file=sys.stderr)
+        del tasks
+        for signal in signals:
+            _fit_alone(signal, request, index)
+        return
+    print(f"fitting {len(signals)} signals as one stacked model on {device}", file=sys.stderr)
+    try:
+        results = trainer.fit()
+    except torch.cuda.OutOfMemoryError:
+        if len(signals) == 1 or trainer.step > 0:
+            raise
+        del trainer, tasks
+        torch.cuda.empty_cache()
+        raise _TooLarge from None
+    except Interrupted:
+        raise
+    except NfieldError as err:
+        for signal in signals:
+            index.write({"file": str(signal.file), "run_dir": str(signal.run_dir), "status": "failed", "error": str(err)})
+        return
+    for i, (signal, result) in enumerate(zip(signals, results)):
+        if result is None:
+            entry = {"status": "failed", "error": trainer.failures.get(i, "diverged")}
+        else:
+            entry = {"status": "ok", **result, "signals_in_batch": len(signals)}
+        index.write({"file": str(signal.file), **entry, "run_dir": str(signal.run_dir)})
 
 
 def _build(
@@ -370,9 +393,9 @@ def _fit_alone(signal: _Signal, request: CollectionRequest, index: _IndexWriter)
     run = dataclasses.replace(request.run, source=str(signal.file), out=signal.run_dir, resume=resume, overwrite=not resume)
     try:
         result = train(run)
+    except Interrupted:
+        raise
     except NfieldError as err:
-        if "interrupted" in str(err):
-            raise
         print(f"nfield: {signal.file} failed: {err}", file=sys.stderr)
         index.write({"file": str(signal.file), "run_dir": str(signal.run_dir), "status": "failed", "error": str(err)})
         return

@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 
 from nfield.backends import backends_in_use, reset_backends
 from nfield.checkpoint import latest_checkpoint, load_model_weights, load_trainer_state, save_checkpoint
-from nfield.errors import NfieldError
+from nfield.errors import Interrupted, NfieldError
 from nfield.tasks.image import ImageTask
 from nfield.tasks.sdf import SDFTask, sdf_gradient
 from nfield.train import (
@@ -200,7 +200,7 @@ class StackedTrainer:
                     self.save()
         except KeyboardInterrupt:
             self.save()
-            raise NfieldError(
+            raise Interrupted(
                 f"interrupted at step {self.step}; checkpoints saved in each run directory; continue with --resume"
             ) from None
         finally:

@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 from nfield.backends import BACKENDS, backends_in_use, choose_backend, reset_backends, set_backend
 from nfield.checkpoint import latest_checkpoint, load_model_weights, load_trainer_state, save_checkpoint
 from nfield.distributed import all_reduce_, average_gradients, writes_run_files
-from nfield.errors import NfieldError, TrainingDiverged
+from nfield.errors import Interrupted, NfieldError, TrainingDiverged
 
 #: Steps timed (after the first) before the trainer says how long the run will take.
 ESTIMATE_AFTER_STEPS = 5
@@ -282,7 +282,7 @@ class Trainer:
                 self._flush(window, bar)
             self.save()
             self._write_curves()
-            raise NfieldError(
+            raise Interrupted(
                 f"interrupted at step {self.step}; checkpoint saved in {self.run_dir}; continue with --resume"
             ) from None
         finally:
