@@ -94,8 +94,10 @@ def load_model_weights(model: torch.nn.Module, checkpoint: Checkpoint) -> None:
     try:
         model.load_state_dict({k: v.to(device) for k, v in tensors.items()}, strict=True)
     except RuntimeError as err:
-        first = str(err).strip().splitlines()[0]
-        raise NfieldError(f"{checkpoint.model_file}: the weights do not fit this model ({first})") from None
+        lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+        specific = [line for line in lines[1:] if line.startswith(("size mismatch", "Missing key", "Unexpected key"))]
+        reason = (specific or lines or [type(err).__name__])[0].rstrip(".")
+        raise NfieldError(f"{checkpoint.model_file}: the weights do not fit this model ({reason})") from None
 
 
 def load_trainer_state(checkpoint: Checkpoint) -> dict[str, Any]:

@@ -132,7 +132,7 @@ def check_extraction_memory(resolution: int, available_bytes: int | None = None,
     that fits.
     """
     if available_bytes is None:
-        available_bytes = _available_memory_bytes()
+        available_bytes = available_memory_bytes()
         if available_bytes is None:
             return
     needed = extraction_memory_bytes(resolution, slab)
@@ -317,7 +317,7 @@ def _check_bounds(bounds: tuple[float, float]) -> tuple[float, float]:
     return lo, hi
 
 
-def _available_memory_bytes() -> int | None:
+def available_memory_bytes() -> int | None:
     """MemAvailable from /proc/meminfo, else free physical pages from os.sysconf, else None."""
     try:
         with open("/proc/meminfo") as meminfo:

@@ -40,6 +40,8 @@ from nfield.checkpoint import latest_checkpoint
 from nfield.data.meshes import MESH_SUFFIXES, POINT_SUFFIXES
 from nfield.distributed import barrier, device_for, init_from_environment, main_first
 from nfield.errors import Interrupted, NfieldError
+from nfield.export import available_memory_bytes
+from nfield.outputs import writable_directory
 from nfield.run import TASKS, RunRequest, new_config, read_config, train, train_config, write_config
 from nfield.stacked import StackedTrainer, unstackable
 from nfield.train import resolve_device, seed_everything
@@ -176,7 +178,7 @@ def _prepare(out: Path, request: CollectionRequest, files: list[Path]) -> None:
         if not record.is_file():
             raise NfieldError(f"--out {out}: is a non-empty directory that is not an nfield collection; refusing to delete it")
         shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+    writable_directory(out)
     settings = {
         "kind": request.kind,
         "nfield_version": nfield.__version__,
@@ -408,13 +410,8 @@ def _free_memory(device: torch.device) -> float:
     """Bytes free for training on `device`: CUDA's free memory, or the host's available memory."""
     if device.type == "cuda":
         return float(torch.cuda.mem_get_info(device)[0])
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return float(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 4.0 * 2**30  # no way to ask: assume a modest machine
+    available = available_memory_bytes()
+    return float(available) if available is not None else 4.0 * 2**30  # no way to ask: assume a modest machine
 
 
 def _bytes_per_signal(task: Any, signal: _Signal) -> float:

@@ -33,6 +33,7 @@ from nfield.components import config_from_dict
 from nfield.distributed import data_parallel, device_for, layout, main_first, writes_run_files
 from nfield.errors import NfieldError
 from nfield.fields.radiance import radiance_config_to_dict
+from nfield.outputs import writable_directory
 from nfield.presets.audio import DEFAULT_MODEL as AUDIO_DEFAULT
 from nfield.presets.audio import new_audio_run
 from nfield.presets.image import DEFAULT_MODEL as IMAGE_DEFAULT
@@ -145,6 +146,8 @@ def train(request: RunRequest) -> dict[str, Any] | None:
         raise NfieldError(f"--steps must be a positive number of steps, got {overrides['steps']}")
     if request.resume and request.overwrite:
         raise NfieldError("--resume and --overwrite contradict each other; pass one")
+    if writes_run_files() and not (out / CONFIG_FILE).is_file():  # before reading data or training
+        writable_directory(out)
     if request.resume:
         config, data = read_config(out), None
         _check_resumable(config, out, request)
@@ -386,7 +389,7 @@ def prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
             shutil.rmtree(run_dir)
         else:
             raise NfieldError(f"--out {run_dir}: is a non-empty directory that is not an nfield run; refusing to delete it")
-    run_dir.mkdir(parents=True, exist_ok=True)
+    writable_directory(run_dir)
 
 
 def write_config(run_dir: Path, config: dict[str, Any]) -> None:

@@ -108,6 +108,7 @@ class StackedTrainer:
         self.is_sdf = isinstance(self.tasks[0], SDFTask)
         self.names = [name for name, _ in self.template.named_parameters()]
         self.step, self.train_seconds = 0, 0.0
+        self._saved_at = 0.0  # train_seconds at the last checkpoint
         self.active = [True] * self.n  # False once a signal's loss stops being finite
         self.failures: dict[int, str] = {}
         self.use_amp = cfg.mixed_precision and self.device.type == "cuda"
@@ -185,6 +186,8 @@ class StackedTrainer:
                 evaluate = self._boundary(self.step, cfg.eval_every, total)
                 checkpoint = self._boundary(self.step, cfg.checkpoint_every, total)
                 flush = evaluate or checkpoint or self._boundary(self.step, cfg.log_every, total)
+                due = cfg.checkpoint_seconds > 0 and self.train_seconds - self._saved_at >= cfg.checkpoint_seconds
+                checkpoint = checkpoint or (flush and due)  # a long stretch without one: save at a log step
                 if flush and self.device.type == "cuda":
                     torch.cuda.synchronize(self.device)
                 self.train_seconds += perf_counter() - started
@@ -345,6 +348,7 @@ class StackedTrainer:
 
     def save(self) -> None:
         """A checkpoint in every active signal's run directory, in the single-run format."""
+        self._saved_at = self.train_seconds
         for i in self._active():
             self._unstack(i)
             state = {
@@ -373,7 +377,7 @@ class StackedTrainer:
         if len(steps) != 1:
             raise NfieldError(f"signals at different steps ({sorted(steps)}) cannot resume as one stacked model")
         self.step = steps.pop()
-        self.train_seconds = float(self._states[0].get("train_seconds", 0.0))
+        self.train_seconds = self._saved_at = float(self._states[0].get("train_seconds", 0.0))
         torch.set_rng_state(self._states[0]["rng_cpu"])
         for run_dir in self.run_dirs:
             truncate_metrics(run_dir / "metrics.jsonl", self.step)

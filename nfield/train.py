@@ -55,6 +55,7 @@ class TrainConfig:
     mixed_precision: bool = True  # float16 autocast + gradient scaling on CUDA; ignored on CPU
     eval_every: int = 500  # steps between evaluations (0: only at the end)
     checkpoint_every: int = 500  # steps between checkpoints (0: only at the end)
+    checkpoint_seconds: float = 60.0  # also checkpoint at the first log step this much training time after the last (0: off)
     keep_checkpoints: int = 2  # newest checkpoints kept on disk
     log_every: int = 25  # steps between metrics.jsonl lines and progress-bar updates
     seed: int = 0  # seeds the model's initialisation (by whoever builds it) and the trainer's random streams
@@ -70,6 +71,8 @@ class TrainConfig:
             raise NfieldError(f"unknown --lr-schedule '{self.lr_schedule}'; use constant, cosine or exponential")
         if not 0 < self.lr_final_factor <= 1:
             raise NfieldError(f"--lr-final-factor must be in (0, 1], got {self.lr_final_factor}")
+        if not self.checkpoint_seconds >= 0:
+            raise NfieldError(f"--checkpoint-seconds must be >= 0 (0: off), got {self.checkpoint_seconds}")
         for name in ("eval_every", "checkpoint_every", "lr_warmup_steps", "keep_checkpoints"):
             if getattr(self, name) < 0:
                 raise NfieldError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
@@ -183,6 +186,7 @@ class Trainer:
         self.step = 0
         self.resumed = False
         self.train_seconds = 0.0
+        self._saved_at = 0.0  # train_seconds at the last checkpoint
         self.is_main = writes_run_files()  # in a data-parallel run, rank 0 logs, evaluates and checkpoints
         #: called as ``observer.after_step(trainer)`` after every step (the live viewer); an
         #: observer keeps its own failures to itself
@@ -211,13 +215,19 @@ class Trainer:
             raise NfieldError(f"{checkpoint.state_file}: the trainer state does not match this run ({err})") from None
         self.step = int(state["step"])
         self.resumed = True
-        self.train_seconds = float(state.get("train_seconds", 0.0))
+        self.train_seconds = self._saved_at = float(state.get("train_seconds", 0.0))
         self._truncate_metrics(self.step)
         return self.step
+
+    def _checkpoint_due(self) -> bool:
+        """Whether `checkpoint_seconds` of training passed since the last checkpoint (or the start)."""
+        every = self.cfg.checkpoint_seconds
+        return self.is_main and every > 0 and self.train_seconds - self._saved_at >= every
 
     def save(self) -> None:
         if not self.is_main:
             return
+        self._saved_at = self.train_seconds
         state = {
             "step": self.step,
             "train_seconds": self.train_seconds,
@@ -260,6 +270,9 @@ class Trainer:
                 evaluate = self._boundary(self.step, cfg.eval_every, total)
                 checkpoint = self._boundary(self.step, cfg.checkpoint_every, end)
                 flush = evaluate or checkpoint or self._boundary(self.step, cfg.log_every, end)
+                # a long stretch without a checkpoint: save at a log step (every rank flushes there
+                # alike; only rank 0 looks at its clock, as only it saves)
+                checkpoint = checkpoint or (flush and self._checkpoint_due())
                 if flush and self.device.type == "cuda":
                     torch.cuda.synchronize(self.device)
                 self.train_seconds += perf_counter() - started

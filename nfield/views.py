@@ -23,9 +23,10 @@ from nfield.colormap import inferno
 from nfield.data.audio import save_audio
 from nfield.data.images import save_image
 from nfield.errors import NfieldError
-from nfield.export import check_extraction_memory
+from nfield.export import MESH_SUFFIXES, available_memory_bytes, check_extraction_memory
 from nfield.fields.kilonerf import load_kilonerf
 from nfield.fields.sdf import check_lod
+from nfield.outputs import IMAGE_SUFFIXES, writable_directory, writable_file
 from nfield.render.camera_path_files import load_camera_path
 from nfield.render.camera_paths import interpolated_path, scene_orbit, spiral_path
 from nfield.render.cameras import PinholeCamera
@@ -52,6 +53,8 @@ from nfield.video import write_video
 
 #: Largest picture `render_image` makes, in values (pixels x channels): 1 GiB of float32.
 MAX_IMAGE_VALUES = 2**28
+#: Bytes a rendered value costs until its file is written: float32, its 8-bit copy and the encoder's.
+RENDER_BYTES_PER_VALUE = 12
 #: Largest frame of a video or a view, in pixels.
 MAX_FRAME_PIXELS = 2**26
 NERF_PATHS = ("orbit", "spiral", "interp")
@@ -116,19 +119,23 @@ def render_image(run: LoadedRun, width: int, height: int, out: Path, lod: int | 
     channels = run.config["image"]["channels"]
     if width < 1 or height < 1:
         raise NfieldError(f"a {width}x{height} picture is empty")
-    if width * height * channels > MAX_IMAGE_VALUES:
+    available = available_memory_bytes()
+    fits = min(MAX_IMAGE_VALUES, MAX_IMAGE_VALUES if available is None else available // RENDER_BYTES_PER_VALUE)
+    if width * height * channels > fits:
         fitted = run.config["image"]
-        scale = (MAX_IMAGE_VALUES / (fitted["width"] * fitted["height"] * channels)) ** 0.5
+        scale = (fits / (fitted["width"] * fitted["height"] * channels)) ** 0.5
+        why = (
+            "one render holds" if fits == MAX_IMAGE_VALUES else f"this machine's {available / 2**30:.1f} GiB of free memory holds"
+        )
         raise NfieldError(
-            f"a {width}x{height} picture is {width * height * channels:,} values, over the {MAX_IMAGE_VALUES:,} "
-            f"that fit in one render; the largest --scale for this run is {int(scale * 100) / 100:g}"
+            f"a {width}x{height} picture is {width * height * channels:,} values, over the {fits:,} that "
+            f"{why}; the largest --scale for this run is {int(scale * 100) / 100:g}"
         )
     if lod is not None and not 0 <= lod < run.task.model.n_lods:
         raise NfieldError(f"--lod {lod}: this model has LODs 0..{run.task.model.n_lods - 1}")
+    out = writable_file(out, IMAGE_SUFFIXES, "an image")  # before the render, not after it
     image = render_field(run.task.model, height, width, lod=lod, out_device="cpu", progress=progress)
-    out = Path(out)
     if out.suffix.lower() in (".tif", ".tiff"):
-        out.parent.mkdir(parents=True, exist_ok=True)
         iio.imwrite(out, image.squeeze(-1).numpy() if image.shape[-1] == 1 else image.numpy())
     else:
         save_image(out, image / run.config["image"]["data_range"])
@@ -289,7 +296,8 @@ def extract_mesh(
         raise NfieldError("--level applies to NeRF runs (an SDF run's surface is its zero level set)")
     _check_resolution(resolution)
     check_lod(lod, run.task.model.n_lods)
-    out = Path(out or run.run_dir / (f"mesh_r{resolution}" + ("" if lod is None else f"_lod{lod}") + ".ply"))
+    default = run.run_dir / (f"mesh_r{resolution}" + ("" if lod is None else f"_lod{lod}") + ".ply")
+    out = writable_file(out or default, MESH_SUFFIXES, "a mesh")  # before the marching cubes, not after
     vertices, faces = run.task.extract_mesh(out, resolution, lod=lod, progress=progress)
     return f"wrote {out} ({len(vertices):,} vertices, {len(faces):,} faces)"
 
@@ -300,6 +308,7 @@ def _mesh_nerf(run: LoadedRun, resolution: int, lod: int | None, out: Path | Non
         raise NfieldError("--lod applies to SDF runs")
     _check_resolution(resolution)
     out = check_geometry_suffix(out or run.run_dir / f"mesh_r{resolution}.ply")
+    writable_directory(out.parent)
     task = run.task
     if level is None:
         level = default_level(task.model["field"].aabb.cpu(), render_steps_per_ray(task.cfg))

@@ -9,7 +9,7 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from nfield.checkpoint import latest_checkpoint
 from nfield.cli import main
@@ -171,7 +171,14 @@ def test_bad_input_gives_one_clear_line_and_nonzero_exit(tmp_path, tiny_image, c
     (tmp_path / "untrained").mkdir()
     shutil.copy(tmp_path / "trained" / "config.json", tmp_path / "untrained")
     shutil.copytree(tmp_path / "trained", tmp_path / "corrupt")
-    next((tmp_path / "corrupt" / "checkpoints").glob("step_*/model.safetensors")).write_bytes(b"\x00" * 64)
+    weights = next((tmp_path / "corrupt" / "checkpoints").glob("step_*/model.safetensors"))
+    shutil.copytree(tmp_path / "trained", tmp_path / "truncated")
+    truncated = next((tmp_path / "truncated" / "checkpoints").glob("step_*/model.safetensors"))
+    truncated.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    shutil.copytree(tmp_path / "trained", tmp_path / "resized")
+    resized = next((tmp_path / "resized" / "checkpoints").glob("step_*/model.safetensors"))
+    save_file({k: v[:1].contiguous() for k, v in load_file(str(resized)).items()}, str(resized))
+    weights.write_bytes(b"\x00" * 64)
     cases = [
         (("fit-image", tmp_path / "missing.png"), "no such file"),
         (("fit-image", tmp_path / "notes.png"), "cannot read it as an image"),
@@ -185,7 +192,10 @@ def test_bad_input_gives_one_clear_line_and_nonzero_exit(tmp_path, tiny_image, c
         (("fit-image", tiny_image, "--resume", "--out", tmp_path / "notarun"), "not an nfield run directory"),
         (("render-image", tmp_path / "untrained"), "has no checkpoint"),
         (("render-image", tmp_path / "corrupt"), "cannot read the weights"),
-        (("render-image", tmp_path / "trained", "--scale", 0), "--scale must be positive"),
+        (("info", tmp_path / "truncated"), "cannot read the weights (Error while deserializing header"),
+        (("eval", tmp_path / "truncated"), "cannot read the weights"),
+        (("info", tmp_path / "resized"), "the weights do not fit this model (size mismatch for"),
+        (("render-image", tmp_path / "trained", "--scale", 0), "--scale must be a positive finite number"),
         (("render-image", tmp_path / "trained", "--level", 3), "--lod 3"),
         (("render-image", tmp_path / "trained", "--lod", 3), "--lod 3"),
     ]
@@ -201,29 +211,37 @@ def test_bad_input_gives_one_clear_line_and_nonzero_exit(tmp_path, tiny_image, c
     assert result.returncode == 1 and len(lines) == 1 and lines[0].startswith("nfield: error:") and cases[0][1] in lines[0]
 
 
-@pytest.mark.parametrize("kind", ["grey-alpha-8", "grey-16", "hdr-float-tiff"])
+@pytest.mark.parametrize("kind", ["grey-alpha-8", "grey-16", "hdr-float-tiff", "hdr-half-exr"])
 def test_other_pixel_formats_fit_end_to_end(tmp_path, capsys, kind):
     y, x = np.mgrid[0:12, 0:12] / 12
     if kind == "grey-alpha-8":
         path, array = tmp_path / "la.png", (np.stack([x, y], -1) * 255).astype(np.uint8)
     elif kind == "grey-16":
         path, array = tmp_path / "g16.png", (x * 65535).astype(np.uint16)
-    else:
+    elif kind == "hdr-float-tiff":
         path, array = tmp_path / "hdr.tif", np.stack([x, y, x * y], -1).astype(np.float32) * 4
-    iio.imwrite(path, array)
+    else:
+        path, array = tmp_path / "hdr.exr", np.stack([x, y, x * y], -1).astype(np.float16) * 4
+    if kind.endswith("exr"):
+        import OpenEXR
+
+        with OpenEXR.File({"compression": OpenEXR.ZIP_COMPRESSION}, {"RGB": array}) as exr:
+            exr.write(str(path))
+    else:
+        iio.imwrite(path, array)
     status, out, err = run(
         capsys, "fit-image", path, "--model", "hash", "--steps", 150, "--out", tmp_path / "run", "--no-progress"
     )
     assert status == 0, err
     assert last_json(out)["psnr"] > 20
     config = json.loads((tmp_path / "run" / "config.json").read_text())
-    assert config["image"]["high_dynamic_range"] == (kind == "hdr-float-tiff")
+    assert config["image"]["high_dynamic_range"] == kind.startswith("hdr")
     written = iio.imread(tmp_path / "run" / "reconstruction.png")
     assert written.shape[:2] == (12, 12) and written.dtype == np.uint8
     assert run(capsys, "render-image", tmp_path / "run", "--scale", 2, "--out", tmp_path / "x2.tif")[0] == 0
     raw = iio.imread(tmp_path / "x2.tif")
     assert raw.dtype == np.float32 and raw.shape[:2] == (24, 24)
-    if kind == "hdr-float-tiff":  # the float render keeps the HDR range; the PNG is clipped
+    if kind.startswith("hdr"):  # the float render keeps the HDR range; the PNG is clipped
         assert raw.max() > 2.5
 
 
@@ -307,3 +325,24 @@ def test_render_image_refuses_a_scale_that_does_not_fit_and_says_which_does(tmp_
     status, _, err = run(capsys, "render-image", tmp_path / "r", "--scale", 3, "--out", tmp_path / "x3.png")
     assert status == 0 and "render" in err and "wrote" in err  # a progress bar, then what was written
     assert iio.imread(tmp_path / "x3.png").shape == (48, 48, 3)
+
+
+def test_sigterm_saves_a_checkpoint_and_says_how_to_resume(tmp_path, tiny_image):
+    """What `kill` and job schedulers send stops training as Ctrl-C does."""
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    argv = [sys.executable, "-m", "nfield.cli", "fit-image", str(tiny_image), "--model", "relu", "--steps", 10**6]
+    argv += ["--checkpoint-every", 0, "--log-every", 5, "--out", out, "--no-progress"]
+    job = subprocess.Popen(list(map(str, argv)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (out / "metrics.jsonl").is_file() and time.monotonic() < deadline and job.poll() is None:
+        time.sleep(0.1)
+    job.send_signal(signal.SIGTERM)
+    _, err = job.communicate(timeout=120)
+    assert job.returncode == 130, err
+    step = latest_checkpoint(out).step
+    assert f"interrupted at step {step}; checkpoint saved in {out}; continue with --resume" in err and "Traceback" not in err
+    resumed = nfield("fit-image", tiny_image, "--resume", "--steps", step + 3, "--out", out, "--no-progress")
+    assert resumed.returncode == 0 and json.loads(resumed.stdout.strip().splitlines()[-1])["step"] == step + 3

@@ -159,7 +159,7 @@ def test_memory_check_names_the_largest_resolution_that_fits():
 
 
 def test_extract_mesh_checks_memory_before_evaluating(monkeypatch):
-    monkeypatch.setattr(nfield.export, "_available_memory_bytes", lambda: 2**20)
+    monkeypatch.setattr(nfield.export, "available_memory_bytes", lambda: 2**20)
 
     def never(points):
         raise AssertionError("sdf_fn was called before the memory check")

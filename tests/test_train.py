@@ -78,7 +78,8 @@ class RegressionTask:
 def make(run_dir, steps, seed=0, **kw):
     seed_everything(seed)
     task = RegressionTask(seed=seed, poison_at=kw.pop("poison_at", None))
-    cfg = TrainConfig(steps=steps, lr=1e-2, eval_every=10, checkpoint_every=10, log_every=5, progress=False, **kw)
+    settings = {"eval_every": 10, "checkpoint_every": 10, "log_every": 5, **kw}
+    cfg = TrainConfig(steps=steps, lr=1e-2, progress=False, **settings)
     return task, Trainer(task, cfg, run_dir)
 
 
@@ -269,3 +270,16 @@ def test_the_trainer_seeds_a_new_run_from_its_config(tmp_path):
     trainer_b.fit()
     assert torch.equal(draw_a, torch.rand(3))
     assert all(torch.equal(a, b) for a, b in zip(task_a.model.parameters(), task_b.model.parameters()))
+
+
+def test_a_long_stretch_without_a_checkpoint_is_saved_at_the_next_log_step(tmp_path, monkeypatch):
+    """checkpoint_seconds: a run whose step checkpoints are far apart still leaves one to resume from."""
+    import nfield.train
+
+    clock = iter(range(0, 10**6, 10))  # every perf_counter call 10 s later: 10 s of training per step
+    monkeypatch.setattr(nfield.train, "perf_counter", lambda: next(clock))
+    task, trainer = make(tmp_path, 12, checkpoint_every=0, checkpoint_seconds=25.0, log_every=2, keep_checkpoints=10)
+    trainer.fit()
+    assert [c.step for c in list_checkpoints(tmp_path)] == [4, 8, 12]  # 40 s, 80 s, and the end
+    with pytest.raises(NfieldError, match="--checkpoint-seconds must be >= 0"):
+        TrainConfig(checkpoint_seconds=-1).validate()

@@ -2,7 +2,8 @@
 
 Every training command takes ``--steps``, ``--out``, ``--seed``, ``--device`` and ``--resume``;
 ``nfield eval RUN_DIR`` prints its metrics as one JSON object on the last stdout line. A user
-error prints one line on stderr and exits with status 1 (2 for malformed command lines).
+error prints one line on stderr and exits with status 1 (2 for malformed command lines). Ctrl-C or
+SIGTERM during training saves a checkpoint, says how to resume, and exits with status 130.
 """
 
 from __future__ import annotations
@@ -10,7 +11,9 @@ from __future__ import annotations
 import json
 import os
 import platform
+import signal
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Optional
@@ -31,7 +34,7 @@ from nfield.cli.video import FitVideo
 from nfield.cli.view import View
 from nfield.distributed import layout, shutdown
 from nfield.encodings.grid import GRID_BACKENDS
-from nfield.errors import NfieldError
+from nfield.errors import Interrupted, NfieldError
 from nfield.networks.mlp import MLP_BACKENDS
 from nfield.render.volume import RENDER_BACKENDS
 from nfield.run import load_run
@@ -140,8 +143,16 @@ COMMANDS = {
 }
 
 
+def _terminated(signum: int, frame: object) -> None:
+    """SIGTERM (what `kill` and job schedulers send) stops a command as Ctrl-C does: a training run
+    saves a checkpoint and says how to resume."""
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``nfield`` console script; returns the exit status."""
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminated) if in_main_thread else None
     try:
         command = tyro.extras.subcommand_cli_from_dict(
             COMMANDS,
@@ -151,6 +162,10 @@ def main(argv: list[str] | None = None) -> int:
             config=(tyro.conf.DisallowNone, tyro.conf.PositionalMetavarFromFieldName),
         )
         command()
+    except Interrupted as err:
+        if layout().is_main:
+            print(f"nfield: {err}", file=sys.stderr)
+        return 130
     except NfieldError as err:
         if layout().is_main:  # under torchrun, rank 0 says it once
             print(f"nfield: error: {err}", file=sys.stderr)
@@ -166,4 +181,6 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     finally:
         shutdown()
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
     return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,8 +117,8 @@ class RenderImage:
     progress: bool = True  # show the progress bar
 
     def __call__(self) -> None:
-        if not self.scale > 0:
-            raise NfieldError(f"--scale must be positive, got {self.scale}")
+        if not 0 < self.scale < math.inf:
+            raise NfieldError(f"--scale must be a positive finite number, got {self.scale}")
         run = load_run(self.run_dir, self.device)
         if run.kind != "image":
             raise NfieldError(f"{self.run_dir}: is a '{run.kind}' run; render-image needs an image run (use render)")

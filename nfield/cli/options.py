@@ -86,6 +86,7 @@ _TRAIN_FLAGS: tuple[tuple[str, Any, str], ...] = (
     ("mixed_precision", Optional[Literal["on", "off"]], "float16 autocast on CUDA"),
     ("eval_every", Optional[int], "steps between evaluations (0: at the end only)"),
     ("checkpoint_every", Optional[int], "steps between checkpoints (0: at the end only)"),
+    ("checkpoint_seconds", Optional[float], "also checkpoint after this much training time without one (0: off)"),
     ("keep_checkpoints", Optional[int], "checkpoints kept on disk"),
     ("log_every", Optional[int], "steps between metrics.jsonl lines"),
     (

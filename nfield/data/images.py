@@ -64,8 +64,9 @@ class Image:
 
 
 def load_image(source: str | Path, downscale: int = 1) -> Image:
-    """Read an image file (PNG/JPEG/TIFF, 8- or 16-bit, grey/RGB/RGBA; EXR/HDR where an imageio
-    plugin can read them) or a bundled image name (see `BUNDLED_IMAGES`).
+    """Read an image file (PNG/JPEG/TIFF, 8- or 16-bit, grey/RGB/RGBA; OpenEXR in half or full float,
+    read with the OpenEXR bindings; Radiance HDR/PFM where an imageio plugin reads them) or a
+    bundled image name (see `BUNDLED_IMAGES`).
 
     Args:
         source: a file path or a bundled image name such as ``"camera"``.
@@ -119,7 +120,9 @@ def _read(source: str | Path) -> tuple[np.ndarray, str]:
     if path.is_dir():
         raise NfieldError(f"{source}: is a directory, not an image file")
     try:
-        if _is_16bit_colour_png(path):
+        if path.suffix.lower() == ".exr":
+            array = _read_exr(path)
+        elif _is_16bit_colour_png(path):
             array = _read_png_16bit(path)
         elif path.suffix.lower() in {".gif", ".webp", ".apng"}:
             array = iio.imread(path, index=0)
@@ -127,11 +130,26 @@ def _read(source: str | Path) -> tuple[np.ndarray, str]:
             array = iio.imread(path)
     except Exception as err:  # imageio raises many types; all mean "not readable as an image"
         hint = ""
-        if path.suffix.lower() in _HDR_SUFFIXES:
-            hint = " (reading EXR/HDR needs an imageio plugin for it, e.g. `pip install imageio[freeimage]` or opencv-python)"
+        if path.suffix.lower() in (".hdr", ".pfm"):
+            hint = " (Radiance HDR and PFM need imageio's freeimage plugin: `imageio_download_bin freeimage`; or convert to EXR)"
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise NfieldError(f"{source}: cannot read it as an image: {reason}{hint}") from None
     return np.asarray(array), str(source)
+
+
+def _read_exr(path: Path) -> np.ndarray:
+    """An OpenEXR file's first part as (H, W, C) float32: its RGBA, RGB, grey (Y) or only channel
+    (the OpenEXR bindings group R, G, B and A), half floats widened."""
+    import OpenEXR
+
+    with OpenEXR.File(str(path)) as exr:  # the pixels live as long as the file is open
+        channels = exr.channels()
+        for name in ("RGBA", "RGB", "YA", "Y"):
+            if name in channels:
+                return np.array(channels[name].pixels, dtype=np.float32)
+        if len(channels) == 1:
+            return np.array(next(iter(channels.values())).pixels, dtype=np.float32)
+        raise ValueError(f"no RGB, RGBA or Y channels to fit (it has {', '.join(sorted(channels))})")
 
 
 def _is_16bit_colour_png(path: Path) -> bool:

@@ -119,3 +119,34 @@ def test_nan_pixels_are_rejected(tmp_path):
     array[1, 2] = np.nan
     with pytest.raises(NfieldError, match="NaN"):
         load_image(write(tmp_path / "x.tif", array))
+
+
+def write_exr(path, channels):
+    import OpenEXR
+
+    channels = {name: np.ascontiguousarray(values) for name, values in channels.items()}  # the writer ignores strides
+    with OpenEXR.File({"compression": OpenEXR.ZIP_COMPRESSION}, channels) as exr:
+        exr.write(str(path))
+
+
+def test_openexr_files_are_read_in_full_range(tmp_path):
+    """OpenEXR (the bindings of the OpenEXR project): RGB float, RGBA half, grey Y, one odd channel."""
+    rng = np.random.default_rng(0)
+    rgb = (rng.random((5, 7, 3)) * 8).astype(np.float32)
+    write_exr(tmp_path / "rgb.exr", {"RGB": rgb})
+    image = load_image(tmp_path / "rgb.exr")
+    assert image.high_dynamic_range and image.channels == 3 and image.data_range == pytest.approx(rgb.max())
+    assert np.array_equal(image.as_float().numpy(), rgb)
+    rgba = rgb[..., [0, 1, 2, 0]].astype(np.float16)
+    write_exr(tmp_path / "rgba.exr", {"R": rgba[..., 0], "G": rgba[..., 1], "B": rgba[..., 2], "A": rgba[..., 3]})
+    assert np.array_equal(load_image(tmp_path / "rgba.exr").as_float().numpy(), rgba.astype(np.float32))
+    write_exr(tmp_path / "grey.exr", {"Y": rgb[..., 0]})
+    assert load_image(tmp_path / "grey.exr").as_float().shape == (5, 7, 1)
+    write_exr(tmp_path / "depth.exr", {"Z": rgb[..., 1]})
+    assert np.array_equal(load_image(tmp_path / "depth.exr").as_float()[..., 0].numpy(), rgb[..., 1])
+    write_exr(tmp_path / "layers.exr", {"diffuse.R": rgb[..., 0], "specular.R": rgb[..., 1]})
+    with pytest.raises(NfieldError, match="no RGB, RGBA or Y channels to fit"):
+        load_image(tmp_path / "layers.exr")
+    (tmp_path / "broken.exr").write_bytes(b"v/1" + bytes(40))
+    with pytest.raises(NfieldError, match="broken.exr: cannot read it as an image"):
+        load_image(tmp_path / "broken.exr")
