@@ -190,6 +190,9 @@ def train(request: RunRequest) -> dict[str, Any] | None:
         return None
     print("wrote " + " and ".join(str(out / name) for name in task.outputs()), file=sys.stderr)
     report = json.loads((out / "eval.json").read_text()) if (out / "eval.json").is_file() else {}  # the export's metrics
+    if callable(getattr(task, "evaluated_views", None)):  # a NeRF's final metrics are over --eval-views views
+        report["eval_views"] = task.evaluated_views()
+        report["test_views"] = task.evaluated_views(0)
     return {"step": trainer.step, **metrics, **report, "train_seconds": round(trainer.train_seconds, 3), "run_dir": str(out)}
 
 

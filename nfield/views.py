@@ -251,20 +251,23 @@ def _check_frame(width: int, height: int) -> None:
         raise NfieldError(f"--width/--height: {width}x{height} is not a renderable size (1 to 2^26 pixels)")
 
 
-def evaluate(run: LoadedRun, lod: int | None = None, resolution: int = 256, half: bool = False) -> dict[str, Any]:
+def evaluate(
+    run: LoadedRun, lod: int | None = None, resolution: int = 256, half: bool = False, progress: bool = False
+) -> dict[str, Any]:
     """The run's metrics against its data (load the run with ``data=True``): image runs PSNR and
     SSIM (per LOD too); NeRF runs PSNR and SSIM over every held-out view; SDF runs chamfer_l1,
-    normal_consistency and iou of a mesh extracted at `resolution` and `lod`."""
+    normal_consistency and iou of a mesh extracted at `resolution` and `lod`. `progress` shows a
+    bar over the NeRF views and the SDF's mesh extraction."""
     if half and run.kind != "nerf":
         raise NfieldError("--half applies to NeRF runs only")
     if lod is not None and run.kind != "sdf":
         raise NfieldError("--lod applies to SDF runs (image runs report every LOD's PSNR)")
     if run.kind == "sdf":
         _check_resolution(resolution)
-        return {"step": run.step, **run.task.geometry(resolution, lod)}
+        return {"step": run.step, **run.task.geometry(resolution, lod, progress=progress)}
     if run.kind == "nerf":
         with half_precision(run.task.device, half):
-            metrics = run.task.evaluate(views=0)
+            metrics = run.task.evaluate(views=0, progress=progress)
         return {"step": run.step, **metrics, "views": len(run.task.scene.test.images), **({"half": True} if half else {})}
     if run.kind == "video":
         return {"step": run.step, **run.task.evaluate(frames=0)}

@@ -43,7 +43,7 @@ def test_train_nerf_reports_held_out_metrics_and_writes_renders(trained, capsys)
     assert config["field"]["grid"]["n_levels"] == 6 and config["task_config"]["occupancy"]["resolution"] == 16
     assert sorted(p.name for p in (trained / "renders").iterdir()) == ["r_0.png", "r_0_truth.png", "r_1.png", "r_1_truth.png"]
     status, lines, err = run(capsys, "eval", trained)
-    assert status == 0, err
+    assert status == 0 and "eval" in err and "2/2" in err, err  # a progress bar over the views
     result = json.loads(lines[-1])
     assert result["psnr"] == pytest.approx(evals[-1]["psnr"], abs=1e-6) and result["views"] == 2
 
@@ -132,9 +132,13 @@ def test_bad_nerf_input_gives_one_clear_line_and_nonzero_exit(scene, tmp_path, c
 
 def test_vanilla_nerf_trains_checkpoints_and_renders_from_the_cli(scene, tmp_path, capsys):
     small = ("--n-samples", 8, "--n-importance", 8, "--batch-rays", 64, "--no-progress")
-    status, lines, err = run(capsys, "train-nerf", scene, "--model", "vanilla", *small, "--steps", 4, "--out", tmp_path / "v")
+    out = tmp_path / "v"
+    status, lines, err = run(
+        capsys, "train-nerf", scene, "--model", "vanilla", *small, "--steps", 4, "--eval-views", 1, "--out", out
+    )
     assert status == 0, err
-    assert np.isfinite(json.loads(lines[-1])["psnr"])
+    final = json.loads(lines[-1])
+    assert np.isfinite(final["psnr"]) and (final["eval_views"], final["test_views"]) == (1, 2)  # says what it scored
     weights = load_file(str(latest_checkpoint(tmp_path / "v").model_file))
     assert {key.split(".")[0] for key in weights} == {"field", "coarse"}
     status, _, err = run(capsys, "render", tmp_path / "v", "--frames", 2, "--width", 8, "--height", 8, "--no-progress")

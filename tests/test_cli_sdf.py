@@ -89,7 +89,7 @@ def test_mesh_command_exports_every_lod_in_input_coordinates(bunny_run, capsys, 
 def test_eval_prints_chamfer_normal_consistency_and_iou_per_lod(bunny_run, capsys):
     out, _ = bunny_run
     status, lines, err = run(capsys, "eval", out, "--resolution", 64)
-    assert status == 0, err
+    assert status == 0 and "marching cubes" in err, err  # a progress bar while it works
     finest = json.loads(lines[-1])
     assert {"chamfer_l1", "normal_consistency", "iou"} <= finest.keys() and finest["lod"] == 3
     assert finest["chamfer_l1"] < 0.003

@@ -72,13 +72,14 @@ class Evaluate:
     resolution: int = 256  # SDF runs: marching-cubes samples per axis
     half: bool = False  # NeRF runs: evaluate the field in half precision (float16 on CUDA, bfloat16 on CPU)
     device: str = "auto"  # auto, cpu, cuda, cuda:N
+    progress: bool = True  # show a progress bar (NeRF views, SDF mesh extraction)
 
     def __call__(self) -> None:
         sources = [s for s in (self.image, self.scene, self.shape) if s is not None]
         if len(sources) > 1:
             raise NfieldError("pass at most one of --image, --scene and --shape (the one the run's kind takes)")
         run = load_run(self.run_dir, self.device, data=True, source=sources[0] if sources else None)
-        print(json.dumps(evaluate(run, self.lod, self.resolution, self.half)))
+        print(json.dumps(evaluate(run, self.lod, self.resolution, self.half, self.progress)))
 
 
 @dataclass(frozen=True)

@@ -278,11 +278,14 @@ class NeRFTask:
         return F.mse_loss(rgb, target)
 
     @torch.no_grad()
-    def evaluate(self, views: int | None = None) -> dict[str, float]:
+    def evaluate(self, views: int | None = None, progress: bool = False) -> dict[str, float]:
         """Mean PSNR (dB) and SSIM over `views` held-out views, evenly spaced (0: all; default
-        `cfg.eval_views`)."""
+        `cfg.eval_views`), with a progress bar over the views when `progress` is set."""
         limit = self.cfg.eval_views if views is None else views
-        scores = [(psnr(rendered, target), ssim(rendered, target)) for rendered, target, _ in self._test_renders(limit)]
+        renders = self._test_renders(limit)
+        total = self.evaluated_views(limit)
+        scored = tqdm(renders, total=total, desc="eval", unit="view", disable=not progress, dynamic_ncols=True)
+        scores = [(psnr(rendered, target), ssim(rendered, target)) for rendered, target, _ in scored]
         return {"psnr": sum(s[0] for s in scores) / len(scores), "ssim": sum(s[1] for s in scores) / len(scores)}
 
     def export(self, run_dir: Path) -> None:
@@ -314,11 +317,20 @@ class NeRFTask:
             return torch.rand(n, 3, generator=self.generator)
         return torch.tensor(BACKGROUNDS[kind]).expand(n, 3)
 
+    def evaluated_views(self, limit: int | None = None) -> int:
+        """How many held-out views `evaluate(limit)` scores (default `cfg.eval_views`; 0: all)."""
+        return len(self._view_indices(self.cfg.eval_views if limit is None else limit))
+
+    def _view_indices(self, limit: int) -> list[int]:
+        """Up to `limit` held-out view indices, evenly spaced (0: all of them)."""
+        n = len(self._data().test.images)
+        count = n if limit <= 0 else min(limit, n)
+        return torch.linspace(0, n - 1, count).round().long().unique().tolist()
+
     def _test_renders(self, limit: int):
         """(rendered (H, W, 3), target (H, W, 3), name) for up to `limit` held-out views (0: all)."""
         split: SceneSplit = self._data().test
-        count = len(split.images) if limit <= 0 else min(limit, len(split.images))
-        indices = torch.linspace(0, len(split.images) - 1, count).round().long().unique().tolist()
+        indices = self._view_indices(limit)
         cameras = split.cameras.to(self.device)
         background = torch.tensor(BACKGROUNDS[self.cfg.eval_background], device=self.device)
         self.model.eval()

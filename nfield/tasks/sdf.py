@@ -390,11 +390,13 @@ class SDFTask:
         check_lod(lod, self.model.n_lods)
         return export_mesh(self.model, path, self.normalisation, resolution, lod=lod, chunk=self.cfg.chunk, progress=progress)
 
-    def geometry(self, resolution: int, lod: int | None = None) -> dict[str, Any]:
+    def geometry(self, resolution: int, lod: int | None = None, progress: bool = False) -> dict[str, Any]:
         """chamfer_l1, normal_consistency and iou against the shape of a mesh extracted at
-        `resolution` and LOD `lod` (see `geometry_report`)."""
+        `resolution` and LOD `lod` (see `geometry_report`), with a progress bar over the extraction
+        when `progress` is set."""
         check_lod(lod, self.model.n_lods)
-        vertices, faces = extract_mesh(distance_fn(self.model, lod), resolution, chunk=self.cfg.chunk, device=self.device)
+        field = distance_fn(self.model, lod)
+        vertices, faces = extract_mesh(field, resolution, chunk=self.cfg.chunk, device=self.device, progress=progress)
         report = geometry_report(self.model, self._data(), vertices, faces, self.cfg, lod=lod)
         return {"lod": self.model.n_lods - 1 if lod is None else lod, "resolution": resolution, **report}
 
