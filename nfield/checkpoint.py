@@ -6,7 +6,8 @@ Layout inside a run directory::
     checkpoints/step_000500/trainer.pt          step, optimiser, grad scaler, RNG and task state
 
 A checkpoint is written into a temporary folder which is renamed into place only when both files
-are complete and flushed, so a crash leaves either the old set or the new one, never half a file.
+are complete and flushed, so a crash leaves either the old set or the new one, never half a file;
+the next save removes a temporary folder a killed process left behind.
 """
 
 from __future__ import annotations
@@ -68,7 +69,8 @@ def save_checkpoint(run_dir: Path, step: int, model: torch.nn.Module, state: dic
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / f"step_{step:07d}"
     tmp = folder / f".tmp-step_{step:07d}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
+    for unfinished in folder.glob(".tmp-step_*"):  # ours, or left by a process killed mid-write
+        shutil.rmtree(unfinished, ignore_errors=True)
     tmp.mkdir()
     tensors = {name: t.detach().contiguous().cpu() for name, t in model.state_dict().items()}
     save_file(tensors, str(tmp / MODEL_FILE), metadata={"step": str(step)})

@@ -371,7 +371,8 @@ def describe(run: LoadedRun) -> list[str]:
     config, run_dir = run.config, run.run_dir
     checkpoint = latest_checkpoint(run_dir)
     model_file = checkpoint.model_file
-    n_values = sum(t.numel() for t in run.task.model.state_dict().values())
+    parameters = sum(p.numel() for p in run.task.model.parameters())
+    buffers = sum(b.numel() for b in run.task.model.buffers())
     lines = [f"run {run_dir}: task {run.kind}, model {config.get('model')}"]
     if "distill" in config:
         settings = config["distill"]
@@ -381,7 +382,8 @@ def describe(run: LoadedRun) -> list[str]:
         lines.append(f"fine-tuning: step {run.step if finetune else 0} of {finetune}" + ("" if finetune else " (none asked for)"))
     else:
         lines.append(f"checkpoint: step {run.step} of {train_config(config, run_dir).steps}")
-    lines.append(f"weights: {n_values:,} values, {model_file.stat().st_size / 2**20:.2f} MiB")
+    stored = f" + {buffers:,} buffer values" if buffers else ""
+    lines.append(f"weights: {parameters:,} parameters{stored}, {model_file.stat().st_size / 2**20:.2f} MiB ({model_file.name})")
     lines.append(f"field: {json.dumps(config.get('field'))}")
     ran = logged_backends(run_dir)
     if ran:

@@ -1,6 +1,7 @@
 """End-to-end: train-nerf, render and eval on a generated Blender-format scene, and their errors."""
 
 import json
+import shutil
 
 import imageio.v3 as iio
 import numpy as np
@@ -116,7 +117,7 @@ def test_bad_nerf_input_gives_one_clear_line_and_nonzero_exit(scene, tmp_path, c
     cases = [
         (("train-nerf", tmp_path / "nowhere"), "nowhere"),
         (("train-nerf", tmp_path / "broken"), "transforms.json"),
-        (("train-nerf", tmp_path / "missing"), "a.png"),
+        (("train-nerf", tmp_path / "missing"), "a.png); restore them, or drop those frames with --skip-missing-images"),
         (("train-nerf", scene, "--model", "octree"), "unknown model"),
         (("train-nerf", scene, "--model", "vanilla", "--n-levels", 4), "ngp model only"),
         (("train-nerf", scene, "--longest-axis-cells", 8), "kilonerf model only"),
@@ -128,6 +129,18 @@ def test_bad_nerf_input_gives_one_clear_line_and_nonzero_exit(scene, tmp_path, c
         lines = err.strip().splitlines()
         assert status == 1, (argv, err)
         assert len(lines) == 1 and lines[0].startswith("nfield: error:") and message in lines[0], (argv, err)
+
+
+def test_a_warning_is_one_line(scene, tmp_path, capsys):
+    shutil.copytree(scene, tmp_path / "scene")
+    image = json.loads((tmp_path / "scene" / "transforms_train.json").read_text())["frames"][0]["file_path"]
+    next((tmp_path / "scene").glob(image.removeprefix("./") + "*")).unlink()
+    status, _, err = run(
+        capsys, "train-nerf", tmp_path / "scene", *SMALL, "--steps", 1, "--skip-missing-images", "--out", tmp_path / "r"
+    )
+    assert status == 0, err
+    warned = [line for line in err.splitlines() if "dropped 1 of" in line]
+    assert len(warned) == 1 and warned[0].startswith("nfield: warning: ") and "UserWarning" not in err
 
 
 def test_vanilla_nerf_trains_checkpoints_and_renders_from_the_cli(scene, tmp_path, capsys):

@@ -59,6 +59,14 @@ def test_short_nglod_fit_of_the_bunny_exports_a_mesh_within_chamfer_0_01(bunny_r
     for name in ("config.json", "mesh.ply", "render.png", "render_depth.png"):
         assert (out / name).is_file()
     assert metrics[-1]["kind"] == "eval" and metrics[-1]["step"] == 120
+    # one model, one size: eval.json, info and eval say the same number of parameters
+    status, lines, err = run(capsys, "info", out)
+    assert (
+        status == 0
+        and f"weights: {report['parameters']:,} parameters + {report['buffer_values']:,} buffer values" in "\n".join(lines)
+    )
+    status, lines, err = run(capsys, "eval", out, "--resolution", 32, "--no-progress")
+    assert status == 0 and json.loads(lines[-1])["parameters"] == report["parameters"], err
     assert all(f"distance_mae_lod{k}" in metrics[-1] for k in range(3))
     # the mesh comes back in the input's coordinates: its bounding box matches the bunny's
     original = trimesh.load(BUNNY, force="mesh", process=False)
@@ -95,7 +103,8 @@ def test_eval_prints_chamfer_normal_consistency_and_iou_per_lod(bunny_run, capsy
     assert finest["chamfer_l1"] < 0.003
     status, lines, _ = run(capsys, "eval", out, "--resolution", 64, "--lod", 0)
     coarsest = json.loads(lines[-1])
-    assert coarsest["chamfer_l1"] > finest["chamfer_l1"] and coarsest["parameters"] < finest["parameters"]
+    assert coarsest["chamfer_l1"] > finest["chamfer_l1"] and coarsest["lod_parameters"] < finest["lod_parameters"]
+    assert coarsest["parameters"] == finest["parameters"]  # the model's size, whichever LOD is measured
 
 
 def test_render_writes_a_view_with_depth_and_a_turntable(bunny_run, capsys, tmp_path):

@@ -283,3 +283,12 @@ def test_a_long_stretch_without_a_checkpoint_is_saved_at_the_next_log_step(tmp_p
     assert [c.step for c in list_checkpoints(tmp_path)] == [4, 8, 12]  # 40 s, 80 s, and the end
     with pytest.raises(NfieldError, match="--checkpoint-seconds must be >= 0"):
         TrainConfig(checkpoint_seconds=-1).validate()
+
+
+def test_a_save_removes_what_a_killed_save_left_behind(tmp_path):
+    task, trainer = make(tmp_path, 10)
+    left = tmp_path / "checkpoints" / ".tmp-step_0000005-99999"
+    left.mkdir(parents=True)
+    (left / "model.safetensors").write_bytes(b"half")
+    trainer.fit()
+    assert not list((tmp_path / "checkpoints").glob(".tmp-*")) and latest_checkpoint(tmp_path).step == 10

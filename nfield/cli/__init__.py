@@ -14,6 +14,7 @@ import platform
 import signal
 import sys
 import threading
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Optional
@@ -150,10 +151,17 @@ def _terminated(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning as one line, ``nfield: warning: ...``, not Python's two lines of source location."""
+    text = (str(message).strip().splitlines() or [category.__name__])[0]
+    print(f"nfield: warning: {text}", file=sys.stderr if file is None else file)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``nfield`` console script; returns the exit status."""
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminated) if in_main_thread else None
+    shown, warnings.showwarning = warnings.showwarning, _show_warning
     try:
         command = tyro.extras.subcommand_cli_from_dict(
             COMMANDS,
@@ -182,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     finally:
         shutdown()
+        warnings.showwarning = shown
         if in_main_thread:
             signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
     return 0

@@ -246,7 +246,7 @@ def _frames(
     if missing and not skip_missing:
         raise NfieldError(
             f"{json_path}: {len(missing)} of {len(frames)} frames point to missing images (first: {missing[0].path}); "
-            "restore them, or pass skip_missing_images=True to drop those frames"
+            "restore them, or drop those frames with --skip-missing-images (skip_missing_images=True in Python)"
         )
     if missing:
         warnings.warn(f"{json_path}: dropped {len(missing)} of {len(frames)} frames whose images are missing", stacklevel=3)

@@ -196,9 +196,12 @@ class SDFTask:
         """One line on what is fitted with what (the command line prints it before training)."""
         shape, sizes = self._data(), self.model.lod_parameter_counts()
         kind = f"{len(shape.faces):,} triangles" if self.has_distances else f"{len(shape.points):,} oriented points"
-        lods = f", {len(sizes)} LODs: " + ", ".join(f"{n * 4 / 1024:.0f} KB" for n in sizes) if len(sizes) > 1 else ""
-        n_params = sum(p.numel() for p in self.model.parameters())
-        return f"fitting {shape.source} ({kind}) [{n_params:,} parameters{lods}, {self.cfg.batch_size:,} points per step]"
+        lods = f", {len(sizes)} LODs using " + ", ".join(f"{n * 4 / 1024:.0f} KB" for n in sizes) if len(sizes) > 1 else ""
+        size = model_size(self.model)
+        return (
+            f"fitting {shape.source} ({kind}) [{size['parameters']:,} parameters, {size['size_kb']:,.0f} KB{lods}, "
+            f"{self.cfg.batch_size:,} points per step]"
+        )
 
     def outputs(self) -> list[str]:
         """The files `export` writes, relative to the run directory."""
@@ -481,9 +484,16 @@ def geometry_report(
     uniform = torch.rand(cfg.iou_points, 3, device=device, generator=generator) * 2 - 1
     predicted = torch.cat([model(x, lod=lod).float() for x in uniform.split(cfg.chunk)]) < 0
     report["iou"] = volumetric_iou(predicted.cpu(), inside(shape, uniform, cfg.sdf_backend).cpu())
-    counts = model.lod_parameter_counts()
-    n_values = counts[-1 if lod is None else lod]
-    report.update(
-        {"parameters": n_values, "size_kb": round(n_values * 4 / 1024, 1), "vertices": len(vertices), "faces": len(faces)}
-    )
+    n_lod = model.lod_parameter_counts()[-1 if lod is None else lod]
+    report.update(model_size(model))  # the model's size, as fit-sdf and info report it
+    report.update({"lod_parameters": n_lod, "lod_size_kb": round(n_lod * 4 / 1024, 1)})  # what rendering at this LOD uses
+    report.update({"vertices": len(vertices), "faces": len(faces)})
     return report
+
+
+def model_size(model: torch.nn.Module) -> dict[str, Any]:
+    """A model's size as every command reports it: trainable `parameters`, the other stored values
+    (`buffer_values`: an octree's structure, a grid's occupancy), and `size_kb` of both in float32."""
+    parameters = sum(p.numel() for p in model.parameters())
+    buffers = sum(b.numel() for b in model.buffers())
+    return {"parameters": parameters, "buffer_values": buffers, "size_kb": round((parameters + buffers) * 4 / 1024, 1)}
