@@ -12,7 +12,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional
 
 import imageio.v3 as iio
 import numpy as np
@@ -26,6 +26,7 @@ from nfield.errors import NfieldError
 from nfield.export import MESH_SUFFIXES, available_memory_bytes, check_extraction_memory
 from nfield.fields.kilonerf import load_kilonerf
 from nfield.fields.sdf import check_lod
+from nfield.flag_hints import STATED
 from nfield.outputs import IMAGE_SUFFIXES, writable_directory, writable_file
 from nfield.render.camera_path_files import load_camera_path
 from nfield.render.camera_paths import interpolated_path, scene_orbit, spiral_path
@@ -64,26 +65,30 @@ NERF_PATHS = ("orbit", "spiral", "interp")
 class RenderOptions:
     """How ``nfield render`` draws a run."""
 
-    path: Optional[str] = None
+    path: Annotated[Optional[str], STATED] = None
     """NeRF runs: camera path: orbit, spiral, interp (through the training views) or a nerfstudio
     camera-path JSON (default orbit). SDF runs: orbit is the same as --orbit."""
     orbit: bool = False  # render a 360-degree orbit video (the same as --path orbit)
-    frames: Optional[int] = None  # frames of the video (default 120; video runs: the video's own count)
-    fps: Optional[float] = None  # frames per second of the video (default 30; video runs: the video's own rate)
-    out: Optional[Path] = None
+    frames: Annotated[Optional[int], STATED] = None  # frames of the video (default 120; video runs: the video's own count)
+    fps: Annotated[Optional[float], STATED] = (
+        None  # frames per second of the video (default 30; video runs: the video's own rate)
+    )
+    out: Annotated[Optional[Path], STATED] = None
     """output file (image: RUN_DIR/render.png; NeRF: RUN_DIR/<path>.mp4; SDF: RUN_DIR/render.png or
     RUN_DIR/turntable.mp4)"""
-    width: Optional[int] = None  # width in pixels (image and NeRF runs: the training images'; SDF: 1280)
-    height: Optional[int] = None  # height in pixels (image and NeRF runs: the training images'; SDF: 720)
+    width: Annotated[Optional[int], STATED] = None  # width in pixels (image and NeRF runs: the training images'; SDF: 1280)
+    height: Annotated[Optional[int], STATED] = None  # height in pixels (image and NeRF runs: the training images'; SDF: 720)
     depth: bool = False  # NeRF runs: also write the depth video, <out>_depth.mp4
-    lod: Optional[int] = None  # image and SDF runs: level of detail (default the finest)
+    lod: Annotated[Optional[int], STATED] = None  # image and SDF runs: level of detail (default the finest)
     shading: Literal["matcap", "normal"] = "matcap"  # SDF runs: matcap (clay look) or normal (normals as colours)
     elevation: float = 20.0  # SDF runs: camera elevation in degrees above the horizontal plane
     azimuth: float = 30.0  # SDF runs: camera azimuth in degrees (the turntable's first frame)
     distance: float = 3.4  # SDF runs: camera distance from the centre, in normalised box units
     fov: float = 40.0  # SDF runs: vertical field of view in degrees
     half: bool = False  # NeRF runs: evaluate the field in half precision (float16 on CUDA, bfloat16 on CPU)
-    sample_rate: Optional[int] = None  # audio runs: samples per second (default: the clip's; more = finer in time)
+    sample_rate: Annotated[Optional[int], STATED] = (
+        None  # audio runs: samples per second (default: the clip's; more = finer in time)
+    )
     progress: bool = True  # show the progress bar
 
 

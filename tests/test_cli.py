@@ -289,6 +289,19 @@ def test_help_states_the_presets_real_defaults(command, shown, capsys, monkeypat
         assert piece in text, piece
 
 
+def test_no_help_says_default_none(capsys, monkeypatch):
+    """An unset flag's help says what it means (the preset's value, or what its text states), never
+    "(default: None)"."""
+    from nfield.cli import COMMANDS
+
+    monkeypatch.setenv("COLUMNS", "400")
+    for command in COMMANDS:
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        text = capsys.readouterr().out
+        assert "(default: None)" not in text and "--help" in text, command
+
+
 def test_presets_size_batches_by_device():
     from nfield.presets.nerf import NERF_PRESETS
     from nfield.presets.sdf import SDF_PRESETS

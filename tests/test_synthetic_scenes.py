@@ -270,3 +270,16 @@ def test_bad_arguments_raise_one_line_nfield_errors(tmp_path, call, message):
         call(tmp_path / "out")
     assert message in str(error.value) and "\n" not in str(error.value)
     assert not (tmp_path / "out").exists()
+
+
+def test_the_generator_runs_from_any_folder(tmp_path):
+    """`python -m scenes.synthetic` is installed with nfield, not only importable from the repository root."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    argv = [sys.executable, "-m", "scenes.synthetic", "primitives", "out", "--size", 8, "--train", 1, "--val", 1, "--test", 1]
+    done = subprocess.run(list(map(str, argv)), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "out" / "transforms_train.json").is_file()

@@ -36,6 +36,7 @@ from nfield.cli.view import View
 from nfield.distributed import layout, shutdown
 from nfield.encodings.grid import GRID_BACKENDS
 from nfield.errors import Interrupted, NfieldError
+from nfield.flag_hints import STATED
 from nfield.networks.mlp import MLP_BACKENDS
 from nfield.render.volume import RENDER_BACKENDS
 from nfield.run import load_run
@@ -66,10 +67,12 @@ class Evaluate:
     """
 
     run_dir: tyro.conf.Positional[Path]  # a run directory
-    image: Optional[str] = None  # image runs: target image (default: the one the run was fitted to)
-    scene: Optional[str] = None  # NeRF runs: scene folder (default: the one the run was trained on)
-    shape: Optional[Path] = None  # SDF runs: reference mesh or point cloud (default: the one the run was fitted to)
-    lod: Optional[int] = None  # SDF runs: level of detail (default the finest)
+    image: Annotated[Optional[str], STATED] = None  # image runs: target image (default: the one the run was fitted to)
+    scene: Annotated[Optional[str], STATED] = None  # NeRF runs: scene folder (default: the one the run was trained on)
+    shape: Annotated[Optional[Path], STATED] = (
+        None  # SDF runs: reference mesh or point cloud (default: the one the run was fitted to)
+    )
+    lod: Annotated[Optional[int], STATED] = None  # SDF runs: level of detail (default the finest)
     resolution: int = 256  # SDF runs: marching-cubes samples per axis
     half: bool = False  # NeRF runs: evaluate the field in half precision (float16 on CUDA, bfloat16 on CPU)
     device: str = "auto"  # auto, cpu, cuda, cuda:N
@@ -87,7 +90,8 @@ class Evaluate:
 class Info:
     """Print versions, the compute device and available backends, or a run's summary."""
 
-    run_dir: tyro.conf.Positional[Optional[Path]] = None  # a run directory to describe (optional)
+    run_dir: Annotated[tyro.conf.Positional[Optional[Path]], STATED] = None
+    """a run directory to describe (without one: versions, devices and backends)"""
 
     def __call__(self) -> None:
         if self.run_dir is not None:

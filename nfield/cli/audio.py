@@ -11,6 +11,7 @@ import tyro
 from nfield.cli.image import ImageModelOptions
 from nfield.cli.options import RunFlags, TrainingCommand, device_default, train_options
 from nfield.errors import NfieldError
+from nfield.flag_hints import STATED
 from nfield.presets.audio import AUDIO_PRESETS
 from nfield.tasks.audio import AudioTaskConfig
 from nfield.tasks.gradient_adjustment import GradientAdjustmentConfig
@@ -43,7 +44,7 @@ class FitAudio(TrainingCommand):
     """
 
     audio: tyro.conf.Positional[str]  # sound file
-    model: Optional[str] = None
+    model: Annotated[Optional[str], STATED] = None
     """siren, relu-pe, fourier, or any image family that applies to 1-D signals (wire, finer, gauss, cam, planes, ...;
     not hash, dense, neurbf, sape) in its audio form (default siren)"""
     batch_size: Annotated[Optional[int], tyro.conf.arg(help_behavior_hint=device_default(AUDIO_PRESETS, "batch_size"))] = None

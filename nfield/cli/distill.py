@@ -13,6 +13,7 @@ from nfield.cli.options import RunFlags
 from nfield.distributed import environment_layout
 from nfield.errors import NfieldError
 from nfield.fields.kilonerf import KiloNeRFConfig
+from nfield.flag_hints import STATED
 from nfield.run import distill
 from nfield.tasks.distill import DistillConfig, DistillSettings
 
@@ -30,8 +31,8 @@ class Distill:
     """
 
     teacher: tyro.conf.Positional[Path]  # the run directory of a trained radiance field (train-nerf or distill)
-    scene: Optional[str] = None  # scene folder for fine-tuning and evaluation (default: the teacher's)
-    aabb: Optional[tuple[float, float, float, float, float, float]] = None
+    scene: Annotated[Optional[str], STATED] = None  # scene folder for fine-tuning and evaluation (default: the teacher's)
+    aabb: Annotated[Optional[tuple[float, float, float, float, float, float]], STATED] = None
     """the KiloNeRF box, xmin ymin zmin xmax ymax zmax (default: the teacher's scene box); must contain the
     teacher's occupied region"""
     longest_axis_cells: int = KiloNeRFConfig.longest_axis_cells  # cells along the box's longest axis (others in proportion)

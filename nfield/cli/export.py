@@ -5,11 +5,12 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
 import tyro
 
 from nfield.errors import NfieldError
+from nfield.flag_hints import STATED
 from nfield.run import load_run
 from nfield.tasks.nerf_geometry import DEFAULT_DOWNSCALE, DEFAULT_MIN_OPACITY, DEFAULT_POINTS
 from nfield.views import export_point_cloud
@@ -27,7 +28,7 @@ class Export:
 
     run_dir: tyro.conf.Positional[Path]  # a run directory written by train-nerf or distill
     point_cloud: bool = False  # NeRF runs: write a coloured point cloud of the training views
-    out: Optional[Path] = None  # output file, .ply/.obj/.glb (default RUN_DIR/points.ply)
+    out: Annotated[Optional[Path], STATED] = None  # output file, .ply/.obj/.glb (default RUN_DIR/points.ply)
     points: int = DEFAULT_POINTS  # most points written (a uniform random subset beyond that)
     downscale: int = DEFAULT_DOWNSCALE  # render the training views at 1/this of their size
     min_opacity: float = DEFAULT_MIN_OPACITY  # pixels at or below this opacity give no point

@@ -12,6 +12,7 @@ import tyro
 
 from nfield.cli.options import FieldOptions, RunFlags, TrainingCommand, device_default, train_options
 from nfield.errors import NfieldError
+from nfield.flag_hints import PRESET, STATED
 from nfield.many import is_collection
 from nfield.presets.image import IMAGE_PRESETS
 from nfield.run import load_run
@@ -28,27 +29,33 @@ class ImageModelOptions(FieldOptions):
     """Hyper-parameter overrides; unset keys keep the model's preset value. Each key goes to the
     encoding or network that has it; a key the chosen model does not have is an error."""
 
-    start_fraction: Optional[float] = None  # progressive schedules: fraction of training where bands start opening
-    end_fraction: Optional[float] = None  # progressive schedules: fraction of training where all are open
-    grid_resolution: Optional[int] = None  # SAPE: resolution of the per-region progress grid
-    error_threshold: Optional[float] = None  # SAPE: local squared error under which a region stops progressing
-    n_lods: Optional[int] = None  # pins: levels of detail
-    n_levels: Optional[int] = None  # grid levels (hash, dense)
-    n_features_per_level: Optional[int] = None  # grid features per level
-    log2_hashmap_size: Optional[int] = None  # hash table size per level, log2
-    base_resolution: Optional[int] = None  # coarsest grid resolution
-    per_level_scale: Optional[float] = None  # growth factor between grid levels (default: finest level = image size)
-    fourier_reparam: Optional[bool] = None  # ReLU MLPs: Fourier-reparameterised hidden weights W = Lambda B (FR-INR)
-    omega0: Optional[float] = None  # wire: frequency of the Gabor wavelet
-    s0: Optional[float] = None  # wire: scale of the Gabor wavelet's Gaussian window
-    modulation_resolution: Optional[int] = None  # cam: vertices per axis of the modulation grids
-    basis: Optional[str] = None  # shifted-gaussian: gaussian, sinc or triangle
-    n_samples: Optional[int] = None  # shifted-gaussian: lattice samples per axis
-    width_factor: Optional[float] = None  # shifted-gaussian: basis width over the lattice spacing
-    resolutions: Optional[tuple[int, ...]] = None  # planes: vertices per axis of each scale
-    combine: Optional[str] = None  # planes: product or sum
-    n_kernels: Optional[int] = None  # neurbf: adaptive radial basis kernels
-    kernel: Optional[str] = None  # neurbf: inverse_quadric or gaussian
+    start_fraction: Annotated[Optional[float], PRESET] = (
+        None  # progressive schedules: fraction of training where bands start opening
+    )
+    end_fraction: Annotated[Optional[float], PRESET] = None  # progressive schedules: fraction of training where all are open
+    grid_resolution: Annotated[Optional[int], PRESET] = None  # SAPE: resolution of the per-region progress grid
+    error_threshold: Annotated[Optional[float], PRESET] = None  # SAPE: local squared error under which a region stops progressing
+    n_lods: Annotated[Optional[int], PRESET] = None  # pins: levels of detail
+    n_levels: Annotated[Optional[int], PRESET] = None  # grid levels (hash, dense)
+    n_features_per_level: Annotated[Optional[int], PRESET] = None  # grid features per level
+    log2_hashmap_size: Annotated[Optional[int], PRESET] = None  # hash table size per level, log2
+    base_resolution: Annotated[Optional[int], PRESET] = None  # coarsest grid resolution
+    per_level_scale: Annotated[Optional[float], PRESET] = (
+        None  # growth factor between grid levels (default: finest level = image size)
+    )
+    fourier_reparam: Annotated[Optional[bool], PRESET] = (
+        None  # ReLU MLPs: Fourier-reparameterised hidden weights W = Lambda B (FR-INR)
+    )
+    omega0: Annotated[Optional[float], PRESET] = None  # wire: frequency of the Gabor wavelet
+    s0: Annotated[Optional[float], PRESET] = None  # wire: scale of the Gabor wavelet's Gaussian window
+    modulation_resolution: Annotated[Optional[int], PRESET] = None  # cam: vertices per axis of the modulation grids
+    basis: Annotated[Optional[str], PRESET] = None  # shifted-gaussian: gaussian, sinc or triangle
+    n_samples: Annotated[Optional[int], PRESET] = None  # shifted-gaussian: lattice samples per axis
+    width_factor: Annotated[Optional[float], PRESET] = None  # shifted-gaussian: basis width over the lattice spacing
+    resolutions: Annotated[Optional[tuple[int, ...]], PRESET] = None  # planes: vertices per axis of each scale
+    combine: Annotated[Optional[str], PRESET] = None  # planes: product or sum
+    n_kernels: Annotated[Optional[int], PRESET] = None  # neurbf: adaptive radial basis kernels
+    kernel: Annotated[Optional[str], PRESET] = None  # neurbf: inverse_quadric or gaussian
 
 
 @dataclass(frozen=True)
@@ -62,7 +69,7 @@ class FitImage(TrainingCommand):
     image: tyro.conf.Positional[str]
     """image file, a scikit-image sample name (camera, astronaut, coffee, chelsea, ...), or a folder or quoted glob
     ('photos/*.png') to fit every image in it: one run directory each under --out, plus index.jsonl"""
-    model: Optional[str] = None
+    model: Annotated[Optional[str], STATED] = None
     """relu, relu-pe, fourier, learnable-fourier, siren, spder, progressive, pins, sape, hash, dense, wire, finer, gauss,
     relu-pe-fr, cam, shifted-gaussian, planes, neurbf (default siren)"""
     downscale: int = 1  # integer box-filter downscaling of the image before fitting
@@ -108,10 +115,10 @@ class RenderImage:
 
     run_dir: tyro.conf.Positional[Path]  # a run directory written by fit-image
     scale: float = 1.0  # output size relative to the fitted image (4 = four times wider and taller)
-    out: Optional[Path] = None
+    out: Annotated[Optional[Path], STATED] = None
     """output image (default RUN_DIR/render_x<scale>.png): PNG/JPEG in 8 bits, or .tif for the raw float32
     values (HDR runs keep their range)"""
-    lod: Annotated[Optional[int], tyro.conf.arg(aliases=("--level",))] = None
+    lod: Annotated[Optional[int], tyro.conf.arg(aliases=("--level",), help_behavior_hint="")] = None
     """level of detail for models that have them (pins); default the finest"""
     device: str = "auto"  # auto, cpu, cuda, cuda:N
     progress: bool = True  # show the progress bar

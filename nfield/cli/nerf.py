@@ -8,6 +8,7 @@ from typing import Annotated, Literal, Optional
 import tyro
 
 from nfield.cli.options import Overrides, RunFlags, TrainingCommand, device_default, train_options
+from nfield.flag_hints import PRESET, STATED
 from nfield.presets.nerf import NERF_PRESETS
 from nfield.tasks.teaching import TeachingConfig
 
@@ -18,14 +19,14 @@ NeRFTrainOptions = train_options(NERF_PRESETS)
 class NeRFModelOptions(Overrides):
     """Size and sampling overrides; unset keys keep the preset's value."""
 
-    n_levels: Optional[int] = None  # ngp: hash-grid levels
-    log2_hashmap_size: Optional[int] = None  # ngp: log2 of the rows per hashed level
-    grid_resolution: Optional[int] = None  # occupancy grid cells per axis
-    grid_warmup: Optional[int] = None  # steps during which every occupancy cell is refreshed
-    steps_per_ray: Optional[int] = None  # occupancy marching: steps across the box's diagonal
-    n_samples: Optional[int] = None  # hierarchical: coarse samples per ray
-    n_importance: Optional[int] = None  # hierarchical: fine samples per ray
-    longest_axis_cells: Optional[int] = None  # kilonerf: cells along the box's longest axis
+    n_levels: Annotated[Optional[int], PRESET] = None  # ngp: hash-grid levels
+    log2_hashmap_size: Annotated[Optional[int], PRESET] = None  # ngp: log2 of the rows per hashed level
+    grid_resolution: Annotated[Optional[int], PRESET] = None  # occupancy grid cells per axis
+    grid_warmup: Annotated[Optional[int], PRESET] = None  # steps during which every occupancy cell is refreshed
+    steps_per_ray: Annotated[Optional[int], PRESET] = None  # occupancy marching: steps across the box's diagonal
+    n_samples: Annotated[Optional[int], PRESET] = None  # hierarchical: coarse samples per ray
+    n_importance: Annotated[Optional[int], PRESET] = None  # hierarchical: fine samples per ray
+    longest_axis_cells: Annotated[Optional[int], PRESET] = None  # kilonerf: cells along the box's longest axis
 
 
 @dataclass(frozen=True)
@@ -38,16 +39,16 @@ class TrainNeRF(TrainingCommand):
     """
 
     scene: tyro.conf.Positional[str]  # scene folder (or its transforms.json)
-    model: Optional[str] = None
+    model: Annotated[Optional[str], STATED] = None
     """ngp, vanilla, kilonerf, siren, fourier, or any other fit-image model as the geometry network (default ngp)"""
     downscale: int = 1  # integer downscaling of the images (and intrinsics)
     batch_rays: Annotated[Optional[int], tyro.conf.arg(help_behavior_hint=device_default(NERF_PRESETS, "batch_rays"))] = None
     """rays per step"""
-    loss: Optional[Literal["mse", "huber"]] = None  # photometric loss, mse or huber (default: mse)
+    loss: Annotated[Optional[Literal["mse", "huber"]], STATED] = None  # photometric loss, mse or huber (default: mse)
     teaching: bool = False  # INT (nonparametric teaching): each step trains on the rays of a random batch rendered worst
-    background: Optional[Literal["random", "white", "black"]] = None
+    background: Annotated[Optional[Literal["random", "white", "black"]], STATED] = None
     """background of transparent training pixels: random per ray, white or black (default: random)"""
-    eval_views: Optional[int] = None  # held-out views per periodic evaluation, 0 for all (default: 8)
+    eval_views: Annotated[Optional[int], STATED] = None  # held-out views per periodic evaluation, 0 for all (default: 8)
     skip_missing_images: bool = False  # drop frames whose image file is missing (with a warning) instead of failing
     run: Annotated[RunFlags, tyro.conf.OmitArgPrefixes] = RunFlags()
     train: Annotated[NeRFTrainOptions, tyro.conf.OmitArgPrefixes] = NeRFTrainOptions()

@@ -12,6 +12,7 @@ import tyro
 
 from nfield.distributed import init_from_environment, set_data_parallel
 from nfield.errors import NfieldError
+from nfield.flag_hints import PRESET, STATED
 from nfield.many import CollectionRequest, fit_collection
 from nfield.presets import Preset
 from nfield.run import RunRequest, train
@@ -30,21 +31,23 @@ class FieldOptions(Overrides):
     """Hyper-parameter overrides; unset keys keep the model's preset value. Each key goes to the
     encoding or network that has it; a key the chosen model does not have is an error."""
 
-    n_neurons: Optional[int] = None  # hidden layer width
-    n_hidden_layers: Optional[int] = None  # number of hidden layers
-    activation: Optional[str] = None  # MLP activation: relu, leaky_relu, softplus, gelu, silu, tanh, sigmoid
-    w0: Optional[float] = None  # SIREN / SPDER frequency of the hidden layers
-    w0_initial: Optional[float] = None  # SIREN / SPDER frequency of the first layer
-    n_frequencies: Optional[int] = None  # octave bands of frequency encodings (relu-pe, progressive, sape, pins)
-    n_features: Optional[int] = None  # number of random Fourier features (fourier, learnable-fourier)
-    sigma: Optional[float] = None  # standard deviation of Fourier frequencies, cycles per unit on [-1, 1]
+    n_neurons: Annotated[Optional[int], PRESET] = None  # hidden layer width
+    n_hidden_layers: Annotated[Optional[int], PRESET] = None  # number of hidden layers
+    activation: Annotated[Optional[str], PRESET] = None  # MLP activation: relu, leaky_relu, softplus, gelu, silu, tanh, sigmoid
+    w0: Annotated[Optional[float], PRESET] = None  # SIREN / SPDER frequency of the hidden layers
+    w0_initial: Annotated[Optional[float], PRESET] = None  # SIREN / SPDER frequency of the first layer
+    n_frequencies: Annotated[Optional[int], PRESET] = (
+        None  # octave bands of frequency encodings (relu-pe, progressive, sape, pins)
+    )
+    n_features: Annotated[Optional[int], PRESET] = None  # number of random Fourier features (fourier, learnable-fourier)
+    sigma: Annotated[Optional[float], PRESET] = None  # standard deviation of Fourier frequencies, cycles per unit on [-1, 1]
 
 
 @dataclass(frozen=True)
 class RunFlags:
     """Where the run goes and how it starts."""
 
-    out: Optional[Path] = None  # run directory (default runs/<task>/<input name>-<model>)
+    out: Annotated[Optional[Path], STATED] = None  # run directory (default runs/<task>/<input name>-<model>)
     device: str = "auto"  # auto (CUDA when available), cpu, cuda, cuda:N
     resume: bool = False  # continue the run in --out from its last checkpoint up to --steps in total
     overwrite: bool = False  # replace an existing run in --out

@@ -10,6 +10,7 @@ from typing import Annotated, Literal, Optional
 import tyro
 
 from nfield.cli.options import Overrides, RunFlags, TrainingCommand, describe_default, device_default, train_options
+from nfield.flag_hints import PRESET, STATED
 from nfield.many import is_collection
 from nfield.presets.sdf import SDF_PRESETS
 from nfield.run import load_run
@@ -23,12 +24,16 @@ SDFTrainOptions = train_options(SDF_PRESETS)
 class SDFModelOptions(Overrides):
     """Size overrides; unset keys keep the preset's value."""
 
-    lods: Optional[int] = None  # nglod: levels of detail (finest = 2^(base_lod + lods - 1) cells per axis)
-    base_lod: Optional[int] = None  # nglod: the coarsest level has 2^base_lod cells per axis
-    feature_dim: Optional[int] = None  # nglod: features per octree corner
-    n_neurons: Annotated[Optional[int], tyro.conf.arg(aliases=("--hidden-dim",))] = None
+    lods: Annotated[Optional[int], PRESET] = None  # nglod: levels of detail (finest = 2^(base_lod + lods - 1) cells per axis)
+    base_lod: Annotated[Optional[int], PRESET] = None  # nglod: the coarsest level has 2^base_lod cells per axis
+    feature_dim: Annotated[Optional[int], PRESET] = None  # nglod: features per octree corner
+    n_neurons: Annotated[
+        Optional[int], tyro.conf.arg(aliases=("--hidden-dim",), help_behavior_hint=PRESET.help_behavior_hint)
+    ] = None
     """width of the MLP (nglod: of each decoder)"""
-    n_hidden_layers: Annotated[Optional[int], tyro.conf.arg(aliases=("--hidden-layers",))] = None
+    n_hidden_layers: Annotated[
+        Optional[int], tyro.conf.arg(aliases=("--hidden-layers",), help_behavior_hint=PRESET.help_behavior_hint)
+    ] = None
     """hidden layers of the MLP (nglod: of each decoder)"""
 
 
@@ -48,15 +53,15 @@ class FitSDF(TrainingCommand):
     shape: tyro.conf.Positional[str]
     """mesh or oriented point cloud file, or a folder or quoted glob ('shapes/*.obj') to fit every shape in it: one run
     directory each under --out, plus index.jsonl"""
-    model: Optional[str] = None
+    model: Annotated[Optional[str], STATED] = None
     """nglod, siren, hash, dense, relu-pe, or any other fit-image model in 3-D except sape (default nglod)"""
     batch_size: Annotated[Optional[int], _hint("batch_size")] = None  # training points per step
     pool_size: Annotated[Optional[int], _hint("pool_size")] = None  # points with ground-truth distances drawn at once
-    mesh_resolution: Optional[int] = None
+    mesh_resolution: Annotated[Optional[int], STATED] = None
     """marching-cubes samples per axis for the exported mesh (default: 256)"""
-    metric_points: Optional[int] = None
+    metric_points: Annotated[Optional[int], STATED] = None
     """surface samples per side for the final Chamfer-L1 and normal consistency (default: 131,072)"""
-    sdf_backend: Optional[Literal["auto", "triton", "torch", "libigl", "open3d"]] = None
+    sdf_backend: Annotated[Optional[Literal["auto", "triton", "torch", "libigl", "open3d"]], STATED] = None
     """ground-truth distances: auto (triton on CUDA, libigl on CPU), triton, torch, libigl, open3d (default: auto)"""
     eikonal_weight: Annotated[
         Optional[float], tyro.conf.arg(help_behavior_hint=describe_default(SDF_PRESETS, lambda p: p.task.eikonal_weight))
@@ -93,11 +98,11 @@ class Mesh:
     run_dir: tyro.conf.Positional[Path]  # a run directory written by fit-sdf, train-nerf or distill
     resolution: int = 256
     """samples per axis over the normalised box (SDF) or the scene box (NeRF); memory grows with its square"""
-    lod: Optional[int] = None  # SDF runs: level of detail (default the finest)
-    level: Optional[float] = None
+    lod: Annotated[Optional[int], STATED] = None  # SDF runs: level of detail (default the finest)
+    level: Annotated[Optional[float], STATED] = None
     """NeRF runs: density threshold, per world unit of length (default: ln 2 / the run's sample step, the density at
     which one render sample is half opaque: 136.6 for the Blender box at 1024 steps per ray, 25.6 for vanilla)"""
-    out: Optional[Path] = None
+    out: Annotated[Optional[Path], STATED] = None
     """output mesh: SDF runs .ply/.obj/.stl/.off/.glb (default RUN_DIR/mesh_r<resolution>[_lod<k>].ply);
     NeRF runs: .ply/.obj/.glb with vertex colours (default RUN_DIR/mesh_r<resolution>.ply)"""
     device: str = "auto"  # auto, cpu, cuda, cuda:N

@@ -10,6 +10,7 @@ import tyro
 from nfield.cli.audio import gradient_adjustment_flags
 from nfield.cli.image import ImageModelOptions
 from nfield.cli.options import RunFlags, TrainingCommand, device_default, train_options
+from nfield.flag_hints import STATED
 from nfield.presets.video import VIDEO_PRESETS
 from nfield.tasks.teaching import TeachingConfig
 from nfield.tasks.video import VideoTaskConfig
@@ -29,10 +30,10 @@ class FitVideo(TrainingCommand):
     """
 
     video: tyro.conf.Positional[str]  # video file, animated GIF or folder of frames
-    model: Optional[str] = None
+    model: Annotated[Optional[str], STATED] = None
     """hash, siren, relu-pe, or any other fit-image model over (x, y, t) (default hash)"""
     downscale: int = 1  # integer box-filter downscaling of every frame
-    max_frames: Optional[int] = None  # fit only the first this many frames
+    max_frames: Annotated[Optional[int], STATED] = None  # fit only the first this many frames
     batch_size: Annotated[Optional[int], tyro.conf.arg(help_behavior_hint=device_default(VIDEO_PRESETS, "batch_size"))] = None
     """pixels per step, drawn across all frames"""
     teaching: bool = False

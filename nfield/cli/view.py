@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
 import tyro
+
+from nfield.flag_hints import STATED
 
 
 @dataclass(frozen=True)
@@ -24,7 +26,9 @@ class View:
     port: int = 8080  # the page's port (it must be free)
     host: str = "127.0.0.1"  # the address to listen on (0.0.0.0: every network interface)
     device: str = "auto"  # auto, cpu, cuda, cuda:N
-    resolution: Optional[int] = None  # rows of a full frame (default 720 on CUDA, 240 on the CPU; the page has a slider)
+    resolution: Annotated[Optional[int], STATED] = (
+        None  # rows of a full frame (default 720 on CUDA, 240 on the CPU; the page has a slider)
+    )
 
     def __call__(self) -> None:
         from nfield.viewer.serve import view
