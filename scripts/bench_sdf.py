@@ -38,7 +38,8 @@ DEFAULT_MESH = Path(__file__).resolve().parents[2] / "shared" / "data" / "sdf" /
 
 SCALES = {
     # name: steps, batch size, mesh resolution, surface samples for metrics, frame size, timed frames;
-    # optional: task (other SDFTaskConfig fields) and ground_truth_points (default 2^20 on CUDA, 2^17 on a CPU)
+    # optional: task (other SDFTaskConfig fields), ground_truth_points (default 2^20 on CUDA, 2^17 on a CPU)
+    # and models (default: every preset)
     "gpu": dict(steps=2000, batch_size=2**17, resolution=512, metric_points=2**18, frame=(1280, 720), frames=10),
     "cpu": dict(steps=300, batch_size=2**13, resolution=128, metric_points=2**17, frame=(320, 180), frames=2),
     # gpu_check.sh's short form (its share is about 40 s; 256^3 meshes and 1280x720 frames ran past
@@ -54,6 +55,7 @@ SCALES = {
         frames=1,
         task=dict(pool_size=2**12, octree_points=2**14, eval_points=2**10, iou_points=2**12),
         ground_truth_points=2**9,
+        models=("nglod", "siren", "hash"),  # the octree, an MLP and a grid: each path once
     ),
 }
 
@@ -133,7 +135,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", choices=sorted(SCALES), default="gpu")
     parser.add_argument("--mesh", type=Path, default=DEFAULT_MESH)
-    parser.add_argument("--models", nargs="+", default=list(SDF_PRESETS), choices=list(SDF_PRESETS))
+    parser.add_argument("--models", nargs="+", default=None, choices=list(SDF_PRESETS), help="default: the scale's, or all")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("bench_sdf.json"))
@@ -151,7 +153,7 @@ def main() -> int:
     print(f"device: {device_label}, mesh {mesh_name}, {scale['steps']} steps, meshes at {scale['resolution']}^3")
     print(f"{header}\n{'-' * len(header)}")
     nglod_skip = None
-    for model in args.models:
+    for model in args.models or scale.get("models", list(SDF_PRESETS)):
         task, trainer = fit_model(shape, model, scale, device, args.seed)
         field = task.model.eval()
         lods = list(range(field.n_lods)) if isinstance(field, NGLODField) else [None]
