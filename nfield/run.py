@@ -33,7 +33,7 @@ from nfield.components import config_from_dict
 from nfield.distributed import data_parallel, device_for, layout, main_first, writes_run_files
 from nfield.errors import NfieldError
 from nfield.fields.radiance import radiance_config_to_dict
-from nfield.outputs import writable_directory
+from nfield.outputs import check_writable_directory, writable_directory
 from nfield.presets.audio import DEFAULT_MODEL as AUDIO_DEFAULT
 from nfield.presets.audio import new_audio_run
 from nfield.presets.image import DEFAULT_MODEL as IMAGE_DEFAULT
@@ -147,7 +147,7 @@ def train(request: RunRequest) -> dict[str, Any] | None:
     if request.resume and request.overwrite:
         raise NfieldError("--resume and --overwrite contradict each other; pass one")
     if writes_run_files() and not (out / CONFIG_FILE).is_file():  # before reading data or training
-        writable_directory(out)
+        check_writable_directory(out)
     if request.resume:
         config, data = read_config(out), None
         _check_resumable(config, out, request)

@@ -27,7 +27,7 @@ from nfield.export import MESH_SUFFIXES, available_memory_bytes, check_extractio
 from nfield.fields.kilonerf import load_kilonerf
 from nfield.fields.sdf import check_lod
 from nfield.flag_hints import STATED
-from nfield.outputs import IMAGE_SUFFIXES, writable_directory, writable_file
+from nfield.outputs import IMAGE_SUFFIXES, check_writable_directory, writable_file
 from nfield.render.camera_path_files import load_camera_path
 from nfield.render.camera_paths import interpolated_path, scene_orbit, spiral_path
 from nfield.render.cameras import PinholeCamera
@@ -141,6 +141,7 @@ def render_image(run: LoadedRun, width: int, height: int, out: Path, lod: int | 
     out = writable_file(out, IMAGE_SUFFIXES, "an image")  # before the render, not after it
     image = render_field(run.task.model, height, width, lod=lod, out_device="cpu", progress=progress)
     if out.suffix.lower() in (".tif", ".tiff"):
+        out.parent.mkdir(parents=True, exist_ok=True)
         iio.imwrite(out, image.squeeze(-1).numpy() if image.shape[-1] == 1 else image.numpy())
     else:
         save_image(out, image / run.config["image"]["data_range"])
@@ -316,7 +317,7 @@ def _mesh_nerf(run: LoadedRun, resolution: int, lod: int | None, out: Path | Non
         raise NfieldError("--lod applies to SDF runs")
     _check_resolution(resolution)
     out = check_geometry_suffix(out or run.run_dir / f"mesh_r{resolution}.ply")
-    writable_directory(out.parent)
+    check_writable_directory(out.parent)
     task = run.task
     if level is None:
         level = default_level(task.model["field"].aabb.cpu(), render_steps_per_ray(task.cfg))

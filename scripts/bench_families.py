@@ -96,8 +96,8 @@ SCALES = {
         16,
         256,
         ("camera", "audio"),
-        ("relu-pe", "relu-pe+iga", "siren", "siren+int", "cam", "cam-base", "pins", "hash", "neurbf", "wire"),
-    ),  # fmt: skip
+        ("relu-pe", "relu-pe+iga", "siren", "siren+int", "cam", "cam-base", "hash"),
+    ),
 }
 #: Variants: (base family, what changes). Each is its paper's claim's subject, run beside its baseline.
 VARIANTS = {

@@ -340,7 +340,7 @@ def test_render_image_refuses_a_scale_that_does_not_fit_and_says_which_does(tmp_
     assert iio.imread(tmp_path / "x3.png").shape == (48, 48, 3)
 
 
-def test_sigterm_saves_a_checkpoint_and_says_how_to_resume(tmp_path, tiny_image):
+def test_sigterm_saves_a_checkpoint_and_says_how_to_resume(tmp_path, tiny_image, capsys):
     """What `kill` and job schedulers send stops training as Ctrl-C does."""
     import signal
     import time
@@ -357,5 +357,5 @@ def test_sigterm_saves_a_checkpoint_and_says_how_to_resume(tmp_path, tiny_image)
     assert job.returncode == 130, err
     step = latest_checkpoint(out).step
     assert f"interrupted at step {step}; checkpoint saved in {out}; continue with --resume" in err and "Traceback" not in err
-    resumed = nfield("fit-image", tiny_image, "--resume", "--steps", step + 3, "--out", out, "--no-progress")
-    assert resumed.returncode == 0 and json.loads(resumed.stdout.strip().splitlines()[-1])["step"] == step + 3
+    status, lines, err = run(capsys, "fit-image", tiny_image, "--resume", "--steps", step + 3, "--out", out, "--no-progress")
+    assert status == 0 and last_json(lines)["step"] == step + 3, err

@@ -7,7 +7,7 @@ import pytest
 
 from nfield.cli import main
 from nfield.errors import NfieldError
-from nfield.outputs import IMAGE_SUFFIXES, writable_directory, writable_file
+from nfield.outputs import IMAGE_SUFFIXES, check_writable_directory, writable_directory, writable_file
 from tests.test_stacked import write_images, write_meshes
 
 
@@ -66,6 +66,9 @@ def test_outputs_of_a_type_the_command_cannot_write_are_refused_before_the_work(
     assert status == 1 and "cannot write an image as '.xyz'" in err and not (tmp_path / "x.xyz").exists()
     status, _, err = run(capsys, "mesh", root / "sdf", "--out", tmp_path / "m.txt")
     assert status == 1 and "cannot write a mesh as '.txt'" in err
+    for name in ("x.png", "x.tif"):  # a folder that does not exist yet is made
+        status, _, err = run(capsys, "render-image", root / "image", "--out", tmp_path / "new" / name, "--no-progress")
+        assert status == 0 and (tmp_path / "new" / name).is_file(), err
     for scale in ("inf", "nan", "-1"):
         status, _, err = run(capsys, "render-image", root / "image", "--scale", scale)
         assert status == 1 and "--scale must be a positive finite number" in err, scale
@@ -79,9 +82,10 @@ def test_render_image_is_limited_by_the_free_memory(runs, capsys, monkeypatch):
 
 
 def test_the_checks_themselves(tmp_path):
+    assert check_writable_directory(tmp_path / "new" / "deeper") and not (tmp_path / "new").exists()  # creates nothing
     assert writable_directory(tmp_path / "new" / "deeper").is_dir()
     assert not list((tmp_path / "new" / "deeper").iterdir())  # the probe leaves nothing behind
-    assert writable_file(tmp_path / "a" / "x.PNG", IMAGE_SUFFIXES, "an image").parent.is_dir()
+    assert writable_file(tmp_path / "a" / "x.PNG", IMAGE_SUFFIXES, "an image") and not (tmp_path / "a").exists()
     (tmp_path / "b.png").mkdir()
     with pytest.raises(NfieldError, match="is a directory"):
         writable_file(tmp_path / "b.png", IMAGE_SUFFIXES, "an image")
