@@ -305,11 +305,11 @@ def _figure(runs: list[RunMetrics], labels: list[str] | None):
                     ax.set_yscale("log")
             if column == 1 and not seconds:
                 ax.text(0.5, 0.5, "no training times recorded", transform=ax.transAxes, ha="center", color="0.4")
-    axes[0][0].set_title("loss against steps", fontsize=10)
-    axes[0][1].set_title("loss against training time", fontsize=10)
+    axes[0][0].set_title("loss against steps", fontsize=10, y=1.0, pad=6)
+    axes[0][1].set_title("loss against training time", fontsize=10, y=1.0, pad=6)
     if metric:
-        axes[1][0].set_title(f"{label.split(' (')[0]} against steps", fontsize=10)
-        axes[1][1].set_title(f"{label.split(' (')[0]} against training time", fontsize=10)
+        axes[1][0].set_title(f"{label.split(' (')[0]} against steps", fontsize=10, y=1.0, pad=6)
+        axes[1][1].set_title(f"{label.split(' (')[0]} against training time", fontsize=10, y=1.0, pad=6)
     if overlay:
         handles = [Line2D([], [], color=c, lw=2, label=name) for c, name in zip(colours, labels)]
         if metric:

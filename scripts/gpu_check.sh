@@ -48,7 +48,7 @@ else
   # memcheck names the kernel and address of any out-of-bounds access; without PyTorch's caching
   # allocator every tensor is its own allocation, so an access past a tensor is caught too
   SANITIZE="env PYTORCH_NO_CUDA_MEMORY_CACHING=1 compute-sanitizer --tool memcheck --error-exitcode 1"
-  SANITIZE="$SANITIZE $PYTHON -m tests.kernels.kernel_checks mlp composite march grid --device cuda --size small"
+  SANITIZE="$SANITIZE $PYTHON -m tests.kernels.kernel_checks mlp composite march grid mesh_distance --device cuda --size small"
   "$PYTHON" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" \
     || { echo "gpu_check: no CUDA device here; use --dry-run on a CPU machine" >&2; exit 1; }
   if ls "$ROOT"/.whl/*.whl >/dev/null 2>&1; then

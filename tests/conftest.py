@@ -5,6 +5,11 @@ import torch
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
+# One small instant-ngp run on the generated "primitives" scene (32x32 views), trained once per test
+# session from the CLI and shared by the NeRF task, geometry and distillation tests: about 20 s on 2 cores.
+NGP_RUN = ("--n-levels", 8, "--log2-hashmap-size", 14, "--grid-resolution", 32, "--grid-warmup", 32, "--steps-per-ray", 64)
+NGP_RUN += ("--batch-rays", 256, "--steps", 250, "--eval-every", 0, "--no-progress", "--device", "cpu")
+
 
 def pytest_collection_modifyitems(config, items):
     if torch.cuda.is_available():
@@ -13,3 +18,20 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def ngp_run(tmp_path_factory):
+    """The run directory of an ngp field trained 250 steps on primitives (32 train, 1 val, 3 test views)."""
+    from nfield.cli import main
+    from scenes.synthetic import generate
+
+    scene = generate("primitives", tmp_path_factory.mktemp("scene") / "primitives", size=32, n_train=32, n_val=1, n_test=3)
+    out = tmp_path_factory.mktemp("ngp") / "ngp"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(min(2, os.cpu_count() or 1))  # whichever module asks first, whatever its thread setting
+    try:
+        assert main([str(a) for a in ("train-nerf", scene, *NGP_RUN, "--out", out)]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    return out

@@ -10,10 +10,8 @@ from safetensors.torch import load_file
 from nfield.checkpoint import latest_checkpoint
 from nfield.cli import main
 from nfield.fields.kilonerf import load_kilonerf
-from scenes.synthetic import generate
 
-# sized for a 2-core CPU: the teacher trains in about 25 s, distillation and fine-tuning in about 12 s
-TEACHER = ("--n-levels", 8, "--log2-hashmap-size", 14, "--grid-resolution", 32, "--grid-warmup", 32, "--steps-per-ray", 64)
+# sized for a 2-core CPU: distillation and fine-tuning take about 12 s; the teacher is the shared `ngp_run`
 STUDENT = ("--longest-axis-cells", 8, "--position-frequencies", 6, "--batch-points", 2048, "--no-progress")
 
 
@@ -24,16 +22,8 @@ def run(capsys, *argv):
 
 
 @pytest.fixture(scope="module")
-def scene(tmp_path_factory):
-    return generate("primitives", tmp_path_factory.mktemp("scene") / "primitives", size=32, n_train=32, n_val=1, n_test=3)
-
-
-@pytest.fixture(scope="module")
-def teacher(scene, tmp_path_factory):
-    out = tmp_path_factory.mktemp("teacher") / "ngp"
-    argv = ("train-nerf", scene, *TEACHER, "--batch-rays", 256, "--steps", 250, "--eval-every", 0, "--no-progress", "--out", out)
-    assert main([str(a) for a in argv]) == 0
-    return out
+def teacher(ngp_run):
+    return ngp_run
 
 
 @pytest.fixture(scope="module")

@@ -41,10 +41,9 @@ may be float32 or float16 (the kernels accumulate in float32).
 
 from __future__ import annotations
 
-import itertools
 import math
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -126,56 +125,93 @@ def _unit_box(x: torch.Tensor) -> torch.Tensor:
     return ((x + 1.0) * 0.5).clamp(0.0, 1.0)
 
 
-def _vertex_rows(vertex: list[torch.Tensor], level: GridLevel) -> torch.Tensor:
-    """Table rows (N,) int64 of integer vertex coordinates (d tensors of shape (N,))."""
-    if level.hashed:
-        code = vertex[0] * _PRIMES[0]
-        for coordinate, prime in zip(vertex[1:], _PRIMES[1:]):
-            code = code ^ (coordinate * prime)
-        index = code & (level.size - 1)
-    else:
-        index = vertex[-1]
-        for coordinate in reversed(vertex[:-1]):
-            index = index * level.resolution + coordinate
-        index = index % level.size
-    return index + level.offset
+_CHUNK_CORNERS = 2**22  # corner rows gathered at once by the streaming path (N L 2^d per chunk)
 
 
-def _level_corners(u: torch.Tensor, level: GridLevel) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """The 2^d corners of each point's cell at one level.
+def _runs(levels: tuple[GridLevel, ...]) -> list[tuple[int, int]]:
+    """[start, stop) ranges of consecutive levels that are all hashed or all dense (usually two)."""
+    runs, start = [], 0
+    for index in range(1, len(levels) + 1):
+        if index == len(levels) or levels[index].hashed != levels[start].hashed:
+            runs.append((start, index))
+            start = index
+    return runs
+
+
+def _corner_product(per_axis: list[torch.Tensor], combine) -> torch.Tensor:
+    """(L, 2^d, N) from d tensors (L, 2, N), one per axis: combine(...combine(a_0, a_1)..., a_{d-1})
+    over every corner b in `itertools.product` order (b_0 slowest), by broadcasting."""
+    d = len(per_axis)
+    levels, _, n = per_axis[0].shape
+    out = per_axis[0].view(levels, 2, *[1] * (d - 1), n)
+    for axis in range(1, d):
+        shape = [1] * d
+        shape[axis] = 2
+        out = combine(out, per_axis[axis].view(levels, *shape, n))
+    return out.reshape(levels, 2**d, n)
+
+
+def _run_rows(vertex: list[torch.Tensor], levels: tuple[GridLevel, ...]) -> torch.Tensor:
+    """Table rows (L', 2^d, N) of the corners of levels all hashed or all dense; vertex holds the
+    d axes' integer coordinates (L', 2, N), bit 0 then bit 1."""
+    device = vertex[0].device
+    size = torch.tensor([level.size for level in levels], dtype=torch.int64, device=device)[:, None, None]
+    offset = torch.tensor([level.offset for level in levels], dtype=torch.int64, device=device)[:, None, None]
+    if levels[0].hashed:
+        code = _corner_product([v * prime for v, prime in zip(vertex, _PRIMES)], torch.bitwise_xor)
+        return (code & (size - 1)) + offset
+    resolution = torch.tensor([level.resolution for level in levels], dtype=torch.int64, device=device)[:, None, None]
+    strides = [resolution**axis for axis in range(len(vertex))]  # first axis fastest
+    index = _corner_product([v * stride for v, stride in zip(vertex, strides)], torch.add)
+    return index % size + offset
+
+
+def _cell_corners(u: torch.Tensor, levels: tuple[GridLevel, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The 2^d corners of each point's cell at every level.
 
     Args:
         u: (N, d) points in [0, 1]^d.
 
-    Yields:
-        (rows, weights): (N,) int64 table rows and (N,) multilinear weights, one corner at a time
-        (corner bits first axis lowest); the weights are differentiable w.r.t. u.
+    Returns:
+        (rows, weights): (L, 2^d, N) int64 table rows and (L, 2^d, N) multilinear weights, corners
+        b in `itertools.product` order (b_0 slowest); the weights are differentiable w.r.t. u. All
+        levels and corners at once, by broadcasting one (L, 2, N) tensor per axis; level-major, so
+        the gathers and scatters visit the table one level's rows at a time.
     """
-    p = u * level.scale + 0.5
+    scales = torch.tensor([level.scale for level in levels], dtype=u.dtype, device=u.device)
+    p = u.t()[None] * scales[:, None, None] + 0.5  # (L, d, N)
     cell = p.detach().floor()
     frac = p - cell
-    weights_by_bit = (1.0 - frac, frac)
     cell = cell.long()
-    for corner in itertools.product((0, 1), repeat=u.shape[1]):
-        weight = weights_by_bit[corner[0]][:, 0]
-        for axis in range(1, len(corner)):
-            weight = weight * weights_by_bit[corner[axis]][:, axis]
-        vertex = [cell[:, axis] + bit for axis, bit in enumerate(corner)]
-        yield _vertex_rows(vertex, level), weight
+    weights = _corner_product([torch.stack((1.0 - frac[:, a], frac[:, a]), 1) for a in range(u.shape[1])], torch.mul)
+    vertex = [torch.stack((cell[:, a], cell[:, a] + 1), 1) for a in range(u.shape[1])]
+    runs = _runs(levels)
+    rows = [_run_rows([v[start:stop] for v in vertex], levels[start:stop]) for start, stop in runs]
+    return (rows[0] if len(rows) == 1 else torch.cat(rows)), weights
 
 
-def _blend(corners: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
-    """One level's feature: the sum of weight (N,) * gathered (N, F) over its corners, in corner order."""
-    pairs = iter(corners)
-    weight, gathered = next(pairs)
-    total = weight[:, None] * gathered
-    for weight, gathered in pairs:
-        total = total.addcmul(weight[:, None], gathered)
-    return total
+def _blend(weights: torch.Tensor, gathered: torch.Tensor) -> torch.Tensor:
+    """(N, L * F) level-major features: the sum over corners of weights (L, C, N) times gathered
+    (L, C, N, F), accumulated in corner order."""
+    total = weights[:, 0, :, None] * gathered[:, 0]
+    for corner in range(1, weights.shape[1]):
+        total = total.addcmul(weights[:, corner, :, None], gathered[:, corner])
+    return total.permute(1, 0, 2).reshape(total.shape[1], total.shape[0] * total.shape[2])
+
+
+def _chunks(n: int, levels: tuple[GridLevel, ...], dim: int) -> Iterator[slice]:
+    """Slices of at most _CHUNK_CORNERS / (L 2^d) points covering range(n)."""
+    step = max(1, _CHUNK_CORNERS // (len(levels) * 2**dim))
+    return (slice(start, min(start + step, n)) for start in range(0, n, step))
+
+
+def _gather(table: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """(L, C, N, F) table rows of rows (L, C, N)."""
+    return table.index_select(0, rows.reshape(-1)).view(*rows.shape, table.shape[1])
 
 
 def _interpolate_streaming(x: torch.Tensor, table: torch.Tensor, levels: tuple[GridLevel, ...]) -> torch.Tensor:
-    """Grid features, gathering one corner at a time so that only (N, F) gathers are transient.
+    """Grid features, a chunk of points at a time so that the transient gathers stay bounded.
 
     Args:
         x: (N, d) points in [-1, 1].
@@ -186,23 +222,21 @@ def _interpolate_streaming(x: torch.Tensor, table: torch.Tensor, levels: tuple[G
         (N, L * F) level-major features.
     """
     u = _unit_box(x)
-    features = []
-    for level in levels:
-        features.append(_blend((weight, table.index_select(0, rows)) for rows, weight in _level_corners(u, level)))
-    return torch.cat(features, dim=1)
+    out = u.new_empty(len(u), len(levels) * table.shape[1], dtype=torch.promote_types(u.dtype, table.dtype))
+    for part in _chunks(len(u), levels, u.shape[1]):
+        rows, weights = _cell_corners(u[part], levels)
+        out[part] = _blend(weights, _gather(table, rows))
+    return out
 
 
 def _interpolate_differentiable(x: torch.Tensor, table: torch.Tensor, levels: tuple[GridLevel, ...]) -> torch.Tensor:
     """`_interpolate_streaming` with ordinary differentiable ops, bit for bit the same result.
 
     All corners of all levels are gathered by one `index_select`, whose backward scatters into a
-    single table-sized gradient rather than one per corner (autograd keeps every gather anyway).
+    single table-sized gradient (autograd keeps every gather anyway).
     """
-    u = _unit_box(x)
-    corners = [list(_level_corners(u, level)) for level in levels]
-    rows = [level_rows for level in corners for level_rows, _ in level]
-    gathered = iter(table.index_select(0, torch.cat(rows)).view(len(rows), len(x), table.shape[1]).unbind(0))
-    return torch.cat([_blend((weight, next(gathered)) for _, weight in level) for level in corners], dim=1)
+    rows, weights = _cell_corners(_unit_box(x), levels)
+    return _blend(weights, _gather(table, rows))
 
 
 class _GridInterpolation(torch.autograd.Function):
@@ -222,10 +256,11 @@ class _GridInterpolation(torch.autograd.Function):
         n_features = ctx.table_shape[1]
         grad_table = grad_out.new_zeros(ctx.table_shape)
         u = _unit_box(x)
-        for index, level in enumerate(ctx.levels):
-            grad_level = grad_out[:, index * n_features : (index + 1) * n_features]
-            for rows, weight in _level_corners(u, level):
-                grad_table.index_add_(0, rows, weight[:, None] * grad_level)
+        levels = ctx.levels
+        for part in _chunks(len(u), levels, u.shape[1]):
+            rows, weights = _cell_corners(u[part], levels)
+            grad = grad_out[part].reshape(-1, len(levels), n_features).transpose(0, 1)[:, None]
+            grad_table.index_add_(0, rows.reshape(-1), (weights[..., None] * grad).reshape(-1, n_features).to(grad_table.dtype))
         return None, grad_table, None
 
 

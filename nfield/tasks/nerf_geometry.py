@@ -45,7 +45,6 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
-import trimesh
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -267,6 +266,8 @@ def check_geometry_suffix(path: str | os.PathLike, what: str = "a coloured mesh"
 
 def write_colored_mesh(path: str | os.PathLike, vertices: np.ndarray, faces: np.ndarray, colors: np.ndarray) -> Path:
     """Write a mesh with vertex colours (V, 3) in [0, 1] as PLY, OBJ or GLB (by suffix), atomically."""
+    import trimesh  # here, not at the top: it adds 0.5 s to every command's start
+
     path = check_geometry_suffix(path)
     mesh = trimesh.Trimesh(vertices, faces, vertex_colors=_rgba8(colors, len(vertices)), process=False)
     return _write_atomic(path, mesh.export(file_type=path.suffix.lower()[1:]))
@@ -274,6 +275,8 @@ def write_colored_mesh(path: str | os.PathLike, vertices: np.ndarray, faces: np.
 
 def write_point_cloud(path: str | os.PathLike, points: np.ndarray, colors: np.ndarray) -> Path:
     """Write points (N, 3) with colours (N, 3) in [0, 1] as PLY, OBJ or GLB (by suffix), atomically."""
+    import trimesh
+
     path = check_geometry_suffix(path, "a point cloud")
     cloud = trimesh.PointCloud(np.asarray(points, dtype=np.float32), colors=_rgba8(colors, len(points)))
     return _write_atomic(path, cloud.export(file_type=path.suffix.lower()[1:]))

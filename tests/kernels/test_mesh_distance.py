@@ -1,11 +1,8 @@
-"""The Triton mesh-distance kernel against the PyTorch reference: in Triton's CPU interpreter
-(a subprocess with TRITON_INTERPRET=1) everywhere Triton is installed, and on CUDA."""
+"""The Triton mesh-distance kernel on CUDA: on the points' device, and against libigl on the bunny.
+Its check against the PyTorch reference in Triton's interpreter (and compiled for sm_90) is
+`kernel_checks.check_mesh_distance`, run by tests/kernels/test_kernels.py."""
 
 import importlib.util
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,48 +15,10 @@ from nfield.data.meshes import (
     unsigned_distance,
     winding_number,
 )
-from tests.kernels import hopper_compile
 
 ROOT = Path(__file__).resolve().parents[2]
 BUNNY = ROOT.parent / "shared" / "data" / "sdf" / "bunny.obj"
 needs_triton = pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed")
-
-INTERPRETED = """
-import json, sys, torch, trimesh
-from nfield.data.meshes import Normalisation, TriangleMesh, unsigned_distance, winding_number
-from nfield.kernels.mesh_distance import mesh_distance_and_winding
-from tests.kernels.hopper_compile import recording
-# an open mesh (a sphere with a hole) with a degenerate triangle, and a face count that is not a block multiple
-sphere = trimesh.creation.icosphere(subdivisions=2, radius=0.7)
-faces = torch.tensor(sphere.faces[sphere.triangles_center[:, 1] < 0.5])
-faces = torch.cat([faces, torch.tensor([[0, 0, 1]])])
-vertices = torch.tensor(sphere.vertices, dtype=torch.float32)
-generator = torch.Generator().manual_seed(0)
-points = torch.cat([torch.rand(150, 3, generator=generator) * 2 - 1, vertices[:20] * 1.001, vertices[20:40] * 0.999])
-with recording(sys.argv[1]):
-    distance, winding = mesh_distance_and_winding(vertices, faces, points)
-print(json.dumps({
-    "distance": (distance - unsigned_distance(vertices, faces, points)).abs().max().item(),
-    "winding": (winding.double() - winding_number(vertices, faces, points)).abs().max().item(),
-    "n": len(points),
-}))
-"""
-
-
-@needs_triton
-def test_kernel_matches_the_torch_reference_in_the_triton_interpreter_and_compiles_for_hopper(tmp_path):
-    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(ROOT)}
-    record = tmp_path / "launches.json"
-    command = [sys.executable, "-c", INTERPRETED, str(record)]
-    done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    errors = json.loads(done.stdout.strip().splitlines()[-1])
-    assert errors["n"] == 190
-    assert errors["distance"] < 1e-6 and errors["winding"] < 1e-5
-    if importlib.util.find_spec("triton.backends.nvidia") is None:
-        pytest.skip("this Triton has no CUDA backend to compile with")
-    hopper_compile.compile_in_subprocess(record)
-
 
 @pytest.mark.gpu
 @needs_triton

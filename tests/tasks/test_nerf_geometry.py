@@ -27,7 +27,7 @@ from nfield.tasks.nerf_geometry import (
     write_colored_mesh,
     write_point_cloud,
 )
-from scenes.synthetic import CAMERA_ANGLE_X, CAMERA_DISTANCE, SCENES, Box, Cylinder, Spheres, cast_rays, generate
+from scenes.synthetic import CAMERA_ANGLE_X, CAMERA_DISTANCE, SCENES, Box, Cylinder, Spheres, cast_rays
 
 CENTRE, RADIUS = torch.tensor([0.2, -0.1, 0.15]), 0.55
 LEVEL, SLOPE = 50.0, 2000.0  # density LEVEL on the sphere, rising by SLOPE per unit of depth inside
@@ -194,11 +194,9 @@ def test_point_cloud_of_an_analytic_ball_lies_on_it_with_its_colour(tmp_path):
         nerf_point_cloud(lambda o, d: {**render(o, d), "opacity": torch.zeros(len(o))}, cameras, min_opacity=0.5)
 
 
-# --- end to end: a tiny NeRF trained from the CLI on the generated "primitives" scene -------------------
+# --- end to end: the session's ngp run, trained from the CLI on the generated "primitives" scene ---------
 
 SCENE = "primitives"
-TINY = ("--n-levels", 6, "--log2-hashmap-size", 12, "--grid-resolution", 16, "--grid-warmup", 8, "--steps-per-ray", 64)
-TINY += ("--batch-rays", 512, "--lr", 0.03, "--no-progress", "--device", "cpu")
 
 
 def run(capsys, *argv):
@@ -246,11 +244,9 @@ def accuracy_and_completeness(points):
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    scene = generate(SCENE, tmp_path_factory.mktemp("scene") / SCENE, size=32, n_train=12, n_val=1, n_test=1)
-    out = tmp_path_factory.mktemp("run") / "nerf"
-    assert main([str(a) for a in ("train-nerf", scene, *TINY, "--steps", 100, "--eval-every", 1000, "--out", out)]) == 0
-    return out
+def trained(ngp_run):
+    """The session's ngp run on the generated primitives scene (tests/conftest.py)."""
+    return ngp_run
 
 
 def test_mesh_and_point_cloud_of_a_tiny_trained_nerf_are_near_the_scene(trained, capsys, tmp_path):
@@ -262,14 +258,14 @@ def test_mesh_and_point_cloud_of_a_tiny_trained_nerf_are_near_the_scene(trained,
     assert len(mesh.faces) > 1000 and mesh.visual.kind == "vertex"
     assert len(np.unique(mesh.visual.vertex_colors[:, :3], axis=0)) > 10  # coloured by the field, not one flat colour
     accuracy, completeness = accuracy_and_completeness(np.asarray(mesh.vertices))
-    assert accuracy < 0.2 and completeness < 0.2, (accuracy, completeness)  # measured 0.09 and 0.07
+    assert accuracy < 0.2 and completeness < 0.2, (accuracy, completeness)  # measured 0.09 and 0.12
 
     status, _, err = run(capsys, "export", trained, "--point-cloud", "--out", tmp_path / "p.ply", "--no-progress")
     assert status == 0, err
     cloud = trimesh.load(tmp_path / "p.ply")
     assert isinstance(cloud, trimesh.PointCloud) and len(cloud.vertices) > 200 and cloud.colors.shape[1] == 4
     accuracy, completeness = accuracy_and_completeness(np.asarray(cloud.vertices))
-    assert accuracy < 0.15 and completeness < 0.2, (accuracy, completeness)  # measured 0.08 and 0.10
+    assert accuracy < 0.15 and completeness < 0.2, (accuracy, completeness)  # measured 0.08 and 0.08
     status, _, err = run(capsys, "export", trained, "--point-cloud", "--points", 50, "--out", tmp_path / "p.glb", "--no-progress")
     assert status == 0 and len(trimesh.load(tmp_path / "p.glb").geometry.popitem()[1].vertices) == 50, err
 
