@@ -1,6 +1,7 @@
 """End-to-end: the nfield command line on real images, its files, and its errors."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -152,10 +153,29 @@ def test_info_reports_versions_and_backends(capsys):
     assert status == 0 and "nfield" in text and f"torch {torch.__version__}" in text and "tiny-cuda-nn" in text
 
 
-def nfield(*argv, cwd=None):
+def nfield(*argv, cwd=None, env=None):
     return subprocess.run(
-        [sys.executable, "-m", "nfield.cli", *map(str, argv)], capture_output=True, text=True, cwd=cwd, timeout=300
+        [sys.executable, "-m", "nfield.cli", *map(str, argv)], capture_output=True, text=True, cwd=cwd, env=env, timeout=300
     )
+
+
+def test_an_unreadable_image_or_video_gives_one_line_in_a_fresh_process(tmp_path):
+    """imageio's probing of a file no plugin reads imports its deprecated legacy plugins (DICOM) once
+    per process; their notice must not print beside the error where deprecation warnings are shown
+    (PYTHONWARNINGS, pytest). In-process tests can miss this: a warning shows only
+    the first time in a process."""
+    env = {**os.environ, "PYTHONWARNINGS": "default::DeprecationWarning"}
+    (tmp_path / "notes.png").write_text("not an image")
+    (tmp_path / "notes.mp4").write_text("not a video")
+    for command, name, message in (
+        ("fit-image", "notes.png", "cannot read it as an image"),
+        ("fit-video", "notes.mp4", "cannot read it as a video"),
+    ):
+        done = nfield(command, tmp_path / name, "--out", tmp_path / "run", "--no-progress", env=env)
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode == 1 and len(lines) == 1 and lines[0].startswith("nfield: error:") and message in lines[0], (
+            done.stderr
+        )
 
 
 def test_bad_input_gives_one_clear_line_and_nonzero_exit(tmp_path, tiny_image, capsys, monkeypatch):

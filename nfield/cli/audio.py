@@ -2,36 +2,20 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Annotated, Optional
 
 import tyro
 
 from nfield.cli.image import ImageModelOptions
-from nfield.cli.options import RunFlags, TrainingCommand, device_default, train_options
-from nfield.errors import NfieldError
+from nfield.cli.options import RunFlags, TrainingCommand, device_default, gradient_adjustment_flags, train_options
 from nfield.flag_hints import STATED
 from nfield.presets.audio import AUDIO_PRESETS
 from nfield.tasks.audio import AudioTaskConfig
-from nfield.tasks.gradient_adjustment import GradientAdjustmentConfig
 from nfield.tasks.teaching import TeachingConfig
 
 AudioTrainOptions = train_options(AUDIO_PRESETS)
 _IGA = AudioTaskConfig().gradient_adjustment  # audio's IGA defaults, stated in the help
-
-
-def gradient_adjustment_flags(
-    iga: bool, patch_size: int | None, n_balanced: int | None, defaults: GradientAdjustmentConfig
-) -> GradientAdjustmentConfig | None:
-    """The IGA settings of ``--iga``, ``--iga-patch-size`` and ``--iga-n-balanced`` (None: the task's
-    `defaults`), or None without ``--iga``; `NfieldError` if the last two are given without it."""
-    given = {k: v for k, v in {"patch_size": patch_size, "n_balanced": n_balanced}.items() if v is not None}
-    if not iga:
-        if given:
-            raise NfieldError("--iga-patch-size and --iga-n-balanced set IGA's hyper-parameters; add --iga to use it")
-        return None
-    return dataclasses.replace(defaults, enabled=True, **given)
 
 
 @dataclass(frozen=True)

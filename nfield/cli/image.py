@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 
 import tyro
 
-from nfield.cli.options import FieldOptions, RunFlags, TrainingCommand, device_default, train_options
+from nfield.cli.options import FieldOptions, RunFlags, TrainingCommand, device_default, gradient_adjustment_flags, train_options
 from nfield.errors import NfieldError
 from nfield.flag_hints import PRESET, STATED
 from nfield.many import is_collection
@@ -91,21 +91,12 @@ class FitImage(TrainingCommand):
         task = {
             "batch_size": self.batch_size,
             "teaching": TeachingConfig(enabled=True) if self.teaching else None,
-            "gradient_adjustment": self._gradient_adjustment(),
+            "gradient_adjustment": gradient_adjustment_flags(self.iga, self.iga_patch_size, self.iga_n_balanced, _IGA),
         }
         if is_collection(self.image):
             self.submit_collection("image", self.image, task, {"downscale": self.downscale}, self.signals_per_batch)
         else:
             self.submit("image", self.image, task, {"downscale": self.downscale})
-
-    def _gradient_adjustment(self) -> GradientAdjustmentConfig | None:
-        settings = {"patch_size": self.iga_patch_size, "n_balanced": self.iga_n_balanced}
-        given = {k: v for k, v in settings.items() if v is not None}
-        if not self.iga:
-            if given:
-                raise NfieldError("--iga-patch-size and --iga-n-balanced set IGA's hyper-parameters; add --iga to use it")
-            return None
-        return GradientAdjustmentConfig(enabled=True, **given)
 
 
 @dataclass(frozen=True)

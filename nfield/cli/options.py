@@ -16,6 +16,7 @@ from nfield.flag_hints import PRESET, STATED
 from nfield.many import CollectionRequest, fit_collection
 from nfield.presets import Preset
 from nfield.run import RunRequest, train
+from nfield.tasks.gradient_adjustment import GradientAdjustmentConfig
 
 
 class Overrides:
@@ -169,3 +170,16 @@ class TrainingCommand:
         result = fit_collection(request)
         if result is not None:
             print(json.dumps(result))
+
+
+def gradient_adjustment_flags(
+    iga: bool, patch_size: int | None, n_balanced: int | None, defaults: GradientAdjustmentConfig
+) -> GradientAdjustmentConfig | None:
+    """The IGA settings of ``--iga``, ``--iga-patch-size`` and ``--iga-n-balanced`` (None: the task's
+    `defaults`), or None without ``--iga``; `NfieldError` if the last two are given without it."""
+    given = {k: v for k, v in {"patch_size": patch_size, "n_balanced": n_balanced}.items() if v is not None}
+    if not iga:
+        if given:
+            raise NfieldError("--iga-patch-size and --iga-n-balanced set IGA's hyper-parameters; add --iga to use it")
+        return None
+    return dataclasses.replace(defaults, enabled=True, **given)

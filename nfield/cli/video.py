@@ -7,9 +7,8 @@ from typing import Annotated, Optional
 
 import tyro
 
-from nfield.cli.audio import gradient_adjustment_flags
 from nfield.cli.image import ImageModelOptions
-from nfield.cli.options import RunFlags, TrainingCommand, device_default, train_options
+from nfield.cli.options import RunFlags, TrainingCommand, device_default, gradient_adjustment_flags, train_options
 from nfield.flag_hints import STATED
 from nfield.presets.video import VIDEO_PRESETS
 from nfield.tasks.teaching import TeachingConfig

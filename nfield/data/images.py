@@ -7,6 +7,8 @@ only the pixels a batch needs.
 
 from __future__ import annotations
 
+import contextlib
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,9 +108,17 @@ def load_image(source: str | Path, downscale: int = 1) -> Image:
     return Image(torch.from_numpy(np.ascontiguousarray(array)), scale, name, hdr, peak if peak > 0 else 1.0)
 
 
-def _read(source: str | Path) -> tuple[np.ndarray, str]:
-    import imageio.v3 as iio
+@contextlib.contextmanager
+def quiet_probing():
+    """Within the block, imageio's DeprecationWarnings are not shown: probing a file that no plugin
+    reads imports its legacy plugins (DICOM), whose deprecation notice would print beside our own
+    one-line error."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        yield
 
+
+def _read(source: str | Path) -> tuple[np.ndarray, str]:
     path = Path(source)
     if not path.exists() and str(source) in BUNDLED_IMAGES:
         import skimage.data
@@ -120,14 +130,8 @@ def _read(source: str | Path) -> tuple[np.ndarray, str]:
     if path.is_dir():
         raise NfieldError(f"{source}: is a directory, not an image file")
     try:
-        if path.suffix.lower() == ".exr":
-            array = _read_exr(path)
-        elif _is_16bit_colour_png(path):
-            array = _read_png_16bit(path)
-        elif path.suffix.lower() in {".gif", ".webp", ".apng"}:
-            array = iio.imread(path, index=0)
-        else:
-            array = iio.imread(path)
+        with quiet_probing():
+            array = _read_file(path)
     except Exception as err:  # imageio raises many types; all mean "not readable as an image"
         hint = ""
         if path.suffix.lower() in (".hdr", ".pfm"):
@@ -135,6 +139,21 @@ def _read(source: str | Path) -> tuple[np.ndarray, str]:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise NfieldError(f"{source}: cannot read it as an image: {reason}{hint}") from None
     return np.asarray(array), str(source)
+
+
+def _read_file(path: Path) -> np.ndarray:
+    """The pixels of an existing image file, by format (imageio's errors pass through)."""
+    import imageio.v3 as iio
+
+    if path.suffix.lower() == ".exr":
+        array = _read_exr(path)
+    elif _is_16bit_colour_png(path):
+        array = _read_png_16bit(path)
+    elif path.suffix.lower() in {".gif", ".webp", ".apng"}:
+        array = iio.imread(path, index=0)
+    else:
+        array = iio.imread(path)
+    return array
 
 
 def _read_exr(path: Path) -> np.ndarray:

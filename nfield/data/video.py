@@ -15,6 +15,7 @@ import imageio.v3 as iio
 import numpy as np
 import torch
 
+from nfield.data.images import quiet_probing
 from nfield.errors import NfieldError
 
 FRAME_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -85,7 +86,8 @@ def load_video(source: str | Path, downscale: int = 1, max_frames: int | None = 
 
 def _read_frame(path: Path) -> np.ndarray:
     try:
-        return iio.imread(path)
+        with quiet_probing():
+            return iio.imread(path)
     except Exception as err:
         raise NfieldError(f"{path}: cannot read it as an image ({type(err).__name__})") from None
 
@@ -94,16 +96,17 @@ def _read_file(path: Path, max_frames: int | None) -> tuple[list[np.ndarray], fl
     """Every frame of a video file or animated image, and its frame rate."""
     fps = DEFAULT_FPS
     try:
-        meta = iio.immeta(path)
-        if meta.get("fps"):
-            fps = float(meta["fps"])
-        elif meta.get("duration"):  # GIFs: milliseconds per frame
-            fps = 1000.0 / float(meta["duration"])
-        frames = []
-        for frame in iio.imiter(path):
-            frames.append(_rgb(np.asarray(frame), path))
-            if max_frames and len(frames) >= max_frames:
-                break
+        with quiet_probing():
+            meta = iio.immeta(path)
+            if meta.get("fps"):
+                fps = float(meta["fps"])
+            elif meta.get("duration"):  # GIFs: milliseconds per frame
+                fps = 1000.0 / float(meta["duration"])
+            frames = []
+            for frame in iio.imiter(path):
+                frames.append(_rgb(np.asarray(frame), path))
+                if max_frames and len(frames) >= max_frames:
+                    break
     except NfieldError:
         raise
     except Exception as err:
