@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import sys
 from dataclasses import dataclass
@@ -423,8 +424,15 @@ def truncate_metrics(path: Path, step: int) -> None:
     path.write_text("".join(line + "\n" for line in kept))
 
 
+CURVES_ENV = "NFIELD_CURVES"  # "0": runs do not draw curves.png (`nfield plot RUN` draws it later)
+
+
 def write_curves_quietly(run_dir: Path) -> None:
-    """Draw a run's curves.png (`nfield.plots`); a failure to plot never fails training."""
+    """Draw a run's curves.png (`nfield.plots`) unless NFIELD_CURVES=0 (drawing takes about 0.3 s a
+    run: a collection of thousands of signals, or a test suite, may skip it); a failure to plot
+    never fails training."""
+    if os.environ.get(CURVES_ENV, "1").strip() == "0":
+        return
     try:
         from nfield.plots import write_curves
 

@@ -95,9 +95,18 @@ run_step() {
 }
 # On the GPU the steps run one after another (each has the device to itself, and its timings mean
 # something). The dry run's steps are small and single-threaded: two at a time, one thread each.
+# The dry run starts its longest steps first, so that two short ones end it rather than one long one.
 JOBS=1
-[ "$DRY_RUN" = 1 ] && JOBS=2 && export OMP_NUM_THREADS=1
-for step in "${STEPS[@]}"; do
+LAUNCH=("${STEPS[@]}")
+if [ "$DRY_RUN" = 1 ]; then
+  JOBS=2 && export OMP_NUM_THREADS=1
+  LAUNCH=()
+  for first in scale sdf families kilonerf kernels viewer image nerf pytest sanitizer; do
+    for step in "${STEPS[@]}"; do [ "${step%%|*}" = "$first" ] && LAUNCH+=("$step"); done
+  done
+  [ "${#LAUNCH[@]}" = "${#STEPS[@]}" ] || { echo "gpu_check: the dry run's launch order misses a step" >&2; exit 2; }
+fi
+for step in "${LAUNCH[@]}"; do
   IFS='|' read -r name share command <<< "$step"
   limit=$(( BUDGET * share / 100 ))
   echo "== $name (limit ${limit} s): $command"

@@ -4,6 +4,9 @@ import pytest
 import torch
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
+# Runs skip drawing curves.png (about 0.3 s each, some 200 runs): tests/test_plots.py turns it back on
+# and checks the curves every run writes. Subprocesses the tests start inherit the setting.
+os.environ["NFIELD_CURVES"] = "0"
 
 # One small instant-ngp run on the generated "primitives" scene (32x32 views), trained once per test
 # session from the CLI and shared by the NeRF task, geometry and distillation tests: about 20 s on 2 cores.

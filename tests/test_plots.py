@@ -1,6 +1,7 @@
 """Training curves: metrics.jsonl read back, curves.png written by every run, and ``nfield plot``."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -42,6 +43,18 @@ def assert_real_plot(image, size=None):
     assert len(colours) > 30
     blue = (image[..., 2] > 150) & (image[..., 0] < 80)  # tab10's first colour, the train curves
     assert blue.sum() > 200
+
+
+@pytest.fixture(scope="module", autouse=True)
+def runs_draw_curves():
+    """Runs draw curves.png here (tests/conftest.py turns it off for the rest of the suite)."""
+    before = os.environ.get("NFIELD_CURVES")
+    os.environ["NFIELD_CURVES"] = "1"
+    yield
+    if before is None:
+        del os.environ["NFIELD_CURVES"]
+    else:
+        os.environ["NFIELD_CURVES"] = before
 
 
 @pytest.fixture(scope="module")
@@ -266,3 +279,13 @@ def test_trainer_draws_curves_when_interrupted_and_never_fails_on_them(tmp_path,
     err = [line for line in capsys.readouterr().err.splitlines() if "curves.png" in line]
     assert err == [f"nfield: warning: could not write {tmp_path / 'done' / 'curves.png'}: no fonts"]
     assert (tmp_path / "done" / "metrics.jsonl").is_file() and not (tmp_path / "done" / "curves.png").exists()
+
+
+def test_nfield_curves_0_skips_the_drawing_and_nfield_plot_draws_it_later(tmp_path, capsys, monkeypatch):
+    cfg = TrainConfig(steps=10, lr=1e-2, log_every=2, eval_every=5, progress=False)
+    monkeypatch.setenv("NFIELD_CURVES", "0")
+    assert "mse" in Trainer(LineTask(), cfg, tmp_path / "quiet").fit()
+    assert (tmp_path / "quiet" / "metrics.jsonl").is_file() and not (tmp_path / "quiet" / "curves.png").exists()
+    capsys.readouterr()
+    assert run(capsys, "plot", tmp_path / "quiet") == (0, [f"wrote {tmp_path / 'quiet' / 'curves.png'}"])
+    assert_real_plot(picture(tmp_path / "quiet" / "curves.png"))

@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 BUNNY = ROOT.parent / "shared" / "data" / "sdf" / "bunny.obj"
 needs_triton = pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed")
 
+
 @pytest.mark.gpu
 @needs_triton
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
