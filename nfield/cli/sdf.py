@@ -35,6 +35,10 @@ class SDFModelOptions(Overrides):
         Optional[int], tyro.conf.arg(aliases=("--hidden-layers",), help_behavior_hint=PRESET.help_behavior_hint)
     ] = None
     """hidden layers of the MLP (nglod: of each decoder)"""
+    n_levels: Annotated[Optional[int], PRESET] = None  # hash, dense: grid levels
+    log2_hashmap_size: Annotated[Optional[int], PRESET] = None  # hash: log2 of the rows per hashed level
+    base_resolution: Annotated[Optional[int], PRESET] = None  # hash, dense: cells per axis of the coarsest level
+    per_level_scale: Annotated[Optional[float], PRESET] = None  # hash, dense: growth of the resolution per level
 
 
 def _hint(key: str) -> object:
@@ -61,6 +65,10 @@ class FitSDF(TrainingCommand):
     """marching-cubes samples per axis for the exported mesh (default: 256)"""
     metric_points: Annotated[Optional[int], STATED] = None
     """surface samples per side for the final Chamfer-L1 and normal consistency (default: 131,072)"""
+    preview_width: Annotated[Optional[int], STATED] = None
+    """width of the sphere-traced render.png, pixels (default: 640)"""
+    preview_height: Annotated[Optional[int], STATED] = None
+    """height of the sphere-traced render.png, pixels (default: 360)"""
     sdf_backend: Annotated[Optional[Literal["auto", "triton", "torch", "libigl", "open3d"]], STATED] = None
     """ground-truth distances: auto (triton on CUDA, libigl on CPU), triton, torch, libigl, open3d (default: auto)"""
     eikonal_weight: Annotated[
@@ -77,7 +85,16 @@ class FitSDF(TrainingCommand):
     model_options: Annotated[SDFModelOptions, tyro.conf.OmitArgPrefixes] = SDFModelOptions()
 
     def __call__(self) -> None:
-        keys = ("batch_size", "pool_size", "mesh_resolution", "metric_points", "sdf_backend", "eikonal_weight")
+        keys = (
+            "batch_size",
+            "pool_size",
+            "mesh_resolution",
+            "metric_points",
+            "preview_width",
+            "preview_height",
+            "sdf_backend",
+            "eikonal_weight",
+        )
         task = {key: getattr(self, key) for key in keys}
         task["teaching"] = TeachingConfig(enabled=True) if self.teaching else None
         if is_collection(self.shape):

@@ -173,7 +173,9 @@ def _table_grad_kernel(
         if DIM == 3:
             weight = weight * _side(b2, f2)
         row = _corner_row(c0 + b0, c1 + b1, c2 + b2, resolution, offset, size, hashed, DIM)
-        tl.atomic_add(table_grad_ptr + row[:, None] * F + feats[None, :], weight[:, None] * grad, mask=valid[:, None])
+        tl.atomic_add(
+            table_grad_ptr + row[:, None] * F + feats[None, :], weight[:, None] * grad, mask=valid[:, None], sem="relaxed"
+        )
 
 
 @triton.jit
@@ -308,7 +310,9 @@ def _x_grad_backward_kernel(
             else:
                 along = scale * (h0 * s0 * w1 + h1 * s1 * w0)
             if NEED_TABLE:
-                tl.atomic_add(table_grad_ptr + row[:, None] * F + feats[None, :], along[:, None] * grad, mask=valid[:, None])
+                tl.atomic_add(
+                    table_grad_ptr + row[:, None] * F + feats[None, :], along[:, None] * grad, mask=valid[:, None], sem="relaxed"
+                )
             if NEED_GRAD or NEED_X:
                 value = tl.load(table_ptr + row[:, None] * F + feats[None, :], mask=valid[:, None], other=0.0).to(tl.float32)
                 if NEED_GRAD:

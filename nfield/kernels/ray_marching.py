@@ -4,10 +4,13 @@ Each lane walks one ray's fixed steps [t_k, t_k+1], t_k = min(near + (first + k)
 k < n_steps (the caller computes first and n_steps exactly as the reference does), and keeps a
 step when it is not empty and its midpoint lies in an occupied cell of the finest cascade level
 containing it. Two launches: one counts each ray's kept steps, the second writes them packed at
-the offsets of the counts' exclusive prefix sum, so the output is exactly the reference's packed
-`RaySamples`, in the same order. The occupancy lookup is the reference's arithmetic
-(`OccupancyGrid.occupied_at`): unit = (x - centre) / half, level = ceil(log2(max(|unit|_inf, 1))),
-cell = trunc((unit / 2^level + 1) R / 2) clamped to [0, R - 1].
+the offsets of the counts' exclusive prefix sum (never more than its count per ray), so the output
+is exactly the reference's packed `RaySamples`, in the same order. Each program walks only as many
+steps as the longest of its own rays needs, and the occupancy grid is read in place (its bool
+storage viewed as bytes); the one host synchronisation is the total, to size the output. The
+occupancy lookup is the reference's arithmetic (`OccupancyGrid.occupied_at`): unit = (x - centre) /
+half, level = ceil(log2(max(|unit|_inf, 1))), cell = trunc((unit / 2^level + 1) R / 2) clamped to
+[0, R - 1].
 
 Runs on CUDA tensors; with ``TRITON_INTERPRET=1`` set before import, on CPU tensors too (slowly),
 which is how the CPU tests check it against the PyTorch reference.
@@ -45,7 +48,6 @@ def _march_kernel(
     start_out_ptr,
     end_out_ptr,
     n_rays,
-    max_steps,
     step_size,
     resolution,
     n_levels,
@@ -73,10 +75,11 @@ def _march_kernel(
     hz = tl.load(box_ptr + 5)
     if FILL:
         cursor = tl.load(offset_ptr + lanes, mask=valid, other=0)
+        end = cursor + tl.load(count_ptr + lanes, mask=valid, other=0)  # this ray's slots end here
     else:
         cursor = tl.zeros((BLOCK,), tl.int64)
     half_resolution = 0.5 * resolution  # (an int argument equal to 1 arrives as a constant: no .to())
-    for k in range(max_steps):
+    for k in range(tl.max(n_steps, axis=0)):  # this program's longest ray, not the launch's
         step = k * 1.0
         t0 = tl.minimum(near + (first + step) * step_size, far)
         t1 = tl.minimum(near + (first + (step + 1.0)) * step_size, far)
@@ -104,6 +107,7 @@ def _march_kernel(
         occupied = tl.load(occupied_ptr + cell, mask=live, other=0)
         keep = live & (occupied != 0)
         if FILL:
+            keep = keep & (cursor < end)
             tl.store(ray_out_ptr + cursor, lanes, mask=keep)
             tl.store(start_out_ptr + cursor, t0, mask=keep)
             tl.store(end_out_ptr + cursor, t1, mask=keep)
@@ -122,21 +126,19 @@ def march_kernel(
     step_size: float,
     occupied: torch.Tensor,
     aabb: torch.Tensor,
-    ray_ids: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The kept steps of some rays, packed by ray and in increasing t.
+    """The kept steps of rays, packed by ray and in increasing t.
 
     Args:
-        origins, directions: (n, 3) float32 rays.
-        near, far: (n,) float32 where marching starts and stops.
-        first: (n,) float32 index of each ray's first step; n_steps: (n,) int64 steps to visit.
+        origins, directions: (N, 3) float32 rays.
+        near, far: (N,) float32 where marching starts and stops.
+        first: (N,) float32 index of each ray's first step; n_steps: (N,) int64 steps to visit.
         step_size: the step length.
-        occupied: (L, R^3) bool occupancy of the grid's cascade levels.
+        occupied: (L, R^3) bool occupancy of the grid's cascade levels (read in place).
         aabb: (2, 3) the level-0 box.
-        ray_ids: (n,) int64 index each ray has in the output.
 
     Returns:
-        ray_indices (M,) int64 (values from `ray_ids`), t_starts (M,), t_ends (M,) float32.
+        ray_indices (M,) int64, t_starts (M,), t_ends (M,) float32.
     """
     n = len(origins)
     device = origins.device
@@ -148,17 +150,16 @@ def march_kernel(
         return empty
     aabb = aabb.to(device=device, dtype=torch.float32)
     box = torch.cat([aabb.mean(dim=0), 0.5 * (aabb[1] - aabb[0])]).contiguous()
-    grid_bytes = occupied.reshape(-1).to(torch.uint8).contiguous()
+    grid_bytes = occupied.contiguous().view(-1).view(torch.uint8)  # the bool storage itself, as bytes
     tensors = [t.contiguous().float() for t in (origins, directions, near, far, first)]
     n_steps = n_steps.to(torch.int64).contiguous()
-    max_steps = int(n_steps.max())
     counts = torch.zeros(n, dtype=torch.int64, device=device)
     launch = (triton.cdiv(n, _BLOCK),)
     dummy_int, dummy_float = counts[:1], tensors[2][:1]
     with device_guard(origins):
         _march_kernel[launch](
             *tensors, n_steps, grid_bytes, box, counts, dummy_int, dummy_int, dummy_float, dummy_float,
-            n, max_steps, float(step_size), resolution, n_levels, SINGLE_LEVEL=n_levels == 1, FILL=False, BLOCK=_BLOCK,
+            n, float(step_size), resolution, n_levels, SINGLE_LEVEL=n_levels == 1, FILL=False, BLOCK=_BLOCK,
         )  # fmt: skip
         offsets = torch.cumsum(counts, 0) - counts
         total = int(counts.sum())
@@ -169,6 +170,6 @@ def march_kernel(
         ends = torch.empty(total, dtype=torch.float32, device=device)
         _march_kernel[launch](
             *tensors, n_steps, grid_bytes, box, counts, offsets, lanes, starts, ends,
-            n, max_steps, float(step_size), resolution, n_levels, SINGLE_LEVEL=n_levels == 1, FILL=True, BLOCK=_BLOCK,
+            n, float(step_size), resolution, n_levels, SINGLE_LEVEL=n_levels == 1, FILL=True, BLOCK=_BLOCK,
         )  # fmt: skip
-    return ray_ids[lanes], starts.to(origins.dtype), ends.to(origins.dtype)
+    return lanes, starts.to(origins.dtype), ends.to(origins.dtype)

@@ -15,10 +15,24 @@ dL/dx; the weight gradients, which sum over all rows, are then one matrix produc
 Activations: relu, leaky_relu, none, sigmoid, tanh, softplus (the derivatives above need only the
 activation's output). Runs on CUDA tensors; with ``TRITON_INTERPRET=1`` set before import, on CPU
 tensors too (slowly), which is how the CPU tests check it against the PyTorch reference.
+
+Details that keep it right at any size:
+
+- offsets of a layer's saved rows (layer * N * H) are int64: past 2^31 (N = 2^24 rows at H = 64
+  with 3 layers) int32 offsets wrap;
+- weight gradients are accumulated and returned in float32 (a float16 product reaches inf for a sum
+  loss from about 2^18 rows);
+- a backward asked to build its own graph (``create_graph=True``, an eikonal loss through the
+  network) runs through the PyTorch reference, so second derivatives are exact;
+- the packed float16 tiles are rebuilt only when a parameter changes (`PackedWeightsCache`).
+
+The launch configuration (rows per program, pipeline stages) is a `FusedMLPVariant`; which one runs
+on a given GPU is settled there, by `nfield.kernels.mlp_variants`.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -30,7 +44,38 @@ from nfield.kernels import device_guard
 FUSED_ACTIVATIONS = {"none": 0, "relu": 1, "leakyrelu": 2, "sigmoid": 3, "tanh": 4, "softplus": 5}
 """Canonical activation name (lower case, no underscores) -> the kernels' code."""
 MAX_WIDTH = 128
-_BLOCK_M = 64
+
+
+@dataclass(frozen=True)
+class FusedMLPVariant:
+    """One launch configuration of the fused MLP kernels.
+
+    name: how logs and ``NFIELD_FUSED_MLP_VARIANT`` call it.
+    block_m: rows per program (64 lets Triton use Hopper's wgmma; 32 keeps it on mma.sync).
+    num_stages: software-pipelining depth of the loads in the layer loop (None: Triton's default,
+        3 on sm_90, which overlaps the next layer's weight loads with cp.async).
+    num_warps: warps per program.
+    """
+
+    name: str
+    block_m: int
+    num_stages: int | None = None
+    num_warps: int = 4
+
+    def launch_options(self) -> dict[str, int]:
+        """The compiler options of a launch (``num_warps``, and ``num_stages`` when set)."""
+        options = {"num_warps": self.num_warps}
+        if self.num_stages is not None:
+            options["num_stages"] = self.num_stages
+        return options
+
+
+VARIANTS = (
+    FusedMLPVariant("wgmma-pipelined", block_m=64),
+    FusedMLPVariant("wgmma", block_m=64, num_stages=1),
+    FusedMLPVariant("mma", block_m=32, num_stages=1),
+)
+"""The configurations a GPU is probed with, the fastest expected first."""
 
 
 @triton.jit
@@ -96,6 +141,7 @@ def _mlp_forward_kernel(
 ):
     rows = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
     valid = rows < n_rows
+    plane = tl.cast(n_rows, tl.int64) * H  # one layer of saved activations (int64: L N H may pass 2^31)
     k = tl.arange(0, K)
     j = tl.arange(0, H)
     o = tl.arange(0, O)
@@ -113,7 +159,7 @@ def _mlp_forward_kernel(
         z = tl.dot(h, w_hidden) + tl.load(b_hidden_ptr + layer * H + j)[None, :]
         h = _activate(z, ACT).to(tl.float16)
         if SAVE:
-            tl.store(saved_ptr + (layer + 1) * n_rows * H + rows[:, None] * H + j[None, :], h, mask=valid[:, None])
+            tl.store(saved_ptr + (layer + 1) * plane + rows[:, None] * H + j[None, :], h, mask=valid[:, None])
     w_out = tl.load(w_out_ptr + j[:, None] * O + o[None, :])
     y = _activate(tl.dot(h, w_out) + tl.load(b_out_ptr + o)[None, :], OUT_ACT)
     tl.store(out_ptr + rows[:, None] * O + o[None, :], y, mask=valid[:, None])
@@ -146,6 +192,7 @@ def _mlp_backward_kernel(
 ):
     rows = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
     valid = rows < n_rows
+    plane = tl.cast(n_rows, tl.int64) * H  # one layer of saved activations (int64: L N H may pass 2^31)
     k = tl.arange(0, K)
     j = tl.arange(0, H)
     o = tl.arange(0, O)
@@ -160,9 +207,9 @@ def _mlp_backward_kernel(
     # compiled loops need each carried variable to keep its shape: the (H, H) tiles get their own names
     for step in range(n_hidden_layers - 1):
         layer = n_hidden_layers - 1 - step
-        h = tl.load(saved_ptr + layer * n_rows * H + rows[:, None] * H + j[None, :], mask=valid[:, None], other=0.0)
+        h = tl.load(saved_ptr + layer * plane + rows[:, None] * H + j[None, :], mask=valid[:, None], other=0.0)
         grad_z = (grad_h * _activation_slope(h.to(tl.float32), ACT)).to(tl.float16)
-        tl.store(grad_z_ptr + layer * n_rows * H + rows[:, None] * H + j[None, :], grad_z, mask=valid[:, None])
+        tl.store(grad_z_ptr + layer * plane + rows[:, None] * H + j[None, :], grad_z, mask=valid[:, None])
         w_hidden_t = tl.load(w_hidden_ptr + (layer - 1) * H * H + j[:, None] + j[None, :] * H)
         grad_h = tl.dot(grad_z, w_hidden_t)
     h_in = tl.load(saved_ptr + rows[:, None] * H + j[None, :], mask=valid[:, None], other=0.0)
@@ -186,84 +233,204 @@ class PackedWeights:
         self.in_dim, self.hidden, self.out_dim = weights[0].shape[1], weights[0].shape[0], weights[-1].shape[0]
         self.K, self.H, self.O = _padded(self.in_dim), _padded(self.hidden), _padded(self.out_dim)
         self.n_hidden_layers = len(weights) - 1
-        device = weights[0].device
 
-        def tile(weight: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
-            out = torch.zeros(rows, cols, dtype=torch.float16, device=device)
-            out[: weight.shape[1], : weight.shape[0]] = weight.detach().t()
-            return out
+        def tiles(stacked: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
+            """(L, out, in) weights -> (L, rows, cols) float16 (in, out)-major, zero-padded."""
+            t = stacked.detach().transpose(1, 2).to(torch.float16)
+            return torch.nn.functional.pad(t, (0, cols - t.shape[2], 0, rows - t.shape[1])).contiguous()
 
-        def vector(bias: torch.Tensor, size: int) -> torch.Tensor:
-            out = torch.zeros(size, dtype=torch.float32, device=device)
-            out[: len(bias)] = bias.detach()
-            return out
+        def vectors(stacked: torch.Tensor, size: int) -> torch.Tensor:
+            return torch.nn.functional.pad(stacked.detach().float(), (0, size - stacked.shape[1])).contiguous()
 
-        self.w_in, self.b_in = tile(weights[0], self.K, self.H), vector(biases[0], self.H)
-        hidden = [tile(w, self.H, self.H) for w in weights[1:-1]]
-        self.w_hidden = torch.stack(hidden) if hidden else self.w_in.new_zeros(1, self.H, self.H)
-        self.b_hidden = torch.stack([vector(b, self.H) for b in biases[1:-1]]) if hidden else self.b_in.new_zeros(1, self.H)
-        self.w_out, self.b_out = tile(weights[-1], self.H, self.O), vector(biases[-1], self.O)
+        self.w_in, self.b_in = tiles(weights[0][None], self.K, self.H)[0], vectors(biases[0][None], self.H)[0]
+        if self.n_hidden_layers > 1:
+            self.w_hidden = tiles(torch.stack(weights[1:-1]), self.H, self.H)
+            self.b_hidden = vectors(torch.stack(biases[1:-1]), self.H)
+        else:  # the kernels never read them; a valid pointer all the same
+            self.w_hidden = self.w_in.new_zeros(1, self.H, self.H)
+            self.b_hidden = self.b_in.new_zeros(1, self.H)
+        self.w_out, self.b_out = tiles(weights[-1][None], self.H, self.O)[0], vectors(biases[-1][None], self.O)[0]
 
 
-def _forward(x: torch.Tensor, packed: PackedWeights, act: int, out_act: int, save: bool):
+class PackedWeightsCache:
+    """The last `PackedWeights` of one network, reused while none of its parameters changed.
+
+    Parameters are recognised by storage address, shape and autograd version counter, which every
+    in-place update (an optimiser step, ``load_state_dict``) advances. Weights computed on the fly
+    (non-leaf tensors, such as FR-INR's Lambda @ B) are packed afresh on every call.
+    """
+
+    def __init__(self) -> None:
+        self.key: tuple | None = None
+        self.packed: PackedWeights | None = None
+
+    def get(self, weights: list[torch.Tensor], biases: list[torch.Tensor]) -> PackedWeights:
+        params = [*weights, *biases]
+        if not all(p.is_leaf for p in params):
+            return PackedWeights(weights, biases)
+        key = tuple((p.data_ptr(), p._version, p.dtype, tuple(p.shape)) for p in params)
+        if key != self.key or self.packed is None:
+            self.key, self.packed = key, PackedWeights(weights, biases)
+        return self.packed
+
+
+def _launch_grid(n: int, variant: FusedMLPVariant) -> tuple[int]:
+    return (triton.cdiv(n, variant.block_m),)
+
+
+def _forward(x: torch.Tensor, packed: PackedWeights, act: int, out_act: int, save: bool, variant: FusedMLPVariant):
     n = len(x)
     out = torch.empty(n, packed.O, dtype=torch.float32, device=x.device)
     saved = torch.empty(packed.n_hidden_layers if save else 1, n if save else 1, packed.H, dtype=torch.float16, device=x.device)
     if n:
         with device_guard(x):
-            _mlp_forward_kernel[(triton.cdiv(n, _BLOCK_M),)](
+            _mlp_forward_kernel[_launch_grid(n, variant)](
                 x, x.stride(0), x.stride(1), packed.w_in, packed.b_in, packed.w_hidden, packed.b_hidden, packed.w_out,
                 packed.b_out, out, saved, n, packed.in_dim, packed.n_hidden_layers,
-                K=packed.K, H=packed.H, O=packed.O, ACT=act, OUT_ACT=out_act, SAVE=save, BLOCK_M=_BLOCK_M,
+                K=packed.K, H=packed.H, O=packed.O, ACT=act, OUT_ACT=out_act, SAVE=save, BLOCK_M=variant.block_m,
+                **variant.launch_options(),
             )  # fmt: skip
     return out, saved
 
 
+def weight_gradient(grad_z: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+    """sum over rows of grad_z^T inputs, (out, in) float32, from float16 (N, out) and (N, in).
+
+    Accumulated and returned in float32: a float16 result overflows (inf) once the row sum passes
+    65504, which a sum loss reaches from about 2^18 rows. On CUDA the float16 operands go through
+    the tensor cores with a float32 output (``out_dtype``, PyTorch 2.8 and later); elsewhere they are
+    widened first.
+    """
+    if grad_z.is_cuda:
+        try:
+            return torch.mm(grad_z.t(), inputs, out_dtype=torch.float32)
+        except TypeError:  # a PyTorch before 2.8
+            pass
+    return torch.mm(grad_z.t().float(), inputs.float())
+
+
+_ACTIVATION_FUNCTIONS = {
+    0: lambda z: z,
+    1: torch.relu,
+    2: lambda z: torch.nn.functional.leaky_relu(z, 0.01),
+    3: torch.sigmoid,
+    4: torch.tanh,
+    5: torch.nn.functional.softplus,
+}
+
+
+class _RoundGradient(torch.autograd.Function):
+    """Identity forward; the backward rounds the incoming gradient to float16 (as the kernels store dL/dz)."""
+
+    @staticmethod
+    def forward(ctx: Any, z: torch.Tensor) -> torch.Tensor:
+        return z.view_as(z)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        return grad.half().float()
+
+
+def reference_mlp(
+    x: torch.Tensor,
+    weights: list[torch.Tensor],
+    biases: list[torch.Tensor],
+    act: int,
+    out_act: int,
+    float16: bool = False,
+) -> torch.Tensor:
+    """The network the kernels compute, in PyTorch float32 (differentiable to any order): (N, out_dim).
+
+    With `float16`, values are rounded to float16 where the kernels round them: the input, the
+    weights and every hidden layer's output in the forward (their gradients pass the rounding
+    unchanged), and every layer's pre-activation gradient dL/dz in the backward. That is the same
+    function up to the order of float32 sums, which is what a kernel check compares against.
+    Without it, a ReLU unit whose pre-activation is within float16 rounding of zero takes the other
+    side now and then, and the gradients of a few hundred rows differ by a few percent from the
+    float32 network's.
+    """
+
+    def rounded(t: torch.Tensor) -> torch.Tensor:
+        return t + (t.half().float() - t).detach() if float16 else t
+
+    h = rounded(x.float())
+    for layer, (weight, bias) in enumerate(zip(weights, biases)):
+        last = layer == len(weights) - 1
+        z = torch.nn.functional.linear(h, rounded(weight.float()), bias.float())
+        h = _ACTIVATION_FUNCTIONS[out_act if last else act](_RoundGradient.apply(z) if float16 else z)
+        h = h if last else rounded(h)
+    return h
+
+
 class _FusedMLP(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, act: int, out_act: int, n_layers: int, *params: torch.Tensor):
-        weights, biases = list(params[:n_layers]), list(params[n_layers:])
-        packed = PackedWeights(weights, biases)
-        out, saved = _forward(x, packed, act, out_act, save=True)
-        ctx.packed, ctx.act, ctx.out_act, ctx.n_layers = packed, act, out_act, n_layers
+    def forward(ctx: Any, x: torch.Tensor, act: int, out_act: int, n_layers: int, packed: PackedWeights,
+                variant: FusedMLPVariant, *params: torch.Tensor):  # fmt: skip
+        out, saved = _forward(x, packed, act, out_act, True, variant)
+        ctx.packed, ctx.act, ctx.out_act, ctx.n_layers, ctx.variant = packed, act, out_act, n_layers, variant
         ctx.param_dtypes = [p.dtype for p in params]
-        ctx.save_for_backward(x, out, saved)
+        ctx.save_for_backward(x, out, saved, *params)
         return out[:, : packed.out_dim]
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor):
-        x, out, saved = ctx.saved_tensors
-        packed, n = ctx.packed, len(x)
+        x, out, saved, *params = ctx.saved_tensors
+        if torch.is_grad_enabled():
+            return _FusedMLP._differentiable_backward(ctx, grad, x, params)
+        packed, n, variant = ctx.packed, len(x), ctx.variant
         need_x = ctx.needs_input_grad[0]
         grad_z = torch.empty(packed.n_hidden_layers, n, packed.H, dtype=torch.float16, device=x.device)
         grad_z_out = torch.empty(n, packed.O, dtype=torch.float16, device=x.device)
         grad_x = torch.empty(n, packed.in_dim, dtype=torch.float32, device=x.device) if need_x else grad_z_out
         if n:
             with device_guard(x):
-                _mlp_backward_kernel[(triton.cdiv(n, _BLOCK_M),)](
+                _mlp_backward_kernel[_launch_grid(n, variant)](
                     grad, grad.stride(0), grad.stride(1), out, saved, packed.w_in, packed.w_hidden, packed.w_out,
                     grad_z, grad_z_out, grad_x, n, packed.in_dim, packed.out_dim, packed.n_hidden_layers,
-                    K=packed.K, H=packed.H, O=packed.O, ACT=ctx.act, OUT_ACT=ctx.out_act, NEED_X=need_x, BLOCK_M=_BLOCK_M,
+                    K=packed.K, H=packed.H, O=packed.O, ACT=ctx.act, OUT_ACT=ctx.out_act, NEED_X=need_x,
+                    BLOCK_M=variant.block_m, **variant.launch_options(),
                 )  # fmt: skip
-        # weight gradients: one product per layer over all rows, float32 accumulation
+        # weight gradients: one product per layer over all rows, float32 accumulation and result
         inputs = [x.to(torch.float16)] + [saved[layer] for layer in range(packed.n_hidden_layers)]
         grads_z = [grad_z[layer] for layer in range(packed.n_hidden_layers)] + [grad_z_out]
         widths = [packed.hidden] * packed.n_hidden_layers + [packed.out_dim]
         fan_ins = [packed.in_dim] + [packed.hidden] * packed.n_hidden_layers
         weight_grads, bias_grads = [], []
         for layer_input, layer_grad, width, fan_in in zip(inputs, grads_z, widths, fan_ins):
-            product = torch.mm(layer_grad[:, :width].t(), layer_input[:, :fan_in]).float()
-            weight_grads.append(product)
-            bias_grads.append(layer_grad[:, :width].float().sum(0))
-        dtypes = ctx.param_dtypes
-        param_grads = [g.to(dtype) for g, dtype in zip(weight_grads + bias_grads, dtypes)]
-        return (grad_x.to(x.dtype) if need_x else None), None, None, None, *param_grads
+            weight_grads.append(weight_gradient(layer_grad[:, :width], layer_input[:, :fan_in]))
+            bias_grads.append(layer_grad[:, :width].sum(0, dtype=torch.float32))
+        param_grads = [g.to(dtype) for g, dtype in zip(weight_grads + bias_grads, ctx.param_dtypes)]
+        return (grad_x.to(x.dtype) if need_x else None), None, None, None, None, None, *param_grads
+
+    @staticmethod
+    def _differentiable_backward(ctx: Any, grad: torch.Tensor, x: torch.Tensor, params: list[torch.Tensor]):
+        """The backward as a graph of PyTorch ops (for create_graph=True): through `reference_mlp`."""
+        n_layers = ctx.n_layers
+        wanted = [x, *params]
+        needs = [ctx.needs_input_grad[0], *ctx.needs_input_grad[6:]]
+        with torch.enable_grad():
+            out = reference_mlp(x, params[:n_layers], params[n_layers:], ctx.act, ctx.out_act)
+            chosen = [t for t, need in zip(wanted, needs) if need]
+            found = iter(torch.autograd.grad(out, chosen, grad, create_graph=True, allow_unused=True))
+        grads = [next(found) if need else None for need in needs]
+        grad_x, param_grads = grads[0], grads[1:]
+        param_grads = [None if g is None else g.to(dtype) for g, dtype in zip(param_grads, ctx.param_dtypes)]
+        return (None if grad_x is None else grad_x.to(x.dtype)), None, None, None, None, None, *param_grads
 
 
 def fused_mlp(
-    x: torch.Tensor, weights: list[torch.Tensor], biases: list[torch.Tensor], activation: str, output_activation: str
+    x: torch.Tensor,
+    weights: list[torch.Tensor],
+    biases: list[torch.Tensor],
+    activation: str,
+    output_activation: str,
+    cache: PackedWeightsCache | None = None,
+    variant: FusedMLPVariant | None = None,
 ) -> torch.Tensor:
     """An MLP's forward through the fused kernel, differentiable w.r.t. x, the weights and biases.
+
+    First derivatives come from the backward kernel; a backward that builds its own graph (second
+    derivatives, e.g. an eikonal loss) goes through the PyTorch reference.
 
     Args:
         x: (N, in_dim) input, any float dtype and strides (read as float16).
@@ -272,13 +439,20 @@ def fused_mlp(
         biases: per layer (out,) biases.
         activation: hidden activation, a key of `FUSED_ACTIVATIONS` (canonical spelling).
         output_activation: the output's.
+        cache: where the network keeps its packed weights between calls (None: pack afresh).
+        variant: the launch configuration (None: the one `nfield.kernels.mlp_variants` settled on
+            for x's device).
 
     Returns:
         (N, out_dim) float32.
     """
     act, out_act = FUSED_ACTIVATIONS[activation], FUSED_ACTIVATIONS[output_activation]
+    if variant is None:
+        from nfield.kernels.mlp_variants import variant_for
+
+        variant = variant_for(x.device)
+    packed = cache.get(weights, biases) if cache is not None else PackedWeights(weights, biases)
     if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in [*weights, *biases])):
-        return _FusedMLP.apply(x, act, out_act, len(weights), *weights, *biases)
-    packed = PackedWeights(weights, biases)
-    out, _ = _forward(x, packed, act, out_act, save=False)
+        return _FusedMLP.apply(x, act, out_act, len(weights), packed, variant, *weights, *biases)
+    out, _ = _forward(x, packed, act, out_act, False, variant)
     return out[:, : packed.out_dim]

@@ -7,7 +7,9 @@ of size (rays x samples) is ever dense. Per sample i of a ray, with tau_i = min(
     alpha_i = 1 - exp(-tau_i),  T_i = exp(-sum_{j<i} tau_j),  w_i = T_i alpha_i
 
 and per ray rgb = sum w_i c_i, opacity = sum w_i, expected_t = sum w_i m_i (m_i the midpoints).
-The optical depth is summed in float64, as the PyTorch reference does.
+The optical depth is summed in float64, as the PyTorch reference does. Each program walks only as
+many samples as the longest of its own rays has, and each ray's first sample and count come from
+a binary search of the sorted ray indices, so a launch needs no host synchronisation.
 
 The backward, for the cotangents of rgb, opacity, expected_t and the weights, uses
 g_i = <dL/drgb, c_i> + dL/dopacity + dL/dexpected_t m_i + dL/dw_i and
@@ -57,7 +59,6 @@ def _composite_forward_kernel(
     out_opacity_ptr,
     out_t_ptr,
     n_rays,
-    max_count,
     MAX_DEPTH: tl.constexpr,
     WITH_COLOUR: tl.constexpr,
     WITH_FACTORS: tl.constexpr,
@@ -67,6 +68,7 @@ def _composite_forward_kernel(
     valid = rays < n_rays
     first = tl.load(first_ptr + rays, mask=valid, other=0)
     count = tl.load(count_ptr + rays, mask=valid, other=0)
+    max_count = tl.max(count, axis=0)  # this program's longest ray, not the launch's
     depth = tl.zeros((BLOCK,), tl.float64)
     red = tl.zeros((BLOCK,), tl.float32)
     green = tl.zeros((BLOCK,), tl.float32)
@@ -131,7 +133,6 @@ def _composite_backward_kernel(
     grad_sigma_ptr,
     grad_colour_ptr,
     n_rays,
-    max_count,
     MAX_DEPTH: tl.constexpr,
     WITH_WEIGHT_GRAD: tl.constexpr,
     BLOCK: tl.constexpr,
@@ -140,6 +141,7 @@ def _composite_backward_kernel(
     valid = rays < n_rays
     first = tl.load(first_ptr + rays, mask=valid, other=0)
     count = tl.load(count_ptr + rays, mask=valid, other=0)
+    max_count = tl.max(count, axis=0)  # this program's longest ray, not the launch's
     grad_r = tl.load(grad_rgb_ptr + rays * 3 + 0, mask=valid, other=0.0).to(tl.float32)
     grad_g = tl.load(grad_rgb_ptr + rays * 3 + 1, mask=valid, other=0.0).to(tl.float32)
     grad_b = tl.load(grad_rgb_ptr + rays * 3 + 2, mask=valid, other=0.0).to(tl.float32)
@@ -180,11 +182,11 @@ def _composite_backward_kernel(
         tl.store(grad_colour_ptr + i * 3 + 2, weight * grad_b, mask=active)
 
 
-def ray_segments(ray_indices: torch.Tensor, n_rays: int) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Each ray's first sample (N,) and sample count (N,) in packed samples, and the largest count."""
-    counts = torch.bincount(ray_indices, minlength=n_rays)
-    first = torch.cumsum(counts, 0) - counts
-    return first, counts, int(counts.max()) if len(ray_indices) else 0
+def ray_segments(ray_indices: torch.Tensor, n_rays: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each ray's first sample (N,) and sample count (N,) int64 in packed samples sorted by ray,
+    by binary search (no host synchronisation, unlike a bincount on CUDA)."""
+    bounds = torch.searchsorted(ray_indices, torch.arange(n_rays + 1, device=ray_indices.device))
+    return bounds[:-1].contiguous(), (bounds[1:] - bounds[:-1]).contiguous()
 
 
 def render_weights_kernel(
@@ -194,12 +196,12 @@ def render_weights_kernel(
     m = len(sigmas)
     weights, transmittance, alphas = (torch.empty(m, dtype=torch.float32, device=sigmas.device) for _ in range(3))
     if m:
-        first, counts, max_count = ray_segments(ray_indices, n_rays)
+        first, counts = ray_segments(ray_indices, n_rays)
         dummy = weights[:1]
         with device_guard(sigmas):
             _composite_forward_kernel[(triton.cdiv(n_rays, _BLOCK),)](
                 dummy, sigmas.contiguous(), t_starts.contiguous(), t_ends.contiguous(), first, counts,
-                weights, transmittance, alphas, dummy, dummy, dummy, n_rays, max_count,
+                weights, transmittance, alphas, dummy, dummy, dummy, n_rays,
                 MAX_DEPTH=_MAX_OPTICAL_DEPTH, WITH_COLOUR=False, WITH_FACTORS=True, BLOCK=_BLOCK,
             )  # fmt: skip
     return weights, transmittance, alphas
@@ -216,15 +218,15 @@ class _Composite(torch.autograd.Function):
         rgb = torch.zeros(n_rays, 3, dtype=torch.float32, device=device)
         opacity = torch.zeros(n_rays, dtype=torch.float32, device=device)
         expected_t = torch.zeros(n_rays, dtype=torch.float32, device=device)
-        first, counts, max_count = ray_segments(ray_indices, n_rays)
+        first, counts = ray_segments(ray_indices, n_rays)
         if m:
             with device_guard(sigmas):
                 _composite_forward_kernel[(triton.cdiv(n_rays, _BLOCK),)](
                     rgbs, sigmas, t_starts, t_ends, first, counts, weights, weights, weights, rgb, opacity, expected_t,
-                    n_rays, max_count, MAX_DEPTH=_MAX_OPTICAL_DEPTH, WITH_COLOUR=True, WITH_FACTORS=False, BLOCK=_BLOCK,
+                    n_rays, MAX_DEPTH=_MAX_OPTICAL_DEPTH, WITH_COLOUR=True, WITH_FACTORS=False, BLOCK=_BLOCK,
                 )  # fmt: skip
         ctx.save_for_backward(rgbs, sigmas, t_starts, t_ends, weights, first, counts)
-        ctx.max_count, ctx.n_rays = max_count, n_rays
+        ctx.n_rays = n_rays
         ctx.dtypes = (rgbs.dtype, sigmas.dtype)
         return rgb, opacity, expected_t, weights
 
@@ -243,7 +245,7 @@ class _Composite(torch.autograd.Function):
             with device_guard(sigmas):
                 _composite_backward_kernel[(triton.cdiv(n_rays, _BLOCK),)](
                     rgbs, sigmas, t_starts, t_ends, weights, first, counts, grad_rgb, grad_opacity, grad_t, weight_grad,
-                    grad_sigma, grad_colour, n_rays, ctx.max_count,
+                    grad_sigma, grad_colour, n_rays,
                     MAX_DEPTH=_MAX_OPTICAL_DEPTH, WITH_WEIGHT_GRAD=with_weight_grad, BLOCK=_BLOCK,
                 )  # fmt: skip
         rgb_dtype, sigma_dtype = ctx.dtypes

@@ -228,6 +228,7 @@ class MLP(nn.Module):
         self.out_dim = out_dim
         self.backend = cfg.backend
         self.last_backend: str | None = None
+        self._packed = None  # the fused kernel's packed float16 weights, reused until a parameter changes
         if cfg.backend == "tcnn":
             from nfield.backends.tcnn import TcnnNetwork
 
@@ -284,8 +285,10 @@ class MLP(nn.Module):
         if backend == "tcnn":
             return self.tcnn(x)
         if backend == "triton":
-            from nfield.kernels.tiny_mlp import fused_mlp
+            from nfield.kernels.tiny_mlp import PackedWeightsCache, fused_mlp
 
+            if self._packed is None:
+                self._packed = PackedWeightsCache()
             linears = list(self.layers)[0::2]  # nn.Linear or FourierLinear (its weight is Lambda @ B)
             out = fused_mlp(
                 x,
@@ -293,6 +296,7 @@ class MLP(nn.Module):
                 [m.bias for m in linears],
                 _canonical(self.cfg.activation),
                 _canonical(self.cfg.output_activation),
+                cache=self._packed,
             )
             if torch.is_autocast_enabled(x.device.type):
                 return out.to(torch.get_autocast_dtype(x.device.type))

@@ -26,7 +26,7 @@ from nfield.export import check_extraction_memory
 from nfield.fields import FieldConfig
 from nfield.fields.sdf import NGLODConfig, SDFFieldConfig
 from nfield.networks import MLPConfig, SirenConfig
-from nfield.presets import Preset
+from nfield.presets import Preset, apply_overrides
 from nfield.presets.families import NOT_FOR, family_preset
 from nfield.presets.image import IMAGE_PRESETS
 from nfield.tasks.sdf import SDFTask, SDFTaskConfig
@@ -87,7 +87,8 @@ def sdf_models() -> list[str]:
 
 def resolve_sdf_preset(name: str, overrides: dict[str, Any]) -> Preset:
     """The preset `name` with size `overrides` applied: ``lods``, ``base_lod``, ``feature_dim``
-    (nglod only), ``n_neurons`` and ``n_hidden_layers`` (the MLP, or each NGLOD decoder)."""
+    (nglod only), ``n_neurons`` and ``n_hidden_layers`` (the MLP, or each NGLOD decoder), and for the
+    other models any key of their encoding (``n_levels``, ``log2_hashmap_size``, ...)."""
     if name in SDF_PRESETS:
         preset = SDF_PRESETS[name]
     elif name in IMAGE_PRESETS and name not in NOT_FOR["sdf"]:
@@ -97,15 +98,19 @@ def resolve_sdf_preset(name: str, overrides: dict[str, Any]) -> Preset:
     else:
         why = f" ({name}: {NOT_FOR['sdf'][name]})" if name in NOT_FOR["sdf"] else ""
         raise NfieldError(f"unknown model '{name}'{why}; choose one of: {', '.join(sdf_models())}")
-    field, sizes = preset.field, {k: overrides[k] for k in ("n_neurons", "n_hidden_layers") if k in overrides}
+    field = preset.field
     if isinstance(field, NGLODConfig):
+        sizes = {k: overrides[k] for k in ("n_neurons", "n_hidden_layers") if k in overrides}
+        others = sorted(set(overrides) - set(sizes) - set(_NGLOD_ONLY))
+        if others:
+            raise NfieldError(f"--{others[0].replace('_', '-')} does not apply to the nglod model")
         octree = dataclasses.replace(field.octree, **{key: overrides[k] for k, key in _NGLOD_ONLY.items() if k in overrides})
         field = dataclasses.replace(field, octree=octree, **sizes)
     else:
         nglod_only = sorted(set(overrides) & set(_NGLOD_ONLY))
         if nglod_only:
             raise NfieldError(f"--{nglod_only[0].replace('_', '-')} applies to the nglod model only")
-        field = FieldConfig(field.encoding, dataclasses.replace(field.network, **sizes))
+        field = apply_overrides(name, field, overrides)
     return dataclasses.replace(preset, field=field)
 
 

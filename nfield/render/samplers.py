@@ -424,8 +424,9 @@ class OccupancyGrid(nn.Module):
         behind the point where the ray's transmittance falls below `early_stop_eps` and those whose
         alpha is below `alpha_threshold`. Work is done `_CHUNK` intervals at a time, so memory
         stays bounded. With backend ``auto`` on CUDA (or ``triton``) the steps are walked by the
-        Triton kernel of `nfield.kernels.ray_marching`, which writes the same packed samples
-        without the dense (rays x steps) tensors.
+        Triton kernel of `nfield.kernels.ray_marching`, which writes the same packed samples in one
+        pass over all rays, without the dense (rays x steps) tensors and with one host
+        synchronisation (the sample count).
 
         Args:
             origins: (N, 3) ray origins.
@@ -468,46 +469,65 @@ class OccupancyGrid(nn.Module):
             chosen = "torch"
         record_backend("OccupancyGrid.march", chosen)
         empty = origins.new_zeros(0)
-        parts = [RaySamples(torch.zeros(0, dtype=torch.long, device=origins.device), empty, empty)]
-        levels, cells = torch.nonzero(self.occupied, as_tuple=True)
-        if len(cells) == 0:
-            return parts[0]
-        corners, cell_size = self.cell_corners(levels, cells)  # march only through the box around occupied cells
-        box_lo, box_hi = corners.amin(dim=0).to(origins), (corners + cell_size).amax(dim=0).to(origins)
+        nothing = RaySamples(torch.zeros(0, dtype=torch.long, device=origins.device), empty, empty)
+        bounds = self.occupied_bounds()
+        if bounds is None:
+            return nothing
+        box_lo, box_hi = (corner.to(origins) for corner in bounds)  # march only through the box around occupied cells
         t_near, t_far, _ = ray_box_intersection(origins, directions, box_lo, box_hi)
         # steps [t_k, t_k+1], t_k = near + k step_size (capped at far), from the last one to begin before the box
         first = torch.floor((torch.maximum(near, t_near) - near) / step_size)
         last = torch.minimum(torch.ceil((t_far - near) / step_size), torch.ceil((far - near) / step_size))
         n_steps = (last - first).clamp_min(0).long()
+        if chosen == "triton":
+            from nfield.kernels.ray_marching import march_kernel
+
+            # one pass over every ray: a program walks its own longest ray, nothing dense is built
+            samples = RaySamples(
+                *march_kernel(origins, directions, near, far, first, n_steps, step_size, self.occupied, self.aabb)
+            )
+            if sigma_fn is not None and len(samples):
+                sigmas = self._densities(sigma_fn, samples.positions(origins, directions), origins.dtype)
+                _, transmittance, alphas = render_weights(
+                    samples.t_starts, samples.t_ends, sigmas, samples.ray_indices, len(origins), chosen
+                )
+                samples = _select(samples, (transmittance >= early_stop_eps) & (alphas >= alpha_threshold))
+            return samples
+        parts = [nothing]
         marching = torch.nonzero(n_steps).squeeze(1)
         for rays in marching.split(max(1, _CHUNK // int(n_steps.max()))) if len(marching) else ():
-            if chosen == "triton":
-                from nfield.kernels.ray_marching import march_kernel
-
-                samples = RaySamples(
-                    *march_kernel(
-                        origins[rays],
-                        directions[rays],
-                        near[rays],
-                        far[rays],
-                        first[rays],
-                        n_steps[rays],
-                        step_size,
-                        self.occupied,
-                        self.aabb,
-                        rays,
-                    )  # fmt: skip
-                )
-            else:
-                samples = self._march_steps(origins, directions, near, far, first, n_steps, step_size, rays)
+            samples = self._march_steps(origins, directions, near, far, first, n_steps, step_size, rays)
             if sigma_fn is not None and len(samples):
-                sigmas = sigma_fn(samples.positions(origins, directions)).reshape(-1).to(origins.dtype)
+                sigmas = self._densities(sigma_fn, samples.positions(origins, directions), origins.dtype)
                 # ray indices local to the chunk, so transmittance is computed over the chunk's rays only
                 local = torch.searchsorted(rays, samples.ray_indices)
                 _, transmittance, alphas = render_weights(samples.t_starts, samples.t_ends, sigmas, local, len(rays), chosen)
                 samples = _select(samples, (transmittance >= early_stop_eps) & (alphas >= alpha_threshold))
             parts.append(samples)
         return RaySamples(*(torch.cat([getattr(part, name) for part in parts]) for name in ("ray_indices", "t_starts", "t_ends")))
+
+    @staticmethod
+    def _densities(sigma_fn: DensityFn, positions: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """sigma_fn at (M, 3) points, `_CHUNK` at a time: (M,) densities."""
+        return torch.cat([sigma_fn(part).reshape(-1).to(dtype) for part in positions.split(_CHUNK)])
+
+    def occupied_bounds(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(3,) min and max corners of the box around every occupied cell, None when no cell is.
+
+        Found once per change of the grid (an update, a load, a write into `occupied`: their
+        version counters say so), not on every march.
+        """
+        key = (self.occupied.data_ptr(), self.occupied._version, self.aabb.data_ptr(), self.aabb._version)
+        cached = getattr(self, "_bounds_cache", None)
+        if cached is None or cached[0] != key:
+            levels, cells = torch.nonzero(self.occupied, as_tuple=True)
+            bounds = None
+            if len(cells):
+                corners, cell_size = self.cell_corners(levels, cells)
+                bounds = (corners.amin(dim=0), (corners + cell_size).amax(dim=0))
+            cached = (key, bounds)
+            object.__setattr__(self, "_bounds_cache", cached)  # not a buffer: derived, never saved
+        return cached[1]
 
     def _march_steps(self, origins, directions, near, far, first, n_steps, step_size: float, rays: torch.Tensor) -> RaySamples:
         """The PyTorch reference of one chunk of `march`: the kept steps of `rays` (n,), densely."""

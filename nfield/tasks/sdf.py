@@ -96,12 +96,15 @@ class SDFTaskConfig:
     mesh_resolution: int = 256  # marching-cubes samples per axis for the exported mesh
     metric_points: int = 2**17  # surface samples per side for Chamfer / normal consistency
     iou_points: int = 2**18  # uniform points for volumetric IoU
-    preview_width: int = 640
+    preview_width: int = 640  # render.png, pixels
     preview_height: int = 360
     chunk: int = 2**17  # points per forward pass when evaluating the field without gradients
 
     def validate(self) -> None:
-        sizes = "batch_size pool_size resample_every candidate_batches octree_points eval_points metric_points iou_points"
+        sizes = (
+            "batch_size pool_size resample_every candidate_batches octree_points eval_points metric_points iou_points "
+            "preview_width preview_height"
+        )
         for name in sizes.split():
             if getattr(self, name) <= 0:
                 raise NfieldError(f"{name} must be positive, got {getattr(self, name)}")

@@ -8,13 +8,16 @@ CUDA from the gpu-marked tests, at sizes that cross block boundaries and int32 i
 
 Each check draws fresh random inputs, poisons outputs where the kernel allocates them, and raises
 AssertionError with the offending error; `main` prints one line per check ("NAME: ok: ..." or
-"NAME: FAIL: ...", every check running whatever the others did) and exits 1 when any failed.
+"NAME: FAIL: ...", every check running whatever the others did) and exits 1 when any failed. In the
+interpreter every memory access is bounds-checked (`interpreter_bounds`): a kernel that touches
+memory outside its launch's tensors fails its check, and a last line counts the accesses checked.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 import time
 from pathlib import Path
@@ -26,7 +29,7 @@ from nfield.encodings.grid import interpolate_reference
 from nfield.networks import MLP, MLPConfig
 from nfield.render.samplers import OccupancyGrid, OccupancyGridConfig, RaySamples
 from nfield.render.volume import composite, render_weights
-from tests.kernels import hopper_compile
+from tests.kernels import hopper_compile, interpreter_bounds
 
 
 def relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
@@ -233,31 +236,170 @@ def check_march(device: str, size: str) -> str:
 
 
 # ------------------------------------------------------------------------------------------ MLP
+def fused_reference(net: MLP, x: torch.Tensor) -> torch.Tensor:
+    """`net` in float32 with the fused kernels' float16 roundings (`reference_mlp`)."""
+    from nfield.kernels.tiny_mlp import FUSED_ACTIVATIONS, reference_mlp
+
+    linears = list(net.layers)[0::2]
+    codes = [FUSED_ACTIVATIONS[name.lower().replace("_", "")] for name in (net.cfg.activation, net.cfg.output_activation)]
+    return reference_mlp(x, [m.weight for m in linears], [m.bias for m in linears], *codes, float16=True)
+
+
 def check_mlp(device: str, size: str) -> str:
+    """Every launch configuration (`VARIANTS`; on CUDA the one the GPU's probe settled on, since a
+    variant that faults poisons the process) against the reference with the kernels' float16
+    roundings, forward and backward; the float32 network's forward within float16's error."""
+    from nfield.kernels.mlp_variants import variant_for
+    from nfield.kernels.tiny_mlp import VARIANTS
+
+    variants = VARIANTS if torch.device(device).type == "cpu" else (variant_for(torch.device(device)),)
+
     torch.manual_seed(5)
     n = 300 if size == "small" else 2**18 + 11
     cases = [(32, 2, "relu", "none", 32, 16), (48, 1, "tanh", "sigmoid", 20, 3), (16, 3, "softplus", "leaky_relu", 7, 4)]
     if size == "large":
         cases += [(64, 2, "relu", "none", 32, 16), (128, 2, "relu", "sigmoid", 64, 3)]
     worst = {"forward": 0.0, "backward": 0.0}
-    for width, layers, act, out_act, in_dim, out_dim in cases:
-        net = MLP(in_dim, out_dim, MLPConfig(n_neurons=width, n_hidden_layers=layers, activation=act, output_activation=out_act))
-        net = net.to(device)
-        x = torch.randn(n, in_dim + 3, device=device)[:, 3:].requires_grad_()  # non-contiguous
-        net.set_backend("torch")
-        want = net(x)
-        cotangent = torch.randn_like(want)
-        grads_want = torch.autograd.grad(want, [x, *net.parameters()], cotangent)
-        net.set_backend("triton")
-        got = net(x)
-        grads_got = torch.autograd.grad(got, [x, *net.parameters()], cotangent)
-        label = f"MLP {width}x{layers} {act}/{out_act}"
-        worst["forward"] = max(worst["forward"], assert_close(f"{label} forward", got, want, 3e-3))
-        for index, (a, b) in enumerate(zip(grads_got, grads_want)):
-            worst["backward"] = max(worst["backward"], assert_close(f"{label} gradient {index}", a, b, 5e-3))
-        with torch.no_grad():
-            assert_close(f"{label} inference", net(x), want, 3e-3)
-    return f"float16 vs float32 reference: forward {worst['forward']:.1e}, backward {worst['backward']:.1e}"
+    for variant in variants:
+        for width, layers, act, out_act, in_dim, out_dim in cases:
+            config = MLPConfig(n_neurons=width, n_hidden_layers=layers, activation=act, output_activation=out_act)
+            net = MLP(in_dim, out_dim, config).to(device)
+            x = torch.randn(n, in_dim + 3, device=device)[:, 3:].requires_grad_()  # non-contiguous
+            net.set_backend("torch")
+            full = net(x)
+            want = fused_reference(net, x)
+            cotangent = torch.randn_like(want)
+            grads_want = torch.autograd.grad(want, [x, *net.parameters()], cotangent)
+            net.set_backend("triton")
+            with forced_variant(variant.name):
+                got = net(x)
+                grads_got = torch.autograd.grad(got, [x, *net.parameters()], cotangent)
+                label = f"MLP {variant.name} {width}x{layers} {act}/{out_act}"
+                assert_close(f"{label} forward against float32", got, full, 3e-3)
+                worst["forward"] = max(worst["forward"], assert_close(f"{label} forward", got, want, 1e-3))
+                for index, (a, b) in enumerate(zip(grads_got, grads_want)):
+                    worst["backward"] = max(worst["backward"], assert_close(f"{label} gradient {index}", a, b, 5e-3))
+                with torch.no_grad():
+                    assert_close(f"{label} inference", net(x), want, 1e-3)
+    names = ", ".join(v.name for v in variants)
+    return f"{names} against the float16-rounded reference: forward {worst['forward']:.1e}, backward {worst['backward']:.1e}"
+
+
+@contextlib.contextmanager
+def forced_variant(name: str):
+    """Run the fused MLP's launches in the block with the variant called `name`."""
+    from nfield.kernels.mlp_variants import ENVIRONMENT_VARIABLE
+
+    before = os.environ.get(ENVIRONMENT_VARIABLE)
+    os.environ[ENVIRONMENT_VARIABLE] = name
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ[ENVIRONMENT_VARIABLE]
+        else:
+            os.environ[ENVIRONMENT_VARIABLE] = before
+
+
+def check_mlp_offsets(device: str, size: str) -> str:
+    """Offsets of saved layers past 2^31 elements: 2^24 rows at width 64 with 3 hidden layers.
+
+    In the interpreter only the first block of rows is launched (so only its rows are computed) over
+    a saved-activation buffer sized for all 2^24 rows (6 GiB, reserved but untouched): the third
+    layer starts 2^31 elements in, where int32 offsets wrap and the bounds check stops the store.
+    On CUDA the whole launch runs and its last rows are compared."""
+    from nfield.kernels.tiny_mlp import (
+        VARIANTS,
+        PackedWeights,
+        _forward,
+        _mlp_backward_kernel,
+        _mlp_forward_kernel,
+        reference_mlp,
+    )
+
+    torch.manual_seed(6)
+    n, width, layers = 2**24, 64, 3
+    weights = (
+        [torch.randn(width, 32) / 32**0.5]
+        + [torch.randn(width, width) / 8 for _ in range(layers - 1)]
+        + [torch.randn(16, width) / 8]
+    )
+    biases = [torch.randn(w.shape[0]) * 0.1 for w in weights]
+    weights, biases = [w.to(device) for w in weights], [b.to(device) for b in biases]
+    packed = PackedWeights(weights, biases)
+    if size == "large":
+        x = torch.randn(n, 32, device=device)
+        out, saved = _forward(x, packed, 1, 0, True, VARIANTS[0])
+        rows = slice(n - 4096, n)
+        want = reference_mlp(x[rows], weights, biases, 1, 0, float16=True)
+        error = assert_close("forward at int64 offsets", out[rows, :16], want, 3e-3)
+        return f"last rows of {n} (3 saved layers of 2^30 values): {error:.1e}"
+    block = VARIANTS[0].block_m
+    x = torch.randn(block, 32)
+    out = torch.empty(block, packed.O)
+    saved = torch.empty(layers, n, packed.H, dtype=torch.float16)  # 6 GiB of address space; the block touches a few pages
+    _mlp_forward_kernel[(1,)](
+        x, x.stride(0), x.stride(1), packed.w_in, packed.b_in, packed.w_hidden, packed.b_hidden, packed.w_out, packed.b_out,
+        out, saved, n, 32, layers, K=32, H=packed.H, O=packed.O, ACT=1, OUT_ACT=0, SAVE=True, BLOCK_M=block,
+    )  # fmt: skip
+    hidden = x
+    for layer in range(layers):
+        hidden = torch.relu(torch.nn.functional.linear(hidden, weights[layer], biases[layer]))
+    forward = assert_close("third saved layer at 2^31 elements", saved[layers - 1, :block].float(), hidden, 3e-3)
+    grad = torch.randn(block, 16)
+    grad_z = torch.empty(layers, n, packed.H, dtype=torch.float16)
+    grad_z_out = torch.empty(block, packed.O, dtype=torch.float16)
+    grad_x = torch.empty(block, 32)
+    _mlp_backward_kernel[(1,)](
+        grad, grad.stride(0), grad.stride(1), out, saved, packed.w_in, packed.w_hidden, packed.w_out, grad_z, grad_z_out,
+        grad_x, n, 32, 16, layers, K=32, H=packed.H, O=packed.O, ACT=1, OUT_ACT=0, NEED_X=True, BLOCK_M=block,
+    )  # fmt: skip
+    xr = x.clone().requires_grad_()
+    (want_x,) = torch.autograd.grad(reference_mlp(xr, weights, biases, 1, 0, float16=True), xr, grad)
+    backward = assert_close("input gradient through layers at 2^31 elements", grad_x, want_x, 2e-3)
+    return f"saved layer 3 {forward:.1e}, backward {backward:.1e} (2^24 rows x 64 x 3 layers)"
+
+
+def check_mlp_weight_gradients(device: str, size: str) -> str:
+    """Weight gradients whose row sums pass float16's range (65504) stay finite and right: 4,096
+    rows of a cotangent of 100 sum to ~4e5 in the output layer's bias and weights."""
+    torch.manual_seed(7)
+    n = 4096 if size == "small" else 2**18 + 11
+    net = MLP(32, 16, MLPConfig(n_neurons=64, n_hidden_layers=2)).to(device)
+    x = torch.rand(n, 32, device=device) + 1.0  # positive inputs: products that add up
+    cotangent = torch.full((n, 16), 100.0 if size == "small" else 1.0, device=device)
+    want = torch.autograd.grad(fused_reference(net, x), list(net.parameters()), cotangent)
+    net.set_backend("triton")
+    got = torch.autograd.grad(net(x), list(net.parameters()), cotangent)
+    largest = max(float(g.abs().max()) for g in want)
+    assert largest > 65504, f"the check's gradients ({largest:.3g}) do not pass float16's range"
+    worst = max(
+        assert_close(f"weight gradient {i} beyond float16's range", a, b, 2e-3) for i, (a, b) in enumerate(zip(got, want))
+    )
+    return f"gradients up to {largest:.2g}: {worst:.1e}"
+
+
+def check_mlp_double_backward(device: str, size: str) -> str:
+    """An eikonal-style loss on the input gradient (create_graph=True) trains the fused network's
+    weights exactly as the reference does (second derivatives through `reference_mlp`)."""
+    torch.manual_seed(8)
+    n = 200 if size == "small" else 2**16
+    net = MLP(35, 1, MLPConfig(n_neurons=128, n_hidden_layers=1, activation="softplus")).to(device)
+    x = torch.randn(n, 35, device=device)
+
+    def eikonal(backend: str) -> list[torch.Tensor]:
+        net.set_backend(backend)
+        points = x.clone().requires_grad_()
+        (gradient,) = torch.autograd.grad(net(points).sum(), points, create_graph=True)
+        loss = ((gradient.norm(dim=-1) - 1) ** 2).mean()
+        grads = torch.autograd.grad(loss, weights, allow_unused=True)  # the output bias has no say in the slope
+        return [torch.zeros_like(w) if g is None else g for g, w in zip(grads, weights)]
+
+    weights = [p for name, p in net.named_parameters() if name.endswith("weight")]
+    want, got = eikonal("torch"), eikonal("triton")
+    assert all(float(g.norm()) > 0 for g in want[:-1]), "the check's eikonal loss does not reach the weights"
+    worst = max(assert_close(f"eikonal gradient {i}", a, b, 5e-3) for i, (a, b) in enumerate(zip(got, want)))
+    return f"second derivatives w.r.t. the weights: {worst:.1e}"
 
 
 # ------------------------------------------------------------------------------- mesh distance
@@ -291,6 +433,9 @@ CHECKS = {
     "composite": check_composite,
     "march": check_march,
     "mlp": check_mlp,
+    "mlp_offsets": check_mlp_offsets,
+    "mlp_weight_gradients": check_mlp_weight_gradients,
+    "mlp_double_backward": check_mlp_double_backward,
     "mesh_distance": check_mesh_distance,
 }
 
@@ -305,17 +450,27 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(args.checks) - set(CHECKS))
     if unknown:
         parser.error(f"unknown checks {unknown}; choose from {', '.join(CHECKS)}")
+    interpreted = os.environ.get("TRITON_INTERPRET") == "1"
     failed = []
-    with hopper_compile.recording(args.record) if args.record else contextlib.nullcontext():
+    with contextlib.ExitStack() as stack:
+        if args.record:
+            stack.enter_context(hopper_compile.recording(args.record))
+        bounds = stack.enter_context(interpreter_bounds.bounds_checked()) if interpreted else None
         for name in args.checks or list(CHECKS):
             started = time.perf_counter()
             try:
                 result = CHECKS[name](args.device, args.size)
-            except AssertionError as error:  # the other checks still run
+            except Exception as error:  # noqa: BLE001 - a failed check (or an out-of-bounds access) is reported; the others still run
                 failed.append(name)
-                print(f"{name}: FAIL: {error} [{time.perf_counter() - started:.1f} s]", flush=True)
+                cause = error.__cause__ if error.__cause__ is not None else error
+                print(f"{name}: FAIL: {cause} [{time.perf_counter() - started:.1f} s]", flush=True)
             else:
                 print(f"{name}: ok: {result} [{time.perf_counter() - started:.1f} s]", flush=True)
+    if bounds is not None:
+        print(
+            f"bounds: {bounds.accesses:,} active accesses of {bounds.launches} launches ({len(bounds.kernels)} kernels) "
+            "inside their tensors"
+        )
     return 1 if failed else 0
 
 
