@@ -1,4 +1,6 @@
+import json
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,6 +14,7 @@ os.environ["NFIELD_CURVES"] = "0"
 # session from the CLI and shared by the NeRF task, geometry and distillation tests: about 20 s on 2 cores.
 NGP_RUN = ("--n-levels", 8, "--log2-hashmap-size", 14, "--grid-resolution", 32, "--grid-warmup", 32, "--steps-per-ray", 64)
 NGP_RUN += ("--batch-rays", 256, "--steps", 250, "--eval-every", 0, "--no-progress", "--device", "cpu")
+BUNNY = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "sdf" / "bunny.obj"
 
 
 def pytest_collection_modifyitems(config, items):
@@ -38,3 +41,17 @@ def ngp_run(tmp_path_factory):
     finally:
         torch.set_num_threads(threads)
     return out
+
+
+@pytest.fixture(scope="session")
+def bunny_run(tmp_path_factory):
+    """A short NGLOD fit of the bunny (4 LODs, 16 features, 120 steps; the SDF acceptance run), shared
+    by the fit-sdf and NGLOD-tracing tests: (its run directory, its metrics.jsonl lines)."""
+    from nfield.cli import main
+
+    if not BUNNY.exists():
+        pytest.skip("shared data not available")
+    out = tmp_path_factory.mktemp("sdf") / "bunny"
+    argv = ("fit-sdf", BUNNY, "--lods", 4, "--feature-dim", 16, "--batch-size", 4096, "--steps", 120, "--mesh-resolution", 96)
+    assert main([str(a) for a in (*argv, "--out", out, "--no-progress")]) == 0
+    return out, [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]

@@ -16,7 +16,7 @@ from nfield.cli import main
 
 BUNNY = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "sdf" / "bunny.obj"
 pytestmark = pytest.mark.skipif(not BUNNY.exists(), reason="shared data not available")
-SMALL_NGLOD = ("--lods", 4, "--feature-dim", 16, "--batch-size", 4096)
+SMALL_NGLOD = ("--lods", 4, "--feature-dim", 16, "--batch-size", 4096)  # bunny_run's (tests/conftest.py)
 
 
 def run(capsys, *argv):
@@ -36,18 +36,6 @@ def small_previews(monkeypatch):
     monkeypatch.setattr(
         sdf_task, "render_view_to_files", lambda model, out, **kw: render(model, out, **{**kw, "width": 64, "height": 36})
     )
-
-
-@pytest.fixture(scope="module")
-def bunny_run(tmp_path_factory):
-    """A short NGLOD fit of the bunny (the acceptance run); returns (run dir, final JSON)."""
-    out = tmp_path_factory.mktemp("sdf") / "bunny"
-    status = main(
-        [str(a) for a in ("fit-sdf", BUNNY, *SMALL_NGLOD, "--steps", 120, "--mesh-resolution", 96, "--out", out, "--no-progress")]
-    )
-    assert status == 0
-    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    return out, metrics
 
 
 def test_short_nglod_fit_of_the_bunny_exports_a_mesh_within_chamfer_0_01(bunny_run, capsys):

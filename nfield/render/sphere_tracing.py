@@ -2,14 +2,20 @@
 
 `sphere_trace` finds where rays first cross the zero level set of an SDF (any callable mapping
 (M, 3) points to (M,) signed distances, such as a neural field). Each ray is first clipped to an
-axis-aligned bounding box; then, at every iteration, the SDF is evaluated only at the rays still
-marching (the active set is compacted every iteration), a ray whose |distance| < hit_eps is a
-hit, and the others advance by step_scale * distance (Hart 1996). An optional occupancy structure
-(`empty_space`, e.g. a sparse octree as in NGLOD) lets rays jump over empty boxes without
-evaluating the SDF there.
+axis-aligned bounding box; then, at every iteration, the SDF is evaluated at the rays still
+marching, a ray whose |distance| < max(hit_eps, footprint * t) is a hit (no finer than a pixel's
+footprint at its distance, when `footprint` is the camera's angle per pixel), and the others
+advance by step_scale * distance (Hart 1996). An optional occupancy structure (`empty_space`, e.g.
+a sparse octree as in NGLOD) lets rays jump over empty boxes without evaluating the SDF there.
+The active set is compacted every `compact_every` iterations: every iteration on the CPU, where a
+compaction costs only its own work; every 4 on CUDA, where each costs a host synchronisation, and
+finished rays ride along (masked) in between.
 
-`render_sdf` ties it together with `nfield.render.cameras`: rays per pixel, trace, normals by
-autograd, shading. All of it runs on the device the rays (or the pose) are on.
+`render_surface` ties a tracer to `nfield.render.cameras`: rays per pixel, trace, shading, with no
+host synchronisation of its own. A tracer (`SurfaceTracer`) returns hits and normals, so a field
+with a fused tracer of its own (NGLOD's, `nfield.fields.nglod_tracing`) plugs in; `render_sdf`
+uses `sphere_trace` with normals by autograd (`sdf_normals`) or by tetrahedral differences
+(`tetrahedral_normals`). All of it runs on the device the rays (or the pose) are on.
 
 Example::
 
@@ -41,6 +47,7 @@ holding each point, meaningful where `empty` is True."""
 Bound = float | Sequence[float] | torch.Tensor  # a scalar, (3,) or (N, 3) box corner
 
 _JUMP_EPS = 1e-5  # how far past the exit of an empty box a ray lands, world units
+_TETRAHEDRON = ((1.0, -1.0, -1.0), (-1.0, -1.0, 1.0), (-1.0, 1.0, -1.0), (1.0, 1.0, 1.0))  # normals' sample directions
 
 # Clay matcap, in view space (camera +x right, +y up, +z towards the viewer).
 _CLAY_ALBEDO = (0.80, 0.71, 0.62)
@@ -59,10 +66,12 @@ class SphereTraceResult:
     t: (N,) distance along each (unit) ray from its origin: the hit for hits; for misses the
         last value marched to (past the end of the interval, or where the steps ran out), or
         max(near, box entry) / `near` for rays that were never marched.
-    hit: (N,) bool, True where the ray reached |sdf| < hit_eps inside its interval.
+    hit: (N,) bool, True where the ray reached |sdf| < max(hit_eps, footprint t) inside its interval.
     positions: (N, 3) origins + t * directions.
     n_steps: iterations of the marching loop that ran.
-    n_evaluations: SDF evaluations in total (points, over all iterations).
+    n_evaluations: SDF evaluations in total (points, over all iterations; between compactions the
+        finished rays riding along count too).
+    evaluations: (N,) int32 SDF evaluations of each ray while it marched.
     """
 
     t: torch.Tensor
@@ -70,6 +79,29 @@ class SphereTraceResult:
     positions: torch.Tensor
     n_steps: int
     n_evaluations: int
+    evaluations: torch.Tensor
+
+
+@dataclass(frozen=True)
+class TracedSurface:
+    """Where rays meet a surface, as a `SurfaceTracer` returns it.
+
+    t: (N,) distance along each unit ray to its hit (meaningless for misses).
+    hit: (N,) bool.
+    normals: (N, 3) unit outward normals at the hits, zero at misses.
+    evaluations: (N,) int32 SDF evaluations of each ray while tracing (normals not counted).
+    """
+
+    t: torch.Tensor
+    hit: torch.Tensor
+    normals: torch.Tensor
+    evaluations: torch.Tensor
+
+
+SurfaceTracer = Callable[[torch.Tensor, torch.Tensor, float, int], TracedSurface]
+"""(origins (N, 3), unit directions (N, 3), footprint, width) -> `TracedSurface`. The rays are an
+image's pixels in row-major order, `width` per row; `footprint` is the angle one pixel spans
+(radians), so a hit threshold no finer than a pixel at distance t is footprint * t."""
 
 
 def ray_box_intersection(
@@ -138,6 +170,12 @@ def _empty_boxes(empty_space: EmptySpaceFn, points: torch.Tensor) -> tuple[torch
     return lo, hi, empty
 
 
+def default_compaction(device: torch.device) -> int:
+    """Iterations between compactions of the active rays: 1 on the CPU (a compaction is only its own
+    work, and saves evaluating finished rays), 4 elsewhere (each costs a host synchronisation)."""
+    return 1 if torch.device(device).type == "cpu" else 4
+
+
 @torch.no_grad()
 def sphere_trace(
     sdf_fn: SdfFn,
@@ -151,10 +189,12 @@ def sphere_trace(
     # marching
     max_steps: int = 128,
     hit_eps: float = 1e-3,
+    footprint: float = 0.0,
     step_scale: float = 1.0,
     # cost
     empty_space: EmptySpaceFn | None = None,
     chunk: int = 2**18,
+    compact_every: int | None = None,
 ) -> SphereTraceResult:
     """First crossing of the SDF's zero level set along each ray, by sphere tracing.
 
@@ -164,7 +204,8 @@ def sphere_trace(
 
     - jumps, if `empty_space` says p is empty: t moves to the exit of p's empty box plus 1e-5,
       without evaluating the SDF; or
-    - evaluates the SDF: |sdf(p)| < hit_eps is a hit at t, else t += step_scale * sdf(p).
+    - evaluates the SDF: |sdf(p)| < max(hit_eps, footprint t) is a hit at t, else
+      t += step_scale * sdf(p).
 
     A ray whose t leaves its interval (or becomes NaN) is a miss, as is a ray still marching after
     `max_steps` iterations (jumps count as iterations). A ray starting inside the surface steps
@@ -182,14 +223,20 @@ def sphere_trace(
             or (N, 3) tensors.
         max_steps: the most iterations any ray takes.
         hit_eps: hit threshold on |sdf|, world units.
+        footprint: radians per pixel of the camera the rays come from (0: none); the threshold at
+            distance t is then never finer than footprint * t, the pixel's footprint there.
         step_scale: fraction of the distance a step advances, in (0, 2).
         empty_space: optional occupancy structure, (M, 3) points -> (lo (M, 3), hi (M, 3),
             empty (M,) bool) giving the largest empty axis-aligned box holding each point (meaningful
             where empty is True); a point must lie in its own box.
         chunk: the most points per SDF call.
+        compact_every: iterations between compactions of the active rays (None:
+            `default_compaction` for the rays' device). With 1, only the rays still marching are
+            evaluated; with more, the rays of the last compaction are (finished ones masked), so
+            an iteration needs no host synchronisation.
 
     Returns:
-        A `SphereTraceResult` (t, hit, positions per ray; n_steps, n_evaluations in total).
+        A `SphereTraceResult` (t, hit, positions, evaluations per ray; n_steps, n_evaluations in total).
 
     Example::
 
@@ -208,10 +255,15 @@ def sphere_trace(
         raise NfieldError(f"sphere_trace: max_steps must be a positive integer, got {max_steps!r}")
     if not hit_eps > 0:
         raise NfieldError(f"sphere_trace: hit_eps must be a positive distance, got {hit_eps!r}")
+    if not footprint >= 0:
+        raise NfieldError(f"sphere_trace: footprint must be an angle >= 0 (radians per pixel), got {footprint!r}")
     if not 0 < step_scale < 2:
         raise NfieldError(f"sphere_trace: step_scale must lie in (0, 2), got {step_scale!r}")
     if not (isinstance(chunk, int) and chunk >= 1):
         raise NfieldError(f"sphere_trace: chunk must be a positive integer, got {chunk!r}")
+    compact_every = default_compaction(origins.device) if compact_every is None else compact_every
+    if not (isinstance(compact_every, int) and compact_every >= 1):
+        raise NfieldError(f"sphere_trace: compact_every must be a positive integer, got {compact_every!r}")
     if len(bounds) != 2:
         raise NfieldError(f"sphere_trace: bounds must be a pair (lo, hi) of box corners, got {len(bounds)} values")
 
@@ -219,32 +271,61 @@ def sphere_trace(
     start, end = t_near.clamp_min(near), t_far.clamp_max(far)
     t = torch.where(in_box, start, torch.full_like(start, near))
     hit = torch.zeros_like(in_box)
+    evaluations = torch.zeros(len(origins), dtype=torch.int32, device=origins.device)
     index = torch.nonzero(in_box & (start <= end)).squeeze(1)
-    # the active rays, compacted every iteration
+    # the active rays, compacted every compact_every iterations
     o, d, t_active, lower, upper = origins[index], directions[index], t[index], start[index], end[index]
     n_steps = n_evaluations = 0
     while len(index) and n_steps < max_steps:
-        n_steps += 1
-        points = torch.addcmul(o, t_active[:, None], d)
-        marching = torch.ones_like(index, dtype=torch.bool)
-        if empty_space is not None:
-            box_lo, box_hi, empty = _empty_boxes(empty_space, points)
-            _, exit_t, _ = ray_box_intersection(points[empty], d[empty], box_lo[empty], box_hi[empty])
-            t_active[empty] += exit_t.clamp_min(0.0) + _JUMP_EPS
-            marching = ~empty
-        distances = _evaluate(sdf_fn, points[marching], chunk)
-        n_evaluations += len(distances)
-        close = distances.abs() < hit_eps
-        t_active[marching] += step_scale * torch.where(close, 0.0, distances)
-        reached = torch.zeros_like(marching)
-        reached[marching] = close
-        done = reached | ~((t_active >= lower) & (t_active <= upper))
+        running = torch.ones_like(index, dtype=torch.bool)  # still marching since the last compaction
+        reached = torch.zeros_like(running)
+        for _ in range(min(compact_every, max_steps - n_steps)):
+            n_steps += 1
+            points = torch.addcmul(o, t_active[:, None], d)
+            threshold = torch.clamp_min(footprint * t_active, hit_eps) if footprint > 0 else hit_eps
+            if compact_every == 1:  # evaluate exactly the rays marching here, by index
+                marching = None  # all of them
+                if empty_space is not None:
+                    box_lo, box_hi, empty = _empty_boxes(empty_space, points)
+                    jump, marching = torch.nonzero(empty).squeeze(1), torch.nonzero(~empty).squeeze(1)
+                    _, exit_t, _ = ray_box_intersection(points[jump], d[jump], box_lo[jump], box_hi[jump])
+                    t_active.index_add_(0, jump, exit_t.clamp_min(0.0) + _JUMP_EPS)
+                    points = points[marching]
+                distances = _evaluate(sdf_fn, points, chunk)
+                if footprint > 0:
+                    threshold = threshold if marching is None else threshold[marching]
+                close = distances.abs() < threshold
+                step = step_scale * torch.where(close, 0.0, distances)
+                if marching is None:
+                    t_active, reached = t_active + step, close
+                    evaluations.index_add_(0, index, torch.ones_like(index, dtype=torch.int32))
+                else:
+                    t_active.index_add_(0, marching, step)
+                    reached[marching] = close
+                    evaluations.index_add_(0, index[marching], torch.ones_like(marching, dtype=torch.int32))
+                n_evaluations += len(distances)
+            else:  # every ray of the last compaction, finished ones masked: no host synchronisation
+                marching = running
+                step = torch.zeros_like(t_active)
+                if empty_space is not None:
+                    box_lo, box_hi, empty = _empty_boxes(empty_space, points)
+                    _, exit_t, _ = ray_box_intersection(points, d, box_lo, box_hi)
+                    step = torch.where(empty, exit_t.clamp_min(0.0) + _JUMP_EPS, step)
+                    marching = running & ~empty
+                distances = _evaluate(sdf_fn, points, chunk)
+                close = marching & (distances.abs() < threshold)
+                step = torch.where(marching & ~close, step_scale * distances, step)
+                t_active = torch.where(running, t_active + step, t_active)
+                reached = reached | close
+                evaluations.index_add_(0, index, marching.to(torch.int32))
+                n_evaluations += len(distances)
+            running = running & ~reached & (t_active >= lower) & (t_active <= upper)
+        done = ~running
         hit[index[reached]] = True
         t[index[done]] = t_active[done]
-        keep = ~done
-        index, o, d, t_active, lower, upper = (x[keep] for x in (index, o, d, t_active, lower, upper))
+        index, o, d, t_active, lower, upper = (x[running] for x in (index, o, d, t_active, lower, upper))
     t[index] = t_active
-    return SphereTraceResult(t, hit, torch.addcmul(origins, t[:, None], directions), n_steps, n_evaluations)
+    return SphereTraceResult(t, hit, torch.addcmul(origins, t[:, None], directions), n_steps, n_evaluations, evaluations)
 
 
 def sdf_normals(sdf_fn: SdfFn, points: torch.Tensor, chunk: int = 2**16) -> torch.Tensor:
@@ -281,6 +362,40 @@ def sdf_normals(sdf_fn: SdfFn, points: torch.Tensor, chunk: int = 2**16) -> torc
     length = gradient.norm(dim=-1, keepdim=True)
     valid = torch.isfinite(length) & (length > 0)
     return torch.where(valid, gradient / torch.where(valid, length, 1.0), 0.0).detach()
+
+
+@torch.no_grad()
+def tetrahedral_normals(sdf_fn: SdfFn, points: torch.Tensor, step: float = 1e-3, chunk: int = 2**18) -> torch.Tensor:
+    """Unit normals from four SDF samples on a tetrahedron around each point (no autograd).
+
+    With k in {(1, -1, -1), (-1, -1, 1), (-1, 1, -1), (1, 1, 1)}, n = sum_k k sdf(p + step k) is
+    4 step times the gradient up to second order; normalised. Four evaluations, in one call of
+    (4 N, 3) points, cost less than an autograd backward and need no graph. Points where n is
+    zero or not finite get (0, 0, 0).
+
+    Args:
+        sdf_fn: (M, 3) points -> (M,) signed distances.
+        points: (N, 3) where to take the normals.
+        step: the tetrahedron's half size, world units.
+        chunk: the most points per SDF call.
+
+    Returns:
+        (N, 3) unit normals (or zeros), in the points' dtype.
+
+    Example::
+
+        >>> tetrahedral_normals(lambda p: p.norm(dim=-1) - 1.0, torch.tensor([[0.0, 2.0, 0.0]]))
+        tensor([[0., 1., 0.]])
+    """
+    if len(points) == 0:
+        return torch.zeros_like(points)
+    offsets = torch.tensor(_TETRAHEDRON, dtype=points.dtype, device=points.device)
+    samples = (points[None] + step * offsets[:, None]).reshape(-1, 3)
+    distances = _evaluate(sdf_fn, samples, chunk).view(4, len(points))
+    gradient = (distances[..., None] * offsets[:, None]).sum(0)
+    length = gradient.norm(dim=-1, keepdim=True)
+    valid = torch.isfinite(length) & (length > 0)
+    return torch.where(valid, gradient / torch.where(valid, length, 1.0), 0.0)
 
 
 def shade_normals(normals: torch.Tensor) -> torch.Tensor:
@@ -324,6 +439,94 @@ def shade_matcap(normals: torch.Tensor, c2w: torch.Tensor) -> torch.Tensor:
     return rgb.clamp(0.0, 1.0)
 
 
+def render_surface(
+    tracer: SurfaceTracer,
+    camera: PinholeCamera,
+    c2w: torch.Tensor,
+    *,
+    shading: str = "normal",
+    background: Sequence[float] = (1.0, 1.0, 1.0),
+) -> dict[str, Any]:
+    """Render a surface from a pinhole camera: rays per pixel, `tracer`, shading.
+
+    Nothing here waits for the device: hit pixels are chosen by masks, not by indexing, so a
+    tracer that synchronises nothing (a fused kernel) renders a frame in a fixed number of launches.
+
+    Args:
+        tracer: a `SurfaceTracer`; it gets the pixels' rays, the camera's angle per pixel (1 / fy)
+            and the image width.
+        camera: the intrinsics; the image is camera.height x camera.width.
+        c2w: (4, 4) camera-to-world pose; the image is computed on its device.
+        shading: "normal" (`shade_normals`) or "matcap" (`shade_matcap`).
+        background: rgb in [0, 1] of pixels whose ray misses.
+
+    Returns:
+        A dict with
+        rgb: (H, W, 3) float in [0, 1];
+        depth: (H, W) distance from the camera centre to the hit along the pixel's ray (not the
+            z-depth), inf at misses;
+        hit: (H, W) bool;
+        normals: (H, W, 3) unit world-space normals, zero at misses;
+        evaluations: (H, W) int32 SDF evaluations of each pixel's ray while tracing.
+    """
+    if shading not in SHADINGS:
+        raise NfieldError(f"render_sdf: unknown shading {shading!r}; choose one of {', '.join(SHADINGS)}")
+    values = [float(v) for v in background]  # checked on the host: a device-side check would wait for the device
+    if len(values) != 3 or not all(0 <= v <= 1 for v in values):
+        raise NfieldError(f"render_sdf: background must be three values in [0, 1], got {values}")
+    origins, directions = camera_rays(camera, c2w)
+    background = torch.tensor(values, dtype=origins.dtype, device=origins.device)
+    traced = tracer(origins, directions, 1.0 / camera.fy, camera.width)
+    shaded = shade_normals(traced.normals) if shading == "normal" else shade_matcap(traced.normals, c2w)
+    rgb = torch.where(traced.hit[:, None], shaded, background)
+    shape = (camera.height, camera.width)
+    return {
+        "rgb": rgb.reshape(*shape, 3),
+        "depth": torch.where(traced.hit, traced.t, torch.inf).reshape(shape),
+        "hit": traced.hit.reshape(shape),
+        "normals": torch.where(traced.hit[:, None], traced.normals, 0.0).reshape(*shape, 3),
+        "evaluations": traced.evaluations.reshape(shape),
+    }
+
+
+def sdf_tracer(
+    sdf_fn: SdfFn,
+    *,
+    empty_space: EmptySpaceFn | None = None,
+    normals: str = "autograd",
+    normal_step: float = 1e-3,
+    pixel_footprint: float = 0.5,
+    **trace_kwargs: Any,
+) -> SurfaceTracer:
+    """A `SurfaceTracer` of any SDF: `sphere_trace`, then normals at the hits.
+
+    Args:
+        sdf_fn: (M, 3) points -> (M,) signed distances (see `sphere_trace`).
+        empty_space: optional occupancy structure (see `sphere_trace`).
+        normals: "autograd" (`sdf_normals`, the exact gradient) or "tetrahedral"
+            (`tetrahedral_normals` with `normal_step`, four evaluations and no graph).
+        normal_step: the tetrahedron's half size, world units.
+        pixel_footprint: the hit threshold is never finer than this many pixels' footprint at the
+            hit's distance (0: hit_eps alone).
+        trace_kwargs: passed on to `sphere_trace` (near, far, bounds, max_steps, hit_eps,
+            step_scale, chunk, compact_every).
+    """
+    if normals not in ("autograd", "tetrahedral"):
+        raise NfieldError(f"sdf_tracer: normals must be 'autograd' or 'tetrahedral', got {normals!r}")
+
+    def trace(origins: torch.Tensor, directions: torch.Tensor, footprint: float, width: int) -> TracedSurface:
+        result = sphere_trace(
+            sdf_fn, origins, directions, empty_space=empty_space, footprint=pixel_footprint * footprint, **trace_kwargs
+        )
+        at = result.positions[result.hit]
+        found = sdf_normals(sdf_fn, at) if normals == "autograd" else tetrahedral_normals(sdf_fn, at, normal_step)
+        unit = torch.zeros_like(origins)
+        unit[result.hit] = found
+        return TracedSurface(result.t, result.hit, unit, result.evaluations)
+
+    return trace
+
+
 def render_sdf(
     sdf_fn: SdfFn,
     camera: PinholeCamera,
@@ -334,7 +537,9 @@ def render_sdf(
     empty_space: EmptySpaceFn | None = None,
     **trace_kwargs: Any,
 ) -> dict[str, Any]:
-    """Render an SDF's surface from a pinhole camera: sphere trace, autograd normals, shading.
+    """Render an SDF's surface from a pinhole camera: sphere trace, normals, shading.
+
+    `render_surface` with `sdf_tracer(sdf_fn, empty_space=empty_space, **trace_kwargs)`.
 
     Args:
         sdf_fn: (M, 3) points -> (M,) signed distances (see `sphere_trace`).
@@ -343,39 +548,14 @@ def render_sdf(
         shading: "normal" (`shade_normals`) or "matcap" (`shade_matcap`).
         background: rgb in [0, 1] of pixels whose ray misses.
         empty_space: optional occupancy structure (see `sphere_trace`).
-        trace_kwargs: passed on to `sphere_trace` (near, far, bounds, max_steps, hit_eps,
-            step_scale, chunk).
+        trace_kwargs: passed on to `sdf_tracer` (normals, normal_step, pixel_footprint) and
+            `sphere_trace` (near, far, bounds, max_steps, hit_eps, step_scale, chunk, compact_every).
 
     Returns:
-        A dict with
-        rgb: (H, W, 3) float in [0, 1];
-        depth: (H, W) distance from the camera centre to the hit along the pixel's ray (not the
-            z-depth), inf at misses;
-        hit: (H, W) bool;
-        normals: (H, W, 3) unit world-space normals, zero at misses;
-        n_evaluations: int, SDF points evaluated while tracing (normals not counted).
+        `render_surface`'s dict (rgb, depth, hit, normals, evaluations).
 
     Example: see the module docstring.
     """
-    if shading not in SHADINGS:
-        raise NfieldError(f"render_sdf: unknown shading {shading!r}; choose one of {', '.join(SHADINGS)}")
-    origins, directions = camera_rays(camera, c2w)
-    background = torch.as_tensor(background, dtype=origins.dtype, device=origins.device)
-    if background.shape != (3,) or not ((background >= 0) & (background <= 1)).all():
-        raise NfieldError(f"render_sdf: background must be three values in [0, 1], got {background.tolist()}")
-    result = sphere_trace(sdf_fn, origins, directions, empty_space=empty_space, **trace_kwargs)
-    normals = torch.zeros_like(origins)
-    normals[result.hit] = sdf_normals(sdf_fn, result.positions[result.hit])
-    rgb = background.expand_as(origins).clone()
-    if shading == "normal":
-        rgb[result.hit] = shade_normals(normals[result.hit])
-    else:
-        rgb[result.hit] = shade_matcap(normals[result.hit], c2w)
-    shape = (camera.height, camera.width)
-    return {
-        "rgb": rgb.reshape(*shape, 3),
-        "depth": torch.where(result.hit, result.t, torch.inf).reshape(shape),
-        "hit": result.hit.reshape(shape),
-        "normals": normals.reshape(*shape, 3),
-        "n_evaluations": result.n_evaluations,
-    }
+    return render_surface(
+        sdf_tracer(sdf_fn, empty_space=empty_space, **trace_kwargs), camera, c2w, shading=shading, background=background
+    )

@@ -1,8 +1,9 @@
 """Pictures of a fitted SDF: a sphere-traced view with its depth map, and turntable videos.
 
 Cameras orbit the normalised box's centre with +y up (the usual up axis of mesh files). NGLOD
-fields pass their octree to the tracer, so rays only march inside occupied cells of the queried
-LOD and jump over the rest.
+fields are traced by `nfield.fields.nglod_tracing` (one fused launch per frame on CUDA; on the CPU
+the PyTorch path), jumping over the empty cells of the queried LOD's octree; other fields by
+`nfield.render.sphere_tracing.sdf_tracer`.
 """
 
 from __future__ import annotations
@@ -18,15 +19,24 @@ from tqdm import tqdm
 from nfield.colormap import inferno
 from nfield.data.images import save_image
 from nfield.errors import NfieldError
+from nfield.fields.nglod_tracing import DEFAULTS, PIXEL_FOOTPRINT, nglod_tracer
 from nfield.fields.sdf import NGLODField, SDFField, distance_fn
 from nfield.render.camera_paths import orbit_poses
 from nfield.render.cameras import PinholeCamera
-from nfield.render.sphere_tracing import render_sdf
+from nfield.render.sphere_tracing import SurfaceTracer, render_surface, sdf_tracer
 from nfield.video import write_video
 
 #: Sphere tracing settings for fitted fields (normalised units): learned distances are only
-#: approximately 1-Lipschitz, so steps are shortened a little.
-TRACE = dict(max_steps=128, hit_eps=1e-3, step_scale=0.9)
+#: approximately 1-Lipschitz, so steps are shortened a little; hits are never finer than half a pixel.
+TRACE = dict(max_steps=DEFAULTS["max_steps"], hit_eps=DEFAULTS["hit_eps"], step_scale=DEFAULTS["step_scale"])
+
+
+def surface_tracer(model: SDFField | NGLODField, lod: int | None = None, skip_empty: bool = True) -> SurfaceTracer:
+    """How `model` is traced at `lod`: NGLOD's own tracer (skipping empty octree cells) unless
+    `skip_empty` is False, else sphere tracing the field with normals by autograd."""
+    if skip_empty and isinstance(model, NGLODField):
+        return nglod_tracer(model, lod)
+    return sdf_tracer(distance_fn(model, lod), pixel_footprint=PIXEL_FOOTPRINT, **TRACE)
 
 
 def render_view(
@@ -39,20 +49,11 @@ def render_view(
     fov: float = 40.0,
     skip_empty: bool = True,
 ) -> dict:
-    """Render `model` from the camera-to-world pose `c2w` (4, 4); see `render_sdf` for the result.
+    """Render `model` from the camera-to-world pose `c2w` (4, 4); see `render_surface` for the result.
     NGLOD fields skip empty octree cells unless `skip_empty` is False."""
     device = next(model.parameters()).device
-    empty_space = None
-    if skip_empty and isinstance(model, NGLODField):
-        level = model.n_lods - 1 if lod is None else lod
-        empty_space = lambda points: model.octree.empty_cell_bounds(points, max_level=level)  # noqa: E731
-    return render_sdf(
-        distance_fn(model, lod),
-        PinholeCamera.from_fov(width, height, fov),
-        c2w.to(device),
-        shading=shading,
-        empty_space=empty_space,
-        **TRACE,
+    return render_surface(
+        surface_tracer(model, lod, skip_empty), PinholeCamera.from_fov(width, height, fov), c2w.to(device), shading=shading
     )
 
 

@@ -30,13 +30,12 @@ import torch
 
 from nfield.colormap import inferno
 from nfield.fields.kilonerf import KiloNeRFField, cell_corners, occupied_cells
-from nfield.fields.sdf import NGLODField, distance_fn
 from nfield.render.camera_paths import orbit_poses
 from nfield.render.cameras import camera_rays
-from nfield.render.sphere_tracing import render_sdf
+from nfield.render.sphere_tracing import render_surface
 from nfield.tasks.image import ERROR_MAP_MAX
 from nfield.tasks.nerf import BACKGROUNDS, cameras_from_json, render_image
-from nfield.tasks.sdf_views import TRACE
+from nfield.tasks.sdf_views import surface_tracer
 from nfield.viewer.cameras import ViewCamera, browser_pose
 
 #: Grey behind the signal panels.
@@ -234,18 +233,12 @@ class SDFScene:
     def render_rows(self, camera: ViewCamera, first: int, last: int) -> np.ndarray:
         model = self.task.model
         lod = self.lod.value if self.lod else None
-        empty_space = None
-        if isinstance(model, NGLODField):
-            level = model.n_lods - 1 if lod is None else lod
-            empty_space = lambda points: model.octree.empty_cell_bounds(points, max_level=level)  # noqa: E731
         device = next(model.parameters()).device
-        result = render_sdf(
-            distance_fn(model, lod),
+        result = render_surface(
+            surface_tracer(model, lod),
             camera.rows(first, last),
             camera.c2w.to(device),
             shading=self.shading.value if self.shading else "matcap",
-            empty_space=empty_space,
-            **TRACE,
         )
         return result["rgb"].detach().float().cpu().numpy()
 

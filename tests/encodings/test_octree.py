@@ -262,36 +262,44 @@ def test_strict_loading_still_reports_missing_and_unexpected_keys():
 
 
 def test_empty_cell_bounds():
+    """Each empty point gets the wider of two empty boxes: its coarsest unoccupied octree cell, or
+    the cube of finest cells within d - 1 of its cell (d its Chebyshev distance to an occupied cell);
+    no occupied finest cell overlaps either. Occupied points get their finest cell."""
     cfg = OctreeFeaturesConfig(base_lod=1, n_lods=5, dilation=0)
     centre = torch.tensor([0.3, 0.2, -0.1], dtype=torch.float64)
     octree = SparseOctree.from_points(sphere_points(400, radius=0.35) + centre, cfg)
     finest = octree.n_lods - 1
+    r = octree.resolution(finest)
     near_surface = sphere_points(500, radius=0.35, seed=7) + centre
     edges = torch.tensor([[1.0, 1.0, 1.0], [-1.0, 0.0, 0.5], [1.2, 0.0, 0.0]])  # the last one outside the box
     x = torch.cat([random_points(1500, seed=6), near_surface, edges])
     lo, hi, empty = octree.empty_cell_bounds(x)
     assert lo.shape == hi.shape == x.shape and empty.shape == (len(x),)
     assert ((lo <= x) & (x <= hi)).all(dim=1)[: len(x) - 1].all()
-    width = hi - lo
-    assert (width == width[:, :1]).all()
-    levels = (torch.log2(2 / width[:, 0]) - octree.cfg.base_lod).round().long()
-    steps = (lo + 1) / width
-    assert torch.equal(steps, steps.round())  # boxes sit on their level's lattice
-    occupied_finest = octree.cell_occupied(x, finest)
     inside = (x.abs() <= 1).all(dim=1)
-    assert torch.equal(empty, inside & ~occupied_finest)
+    assert torch.equal(empty, inside & ~octree.cell_occupied(x, finest))
     assert 100 < empty.sum() < len(x) - 100
-    assert (levels[~empty] == finest).all()
-    assert len(set(levels[empty].tolist())) >= 3  # empty boxes at several levels
-    for n in range(len(x)):
-        level = levels[n].item()
-        centre = ((lo[n] + hi[n]) / 2)[None]
-        if empty[n]:
-            assert not octree.cell_occupied(centre, level)
-            assert level == 0 or octree.cell_occupied(centre, level - 1)
-        elif inside[n]:
-            assert octree.cell_occupied(centre, finest) and octree.cell_occupied(x[n : n + 1], finest)
-    assert not empty[-1] and levels[-1] == finest  # outside the box
+    cells_lo, cells_hi = ((lo + 1) / 2 * r).round().long(), ((hi + 1) / 2 * r).round().long()  # in finest cells
+    torch.testing.assert_close((cells_lo.double() / r) * 2 - 1, lo, rtol=0, atol=1e-12)  # on the finest lattice
+    assert ((cells_hi - cells_lo)[~empty & inside] == 1).all()  # occupied points: their finest cell
+    occupied = torch.zeros(r, r, r, dtype=torch.bool)
+    coords = octree.cell_keys(finest)
+    occupied.view(-1)[coords] = True
+    occupied_cells = torch.nonzero(occupied)
+    kinds = set()
+    for n in torch.nonzero(empty).squeeze(1)[::5].tolist():
+        a, b = cells_lo[n], cells_hi[n]
+        assert not occupied[a[0] : b[0], a[1] : b[1], a[2] : b[2]].any()  # the box is empty
+        cell = ((x[n] + 1) / 2 * r).floor().long().clamp(0, r - 1)
+        d = int((occupied_cells - cell).abs().amax(dim=1).min())  # Chebyshev distance to the nearest occupied cell
+        cube = ((cell + d).clamp(max=r) - (cell - d + 1).clamp(min=0)).prod()
+        level = next(lv for lv in range(finest + 1) if not octree.cell_occupied(x[n : n + 1], lv))
+        side = 2 ** (finest - level)
+        assert (b - a).prod() >= max(int(cube), side**3)  # the wider of the two
+        assert (b - a).prod() in (int(cube), side**3)
+        kinds.add("cube" if (b - a).prod() == cube and cube != side**3 else "octree cell")
+    assert kinds == {"cube", "octree cell"}
+    assert not empty[-1]  # outside the box
 
 
 @pytest.mark.parametrize(

@@ -14,6 +14,7 @@ from nfield.render.sphere_tracing import (
     shade_matcap,
     shade_normals,
     sphere_trace,
+    tetrahedral_normals,
 )
 
 HIT_EPS = 1e-3
@@ -354,7 +355,7 @@ def test_render_sdf_of_a_sphere_is_the_projected_disc():
     size, fov = 61, 40.0
     camera = PinholeCamera.from_fov(size, size, fov)
     c2w = look_at(eye)
-    image = render_sdf(sphere_sdf(radius), camera, c2w, background=(0.1, 0.2, 0.3), hit_eps=HIT_EPS)
+    image = render_sdf(sphere_sdf(radius), camera, c2w, background=(0.1, 0.2, 0.3), hit_eps=HIT_EPS, pixel_footprint=0.0)
     # closed form: angular radius asin(r / d), so a disc of radius f tan(asin(r / d)) pixels around the centre
     disc = camera.fy * math.tan(math.asin(radius / distance))
     row, column = torch.meshgrid(torch.arange(size) + 0.5, torch.arange(size) + 0.5, indexing="ij")
@@ -379,14 +380,66 @@ def test_render_sdf_of_a_sphere_is_the_projected_disc():
     torch.testing.assert_close(image["normals"][~hit], torch.zeros(int((~hit).sum()), 3))
     torch.testing.assert_close(image["rgb"][hit], 0.5 * image["normals"][hit] + 0.5)
     torch.testing.assert_close(image["rgb"][~hit], torch.tensor([0.1, 0.2, 0.3]).expand(int((~hit).sum()), 3))
-    assert image["n_evaluations"] > 0
+    assert image["evaluations"].shape == (size, size) and (image["evaluations"][hit] > 0).all()
+
+
+def test_hits_within_a_pixel_footprint_grow_the_disc_by_at_most_that_and_save_steps():
+    """With pixel_footprint p, a ray passing within p pixels of the sphere's silhouette is a hit:
+    the disc's radius grows by at most p pixels, every hit lies within max(hit_eps, p t / f) of the
+    surface, and grazing rays stop sooner."""
+    radius, eye, size = 0.5, (1.1, 0.8, 2.0), 61
+    camera, c2w = PinholeCamera.from_fov(size, size, 40.0), look_at(eye)
+    exact = render_sdf(sphere_sdf(radius), camera, c2w, hit_eps=HIT_EPS, pixel_footprint=0.0)
+    loose = render_sdf(sphere_sdf(radius), camera, c2w, hit_eps=HIT_EPS, pixel_footprint=0.5)
+    disc = camera.fy * math.tan(math.asin(radius / math.dist(eye, (0.0, 0.0, 0.0))))
+    row, column = torch.meshgrid(torch.arange(size) + 0.5, torch.arange(size) + 0.5, indexing="ij")
+    from_centre = torch.hypot(row - camera.cy, column - camera.cx)
+    assert (exact["hit"] <= loose["hit"]).all() and not loose["hit"][from_centre > disc + 0.5 + 0.1].any()
+    assert loose["hit"].sum() > exact["hit"].sum()
+    assert loose["evaluations"].sum() < exact["evaluations"].sum()
+    origins, directions = camera_rays(camera, c2w)
+    hit, depth = loose["hit"].reshape(-1), loose["depth"].reshape(-1)
+    gap = ((origins[hit] + depth[hit, None] * directions[hit]).norm(dim=-1) - radius).abs()
+    assert (gap <= torch.clamp_min(0.5 * depth[hit] / camera.fy, HIT_EPS) + 1e-6).all()
+
+
+@pytest.mark.parametrize("compact_every", [1, 4, 64])
+def test_compacting_every_few_iterations_gives_the_same_result(compact_every):
+    """Between compactions finished rays ride along masked: the same hits and distances, the same
+    evaluations per ray, and (with more than one iteration between compactions) a surplus of total
+    evaluations from the riders."""
+    origins, directions = random_rays(400, seed=11)
+    sdf = sphere_sdf(0.6, (0.1, 0.0, -0.1))
+    reference = sphere_trace(
+        sdf, origins, directions, hit_eps=HIT_EPS, step_scale=0.9, compact_every=1, empty_space=shell_octree(0.6)
+    )
+    result = sphere_trace(
+        sdf, origins, directions, hit_eps=HIT_EPS, step_scale=0.9, compact_every=compact_every, empty_space=shell_octree(0.6)
+    )
+    assert torch.equal(result.hit, reference.hit)
+    assert reference.n_steps <= result.n_steps <= -(-reference.n_steps // compact_every) * compact_every  # whole windows
+    torch.testing.assert_close(result.t, reference.t, atol=1e-6, rtol=0)
+    assert torch.equal(result.evaluations, reference.evaluations)
+    assert reference.n_evaluations == int(reference.evaluations.sum())
+    assert (result.n_evaluations > reference.n_evaluations) == (compact_every > 1)
+
+
+def test_tetrahedral_normals_of_a_sphere_and_a_box():
+    generator = torch.Generator().manual_seed(3)
+    directions = torch.nn.functional.normalize(torch.randn(300, 3, generator=generator), dim=-1)
+    normals = tetrahedral_normals(sphere_sdf(0.7), 0.7 * directions)  # error ~ step x the Hessian's off-diagonal
+    torch.testing.assert_close(normals, directions, atol=2e-3, rtol=0)
+    assert ((normals * directions).sum(-1) > 1 - 1e-5).all()
+    face = torch.tensor([[0.5, 0.1, -0.2], [0.5, -0.3, 0.2]])  # on the x = 0.5 face (away from edges) of a box
+    torch.testing.assert_close(tetrahedral_normals(box_sdf((0.5, 0.6, 0.7)), face), torch.tensor([[1.0, 0.0, 0.0]] * 2))
+    assert torch.equal(tetrahedral_normals(lambda p: p[:, 0] * 0.0, face), torch.zeros(2, 3))  # flat field: no normal
 
 
 def test_render_sdf_matcap_and_empty_space():
     camera, c2w = PinholeCamera.from_fov(41, 31, 45.0), look_at((0.0, 1.0, 2.5))
     plain = render_sdf(sphere_sdf(0.5), camera, c2w)
     image = render_sdf(sphere_sdf(0.5), camera, c2w, shading="matcap", empty_space=shell_octree(0.5))
-    assert torch.equal(image["hit"], plain["hit"]) and image["n_evaluations"] < plain["n_evaluations"]
+    assert torch.equal(image["hit"], plain["hit"]) and image["evaluations"].sum() < plain["evaluations"].sum()
     assert image["rgb"].shape == (31, 41, 3) and (image["rgb"] >= 0).all() and (image["rgb"] <= 1).all()
     torch.testing.assert_close(image["rgb"][~image["hit"]], torch.ones(int((~image["hit"]).sum()), 3))
     with pytest.raises(NfieldError):
