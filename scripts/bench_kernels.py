@@ -2,11 +2,13 @@
 
 Part 1 times each component on each backend it has here (torch always; triton on CUDA, or in
 Triton's CPU interpreter when TRITON_INTERPRET=1, where timings mean nothing; tcnn when installed),
-forward and forward+backward, at several sizes; the baseline is the PyTorch reference in the same
-run (the `speedup` column is backend throughput / torch throughput):
+forward and forward+backward (against a random output gradient: a constant one, as ``.sum()``
+gives, would flatter the gradient scatters), at several sizes; the baseline is the PyTorch
+reference in the same run (the `speedup` column is backend throughput / torch throughput):
 
 - hash grid: 3-D, 16 levels x 2 features, 2^19 rows per level (instant-ngp's encoding);
-- tiny MLP: 32 -> 64 -> 64 -> 16, ReLU (torch in float32, and under float16 autocast on CUDA);
+- tiny MLP: 32 -> 64 -> 64 -> 16, ReLU (torch in float32, and under float16 autocast on CUDA; the
+  fused kernel in the launch configuration this GPU's probe settled on, `nfield.kernels.mlp_variants`);
 - compositing: packed samples, 64 per ray;
 - ray marching: a 128^3 occupancy grid holding a ball, steps of the box's diagonal / 1024 (rays/s;
   16^3 and / 64 at the tiny scale).
@@ -131,6 +133,7 @@ def bench_grid(device: torch.device, n: int, repeats: int) -> list[dict]:
     torch.manual_seed(0)
     grid = HashGrid(3, GRID).to(device)
     x = torch.rand(n, 3, device=device) * 2 - 1
+    cotangent = torch.randn(n, grid.out_dim, device=device)
     rows = []
     for backend in kernel_backends(device):
         grid.set_backend(backend)
@@ -140,7 +143,7 @@ def bench_grid(device: torch.device, n: int, repeats: int) -> list[dict]:
                 return grid(x)
 
         def forward_backward():
-            grid(x).sum().backward()
+            grid(x).backward(cotangent)  # a random gradient: a stride-0 one (.sum()) would flatter the scatter
 
         rows.append(row("hash grid", backend, "forward", n, timed(forward, device, repeats)))
         rows.append(row("hash grid", backend, "forward+backward", n, timed(forward_backward, device, repeats)))
@@ -151,6 +154,7 @@ def bench_grid(device: torch.device, n: int, repeats: int) -> list[dict]:
 def bench_mlp(device: torch.device, n: int, repeats: int) -> list[dict]:
     torch.manual_seed(0)
     x = torch.randn(n, 32, device=device)
+    cotangent = torch.randn(n, 16, device=device)
     rows = []
     variants = [("torch", NETWORK, False)]
     if device.type == "cuda":
@@ -171,10 +175,15 @@ def bench_mlp(device: torch.device, n: int, repeats: int) -> list[dict]:
         def forward_backward():
             with context:
                 out = net(x)
-            out.float().sum().backward()
+            out.float().backward(cotangent)
 
-        rows.append(row("tiny MLP 64x2", label, "forward", n, timed(forward, device, repeats)))
-        rows.append(row("tiny MLP 64x2", label, "forward+backward", n, timed(forward_backward, device, repeats)))
+        extra = {}
+        if label == "triton":  # the launch configuration this GPU's probe settled on (nfield.kernels.mlp_variants)
+            from nfield.kernels.mlp_variants import variant_for
+
+            extra = {"variant": variant_for(device).name}
+        rows.append({**row("tiny MLP 64x2", label, "forward", n, timed(forward, device, repeats)), **extra})
+        rows.append({**row("tiny MLP 64x2", label, "forward+backward", n, timed(forward_backward, device, repeats)), **extra})
     return rows
 
 
@@ -187,6 +196,7 @@ def bench_composite(device: torch.device, n: int, repeats: int) -> list[dict]:
     samples = RaySamples(rays, starts, starts + 0.01)
     sigmas = (torch.rand(len(rays), device=device) * 50).requires_grad_()
     rgbs = torch.rand(len(rays), 3, device=device).requires_grad_()
+    rgb_cotangent, depth_cotangent = torch.randn(n_rays, 3, device=device), torch.randn(n_rays, device=device)
     out_rows = []
     for backend in [b for b in kernel_backends(device) if b != "tcnn"]:
 
@@ -196,7 +206,7 @@ def bench_composite(device: torch.device, n: int, repeats: int) -> list[dict]:
 
         def forward_backward():
             out = composite(rgbs, sigmas, samples, n_rays, backend=backend)
-            (out["rgb"].sum() + out["depth"].sum()).backward()
+            torch.autograd.backward([out["rgb"], out["depth"]], [rgb_cotangent, depth_cotangent])
 
         out_rows.append(row("compositing", backend, "forward", len(rays), timed(forward, device, repeats)))
         out_rows.append(row("compositing", backend, "forward+backward", len(rays), timed(forward_backward, device, repeats)))

@@ -58,4 +58,5 @@ def test_ngp_teacher_distils_to_a_kilonerf_that_renders_faster_in_half_precision
     half = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert abs(half["psnr"] - result["fine_tuned"]["psnr"]) < 0.2
     assert main(["render", str(kilo), "--half", "--frames", "4", *common]) == 0
-    assert (kilo / "orbit.mp4").stat().st_size > 0
+    # an mp4, or its frames where the machine has no ffmpeg (nfield.video.write_video)
+    assert (kilo / "orbit.mp4").is_file() or len(list((kilo / "orbit_frames").glob("frame_*.png"))) == 4

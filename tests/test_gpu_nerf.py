@@ -34,4 +34,5 @@ def test_ngp_trains_with_mixed_precision_on_cuda_and_renders(tmp_path, capsys):
     assert (
         main(["render", str(out), "--device", "cuda", "--frames", "4", "--width", "320", "--height", "240", "--no-progress"]) == 0
     )
-    assert (out / "orbit.mp4").stat().st_size > 0
+    # an mp4, or its frames where the machine has no ffmpeg (nfield.video.write_video)
+    assert (out / "orbit.mp4").is_file() or len(list((out / "orbit_frames").glob("frame_*.png"))) == 4

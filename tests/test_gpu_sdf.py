@@ -28,7 +28,8 @@ def test_nglod_fits_the_bunny_on_cuda_and_renders(tmp_path, capsys):
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["chamfer_l1"] < 0.003 and result["iou"] > 0.98
     assert main(["render", str(out), "--device", "cuda", "--orbit", "--frames", "4", "--no-progress"]) == 0
-    assert (out / "turntable.mp4").stat().st_size > 0
+    # an mp4, or its frames where the machine has no ffmpeg (nfield.video.write_video)
+    assert (out / "turntable.mp4").is_file() or len(list((out / "turntable_frames").glob("frame_*.png"))) == 4
     assert main(["eval", str(out), "--device", "cpu", "--resolution", "128"]) == 0
     on_cpu = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert on_cpu["chamfer_l1"] < 0.005

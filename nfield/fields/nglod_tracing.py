@@ -36,7 +36,6 @@ from __future__ import annotations
 import weakref
 
 import torch
-import triton
 
 from nfield.backends import choose_backend, record_backend
 from nfield.errors import NfieldError
@@ -102,6 +101,11 @@ def kernel_refusal(model: NGLODField, lod: int) -> str | None:
     return None
 
 
+def _padded(n: int) -> int:
+    """The next power of two >= max(n, 16) (tl.dot's smallest dimension)."""
+    return max(16, 1 << (n - 1).bit_length())
+
+
 def packed_field(model: NGLODField, lod: int):
     """The field at `lod` as the kernel reads it (`PackedNGLOD`), rebuilt only after a change."""
     from nfield.kernels.nglod_tracing import PackedNGLOD
@@ -123,7 +127,7 @@ def packed_field(model: NGLODField, lod: int):
             row_offset += octree.n_corners(level)
         linears = list(model.decoders[lod].layers)[0::2]
         width, feature_dim = linears[0].weight.shape[0], model.cfg.octree.feature_dim
-        hidden, feature_pad = max(16, triton.next_power_of_2(width)), max(16, triton.next_power_of_2(feature_dim))
+        hidden, feature_pad = _padded(width), _padded(feature_dim)
 
         def padded(matrix: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
             matrix = matrix.detach().float()

@@ -25,12 +25,17 @@ from nfield.render.samplers import (
 from nfield.render.sphere_tracing import (
     SHADINGS,
     SphereTraceResult,
+    SurfaceTracer,
+    TracedSurface,
     ray_box_intersection,
     render_sdf,
+    render_surface,
     sdf_normals,
+    sdf_tracer,
     shade_matcap,
     shade_normals,
     sphere_trace,
+    tetrahedral_normals,
 )
 from nfield.render.volume import accumulate, composite, render_rays, render_weights
 
@@ -60,10 +65,15 @@ __all__ = [
     "render_weights",
     "SHADINGS",
     "SphereTraceResult",
+    "SurfaceTracer",
+    "TracedSurface",
     "ray_box_intersection",
     "render_sdf",
+    "render_surface",
     "sdf_normals",
+    "sdf_tracer",
     "shade_matcap",
     "shade_normals",
     "sphere_trace",
+    "tetrahedral_normals",
 ]
