@@ -19,6 +19,17 @@ def triton_available(device: torch.device | str) -> bool:
     return torch.device(device).type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1"
 
 
+def padded_width(n: int) -> int:
+    """The next power of two >= max(n, 16): a width ``tl.dot`` takes (its dimensions are at least 16)."""
+    return max(16, 1 << (max(n, 1) - 1).bit_length())
+
+
+def tensor_versions(tensors) -> tuple:
+    """What a packed copy of `tensors` depends on: each one's storage, shape and autograd version
+    counter, which every in-place change (an optimiser step, ``load_state_dict``, ``copy_``) advances."""
+    return tuple((t.data_ptr(), t._version, t.dtype, tuple(t.shape)) for t in tensors)
+
+
 def device_guard(tensor: torch.Tensor) -> contextlib.AbstractContextManager:
     """``torch.cuda.device(tensor.device)`` for CUDA tensors (so a kernel launches on the tensor's
     GPU, not the current one), a no-op context otherwise."""

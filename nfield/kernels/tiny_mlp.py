@@ -39,7 +39,7 @@ import torch
 import triton
 import triton.language as tl
 
-from nfield.kernels import device_guard
+from nfield.kernels import device_guard, padded_width, tensor_versions
 
 FUSED_ACTIVATIONS = {"none": 0, "relu": 1, "leakyrelu": 2, "sigmoid": 3, "tanh": 4, "softplus": 5}
 """Canonical activation name (lower case, no underscores) -> the kernels' code."""
@@ -221,17 +221,12 @@ def _mlp_backward_kernel(
         tl.store(grad_x_ptr + rows[:, None] * in_dim + k[None, :], grad_x, mask=valid[:, None] & (k[None, :] < in_dim))
 
 
-def _padded(n: int) -> int:
-    """The next power of two >= max(n, 16) (tl.dot needs dimensions of at least 16)."""
-    return max(16, triton.next_power_of_2(n))
-
-
 class PackedWeights:
     """An MLP's layers as the float16, zero-padded, (in, out)-major tiles the kernels read."""
 
     def __init__(self, weights: list[torch.Tensor], biases: list[torch.Tensor]):
         self.in_dim, self.hidden, self.out_dim = weights[0].shape[1], weights[0].shape[0], weights[-1].shape[0]
-        self.K, self.H, self.O = _padded(self.in_dim), _padded(self.hidden), _padded(self.out_dim)
+        self.K, self.H, self.O = padded_width(self.in_dim), padded_width(self.hidden), padded_width(self.out_dim)
         self.n_hidden_layers = len(weights) - 1
 
         def tiles(stacked: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
@@ -268,7 +263,7 @@ class PackedWeightsCache:
         params = [*weights, *biases]
         if not all(p.is_leaf for p in params):
             return PackedWeights(weights, biases)
-        key = tuple((p.data_ptr(), p._version, p.dtype, tuple(p.shape)) for p in params)
+        key = tensor_versions(params)
         if key != self.key or self.packed is None:
             self.key, self.packed = key, PackedWeights(weights, biases)
         return self.packed

@@ -34,6 +34,7 @@ from torch import nn
 from nfield.backends import choose_backend, record_backend
 from nfield.distributed import all_reduce_
 from nfield.errors import NfieldError
+from nfield.kernels import tensor_versions
 from nfield.render.sphere_tracing import ray_box_intersection
 from nfield.render.volume import render_weights
 
@@ -517,7 +518,7 @@ class OccupancyGrid(nn.Module):
         Found once per change of the grid (an update, a load, a write into `occupied`: their
         version counters say so), not on every march.
         """
-        key = (self.occupied.data_ptr(), self.occupied._version, self.aabb.data_ptr(), self.aabb._version)
+        key = tensor_versions((self.occupied, self.aabb))
         cached = getattr(self, "_bounds_cache", None)
         if cached is None or cached[0] != key:
             levels, cells = torch.nonzero(self.occupied, as_tuple=True)

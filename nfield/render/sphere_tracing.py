@@ -47,6 +47,9 @@ holding each point, meaningful where `empty` is True."""
 Bound = float | Sequence[float] | torch.Tensor  # a scalar, (3,) or (N, 3) box corner
 
 _JUMP_EPS = 1e-5  # how far past the exit of an empty box a ray lands, world units
+PIXEL_FOOTPRINT = 0.25
+"""Hits are never finer than this many pixels' footprint at their distance: a quarter pixel keeps
+the hit IoU with exact thresholds above 0.99 at 480x270 (half a pixel dropped it to 0.989 at 640x360)."""
 _TETRAHEDRON = ((1.0, -1.0, -1.0), (-1.0, -1.0, 1.0), (-1.0, 1.0, -1.0), (1.0, 1.0, 1.0))  # normals' sample directions
 
 # Clay matcap, in view space (camera +x right, +y up, +z towards the viewer).
@@ -495,7 +498,7 @@ def sdf_tracer(
     empty_space: EmptySpaceFn | None = None,
     normals: str = "autograd",
     normal_step: float = 1e-3,
-    pixel_footprint: float = 0.5,
+    pixel_footprint: float = PIXEL_FOOTPRINT,
     **trace_kwargs: Any,
 ) -> SurfaceTracer:
     """A `SurfaceTracer` of any SDF: `sphere_trace`, then normals at the hits.

@@ -19,7 +19,7 @@ from tqdm import tqdm
 from nfield.colormap import inferno
 from nfield.data.images import save_image
 from nfield.errors import NfieldError
-from nfield.fields.nglod_tracing import DEFAULTS, PIXEL_FOOTPRINT, nglod_tracer
+from nfield.fields.nglod_tracing import DEFAULTS, nglod_tracer
 from nfield.fields.sdf import NGLODField, SDFField, distance_fn
 from nfield.render.camera_paths import orbit_poses
 from nfield.render.cameras import PinholeCamera
@@ -27,7 +27,7 @@ from nfield.render.sphere_tracing import SurfaceTracer, render_surface, sdf_trac
 from nfield.video import write_video
 
 #: Sphere tracing settings for fitted fields (normalised units): learned distances are only
-#: approximately 1-Lipschitz, so steps are shortened a little; hits are never finer than half a pixel.
+#: approximately 1-Lipschitz, so steps are shortened a little.
 TRACE = dict(max_steps=DEFAULTS["max_steps"], hit_eps=DEFAULTS["hit_eps"], step_scale=DEFAULTS["step_scale"])
 
 
@@ -36,7 +36,7 @@ def surface_tracer(model: SDFField | NGLODField, lod: int | None = None, skip_em
     `skip_empty` is False, else sphere tracing the field with normals by autograd."""
     if skip_empty and isinstance(model, NGLODField):
         return nglod_tracer(model, lod)
-    return sdf_tracer(distance_fn(model, lod), pixel_footprint=PIXEL_FOOTPRINT, **TRACE)
+    return sdf_tracer(distance_fn(model, lod), **TRACE)
 
 
 def render_view(

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.kernels import hopper_compile, interpreter_bounds, interpreter_speed
+from tests.kernels.kernel_checks import run_each
 
 
 @dataclass(frozen=True)
@@ -218,7 +219,6 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown runs {unknown}; choose from {', '.join(RUNS)}")
     os.environ.setdefault("NFIELD_CURVES", "0")
-    failed = []
     with tempfile.TemporaryDirectory() as temporary, contextlib.ExitStack() as stack:
         folder = Path(temporary)
         inputs = make_inputs(folder)
@@ -226,20 +226,8 @@ def main(argv: list[str] | None = None) -> int:
             stack.enter_context(hopper_compile.recording(args.record))
         bounds = stack.enter_context(interpreter_bounds.bounds_checked())
         stack.enter_context(interpreter_speed.device_calls_patched_once())
-        for name in args.runs or list(RUNS):
-            started = time.perf_counter()
-            try:
-                result = compare(name, RUNS[name], folder, inputs)
-            except Exception as error:  # noqa: BLE001 - a failed run (or an out-of-bounds access) is reported; the others still run
-                failed.append(name)
-                cause = error.__cause__ if error.__cause__ is not None else error
-                print(f"{name}: FAIL: {cause} [{time.perf_counter() - started:.1f} s]", flush=True)
-            else:
-                print(f"{name}: ok: {result} [{time.perf_counter() - started:.1f} s]", flush=True)
-    print(
-        f"bounds: {bounds.accesses:,} active accesses of {bounds.launches} launches ({len(bounds.kernels)} kernels) "
-        "inside their tensors"
-    )
+        failed = run_each(args.runs or list(RUNS), lambda name: compare(name, RUNS[name], folder, inputs))
+    print(bounds.summary())
     return 1 if failed else 0
 
 

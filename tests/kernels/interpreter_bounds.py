@@ -36,6 +36,11 @@ class BoundsStats:
     accesses: int = 0
     kernels: set[str] = field(default_factory=set)
 
+    def summary(self) -> str:
+        """The line the interpreted checks end with."""
+        kernels = f"{self.launches} launches ({len(self.kernels)} kernels)"
+        return f"bounds: {self.accesses:,} active accesses of {kernels} inside their tensors"
+
 
 @contextlib.contextmanager
 def bounds_checked() -> Iterator[BoundsStats]:

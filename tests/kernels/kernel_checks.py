@@ -21,6 +21,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -29,7 +30,7 @@ from nfield.encodings.grid import interpolate_reference
 from nfield.networks import MLP, MLPConfig
 from nfield.render.samplers import OccupancyGrid, OccupancyGridConfig, RaySamples
 from nfield.render.volume import composite, render_weights
-from tests.kernels import hopper_compile, interpreter_bounds
+from tests.kernels import hopper_compile, interpreter_bounds, interpreter_speed
 
 
 def relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
@@ -510,6 +511,23 @@ CHECKS = {
 }
 
 
+def run_each(names: list[str], run: Callable[[str], str]) -> list[str]:
+    """Run `run(name)` for each name, printing "NAME: ok: RESULT [s]" or "NAME: FAIL: ERROR [s]"
+    (a failure, or an out-of-bounds access, does not stop the others); the names that failed."""
+    failed = []
+    for name in names:
+        started = time.perf_counter()
+        try:
+            result = run(name)
+        except Exception as error:  # noqa: BLE001 - every failure is a result to report
+            failed.append(name)
+            cause = error.__cause__ if error.__cause__ is not None else error
+            print(f"{name}: FAIL: {cause} [{time.perf_counter() - started:.1f} s]", flush=True)
+        else:
+            print(f"{name}: ok: {result} [{time.perf_counter() - started:.1f} s]", flush=True)
+    return failed
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checks", nargs="*", help=f"any of {', '.join(CHECKS)} (default all)")
@@ -521,26 +539,15 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown checks {unknown}; choose from {', '.join(CHECKS)}")
     interpreted = os.environ.get("TRITON_INTERPRET") == "1"
-    failed = []
     with contextlib.ExitStack() as stack:
         if args.record:
             stack.enter_context(hopper_compile.recording(args.record))
         bounds = stack.enter_context(interpreter_bounds.bounds_checked()) if interpreted else None
-        for name in args.checks or list(CHECKS):
-            started = time.perf_counter()
-            try:
-                result = CHECKS[name](args.device, args.size)
-            except Exception as error:  # noqa: BLE001 - a failed check (or an out-of-bounds access) is reported; the others still run
-                failed.append(name)
-                cause = error.__cause__ if error.__cause__ is not None else error
-                print(f"{name}: FAIL: {cause} [{time.perf_counter() - started:.1f} s]", flush=True)
-            else:
-                print(f"{name}: ok: {result} [{time.perf_counter() - started:.1f} s]", flush=True)
+        if interpreted:
+            stack.enter_context(interpreter_speed.device_calls_patched_once())
+        failed = run_each(args.checks or list(CHECKS), lambda name: CHECKS[name](args.device, args.size))
     if bounds is not None:
-        print(
-            f"bounds: {bounds.accesses:,} active accesses of {bounds.launches} launches ({len(bounds.kernels)} kernels) "
-            "inside their tensors"
-        )
+        print(bounds.summary())
     return 1 if failed else 0
 
 
