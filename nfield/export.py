@@ -29,13 +29,13 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from nfield.errors import NfieldError
+from nfield.progress import progress_bar
 
 MESH_SUFFIXES = (".ply", ".obj", ".stl", ".off", ".glb")  # formats `write_mesh` writes, chosen by suffix
 
@@ -69,7 +69,7 @@ def extract_mesh(
         slab: new cell layers per slab (each slab also re-meshes the previous one's last); None
             picks about 2^24 samples per slab, and at least 16 layers.
         device: where the points are made and sdf_fn runs.
-        progress: show a tqdm bar over the slabs.
+        progress: show a bar over the grid samples evaluated (R^3 in all).
 
     Returns:
         vertices (V, 3) float32 in sdf_fn's coordinates and faces (F, 3) int64, wound so that normals
@@ -90,11 +90,12 @@ def extract_mesh(
     mesh = _SlabMesh(lo, cell)
     overlap = None  # the previous slab's last two grid layers
     low, high = np.inf, -np.inf
-    with torch.no_grad():
-        for start in tqdm(range(0, resolution - 1, depth), desc="marching cubes", disable=not progress, dynamic_ncols=True):
+    bar = progress_bar(total=resolution**3, desc="marching cubes", unit="pt", unit_scale=True, enabled=progress)
+    with torch.no_grad(), bar:
+        for start in range(0, resolution - 1, depth):
             first = max(start - 1, 0)  # after the first slab, one cell layer back: the overlap
             last = min(start + depth, resolution - 1)
-            values = _sample_layers(sdf_fn, axis, plane, first, last, overlap, chunk)
+            values = _sample_layers(sdf_fn, axis, plane, first, last, overlap, chunk, bar.update)
             overlap = values[-2:].clone()
             values = values.cpu().numpy()
             slab_low, slab_high = _value_range(values, axis, first)
@@ -246,6 +247,7 @@ def _sample_layers(
     last: int,
     known: torch.Tensor | None,
     chunk: int,
+    on_chunk: Callable[[int], Any] | None = None,
 ) -> torch.Tensor:
     """The field on grid layers first..last along x, (last - first + 1, R, R) float32 on axis's device.
 
@@ -255,6 +257,7 @@ def _sample_layers(
         known: (k, R, R) layers first..first + k - 1 when already evaluated (copied, not evaluated
             again), or None.
         chunk: the most points per sdf_fn call.
+        on_chunk: called with the number of points after each sdf_fn call (a progress bar's update).
     """
     resolution = len(axis)
     values = torch.empty((last - first + 1) * len(plane), dtype=torch.float32, device=axis.device)
@@ -271,6 +274,8 @@ def _sample_layers(
                 f"sdf_fn returned shape {tuple(out.shape)} for {end - begin} points; it must return one value per point"
             )
         values[begin:end] = out.reshape(-1)
+        if on_chunk is not None:
+            on_chunk(end - begin)
     return values.view(-1, resolution, resolution)
 
 

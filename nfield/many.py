@@ -268,7 +268,7 @@ def _groups(mine: list[tuple[Path, Path]], request: CollectionRequest, device: t
         try:
             signal = _load_signal(file, run_dir, request, device)
         except NfieldError as err:
-            print(f"nfield: skipped {file}: {err}", file=sys.stderr)
+            print(f"nfield: skipped {file}: {without_path(str(err), file)}", file=sys.stderr)
             index.write({"file": str(file), "run_dir": str(run_dir), "status": "skipped", "error": str(err)})
             continue
         groups.setdefault(_configuration_key(signal), []).append((file, run_dir))
@@ -374,7 +374,7 @@ def _build(
             seed_everything(signal.config["train"]["seed"])
             task = task_cls.from_config(signal.config, device, signal.data)
         except NfieldError as err:
-            print(f"nfield: skipped {file}: {err}", file=sys.stderr)
+            print(f"nfield: skipped {file}: {without_path(str(err), file)}", file=sys.stderr)
             index.write({"file": str(file), "run_dir": str(run_dir), "status": "skipped", "error": str(err)})
             continue
         signals.append(signal)
@@ -398,12 +398,21 @@ def _fit_alone(signal: _Signal, request: CollectionRequest, index: _IndexWriter)
     except Interrupted:
         raise
     except NfieldError as err:
-        print(f"nfield: {signal.file} failed: {err}", file=sys.stderr)
+        print(f"nfield: {signal.file} failed: {without_path(str(err), signal.file)}", file=sys.stderr)
         index.write({"file": str(signal.file), "run_dir": str(signal.run_dir), "status": "failed", "error": str(err)})
         return
     index.write(
         {"file": str(signal.file), "status": "ok", **(result or {}), "run_dir": str(signal.run_dir), "signals_in_batch": 1}
     )
+
+
+def without_path(message: str, file: Path) -> str:
+    """`message` without a leading ``<file>: `` (the readers' errors name the file they could not
+    read), so a line that already names `file` does not name it twice."""
+    for prefix in dict.fromkeys((f"{file}: ", f"{Path(file).resolve()}: ")):
+        if message.startswith(prefix):
+            return message[len(prefix) :]
+    return message
 
 
 def _free_memory(device: torch.device) -> float:

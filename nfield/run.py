@@ -179,7 +179,14 @@ def train(request: RunRequest) -> dict[str, Any] | None:
     if main and callable(getattr(task, "write_run_files", None)):  # files besides config.json (a NeRF's cameras)
         task.write_run_files(out)
     if request.resume:
-        trainer.resume()
+        resumed_step = trainer.resume()
+        if main:
+            checkpoint = latest_checkpoint(out)
+            print(
+                f"resuming {out} from step {resumed_step} of {train_cfg.steps} (checkpoint {checkpoint.path})"
+                + (": nothing left to train" if resumed_step >= train_cfg.steps else ""),
+                file=sys.stderr,
+            )
     if main:
         ranks = f" x {data_parallel().world} ranks" if data_parallel() else ""
         print(f"{task.describe()} with {config['model']} on {device}{ranks}, {train_cfg.steps} steps -> {out}", file=sys.stderr)
@@ -193,6 +200,13 @@ def train(request: RunRequest) -> dict[str, Any] | None:
     if callable(getattr(task, "evaluated_views", None)):  # a NeRF's final metrics are over --eval-views views
         report["eval_views"] = task.evaluated_views()
         report["test_views"] = task.evaluated_views(0)
+        report["render_views"] = task.rendered_views()
+        if report["eval_views"] < report["test_views"] or report["render_views"] < report["test_views"]:
+            print(
+                f"scored {report['eval_views']} and wrote {report['render_views']} of the {report['test_views']} held-out views "
+                f"(--eval-views, --render-views); `nfield eval {out}` scores all {report['test_views']}",
+                file=sys.stderr,
+            )
     return {"step": trainer.step, **metrics, **report, "train_seconds": round(trainer.train_seconds, 3), "run_dir": str(out)}
 
 
@@ -264,7 +278,7 @@ def distill(
         f"{teacher.device}: {settings.steps} distillation + {settings.finetune_steps} fine-tuning steps -> {out}",
         file=sys.stderr,
     )
-    summary = {"teacher": teacher.task.evaluate()}
+    summary = {"teacher": teacher.task.evaluate(progress=progress)}
     with live_viewer(viewer_port, out, read_config(out), task.images) as observers:
         summary.update(distil_and_finetune(task, settings, out, resume=resume, progress=progress, observers=observers))
     sizes = {"cells": n_cells, "occupied_cells": n_occupied, "parameters": task.student.parameter_count()}

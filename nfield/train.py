@@ -37,9 +37,18 @@ from nfield.backends import BACKENDS, backends_in_use, choose_backend, reset_bac
 from nfield.checkpoint import latest_checkpoint, load_model_weights, load_trainer_state, save_checkpoint
 from nfield.distributed import all_reduce_, average_gradients, writes_run_files
 from nfield.errors import Interrupted, NfieldError, TrainingDiverged
+from nfield.progress import exclude_from_rate, progress_bar
 
-#: Steps timed (after the first) before the trainer says how long the run will take.
+#: Steps timed (after the first, which warms up) before the trainer says how long the run will take...
 ESTIMATE_AFTER_STEPS = 5
+#: ...and seconds they must span at least, so that fast steps are timed over many (unless the run ends first).
+ESTIMATE_AFTER_SECONDS = 3.0
+#: The recent pace is the mean over at least this many of the last steps (two occupancy-grid updates).
+ESTIMATE_WINDOW_STEPS = 32
+#: A run shorter than this, in seconds, gets no estimate.
+ESTIMATE_WORTH_SECONDS = 60.0
+#: A new estimate is said when the remaining time moves this share away from the last one said.
+ESTIMATE_CORRECTION = 0.25
 
 
 @dataclass(frozen=True)
@@ -87,6 +96,9 @@ class Task(Protocol):
     """What the trainer needs from a task (see nfield/tasks/).
 
     ``model`` holds every trainable parameter and buffer (it is what checkpoints store).
+    ``evaluate`` and ``export`` show a progress bar when ``progress`` is set (and a phase takes
+    long enough to need one); ``leave=False`` clears an evaluation's bar when it ends (one inside
+    the training bar).
     A task may also expose ``update(step, total)`` (its own schedules); the trainer calls it before
     sampling each step. ``param_groups()`` returns Adam parameter groups (a group may carry its own ``eps``). ``loss``
     returns a scalar tensor and scalar metric tensors (kept on the device; the trainer reads them
@@ -102,13 +114,90 @@ class Task(Protocol):
 
     def loss(self, batch: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]: ...
 
-    def evaluate(self) -> dict[str, float]: ...
+    def evaluate(self, progress: bool = False, leave: bool = True) -> dict[str, float]: ...
 
-    def export(self, run_dir: Path) -> None: ...
+    def export(self, run_dir: Path, progress: bool = False) -> None: ...
 
     def state_dict(self) -> dict[str, Any]: ...
 
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+class RunClock:
+    """How long the rest of a run will take, said once its steps have been timed and again when
+    the pace changes.
+
+    The first step is not timed (it compiles, allocates, fills caches). Once `ESTIMATE_AFTER_STEPS`
+    steps spanning at least `ESTIMATE_AFTER_SECONDS` are timed, the remaining steps at the recent
+    pace (the mean over the last quarter of the timed steps, and at least `ESTIMATE_WINDOW_STEPS`: a
+    NeRF's steps speed up as its occupancy grid empties, and periodic work such as grid updates
+    every 16 steps is counted as it comes), plus
+    the evaluations still due at the last one's duration, make the estimate; it is said when it
+    is over `ESTIMATE_WORTH_SECONDS`, and said again whenever the remaining time drifts more than
+    `ESTIMATE_CORRECTION` from the last estimate said, counted down since.
+
+    Args:
+        step: the step the trainer starts from (a resumed run's).
+        end: the step this call of `fit` stops at.
+        total: the run's last step (its closing evaluation comes after it).
+        eval_every: steps between evaluations (0: at the end only).
+        device: where the run trains (named in the line).
+    """
+
+    def __init__(self, step: int, end: int, total: int, eval_every: int, device: str):
+        self.end, self.total, self.eval_every, self.device = end, total, eval_every, device
+        self.first = step + 1  # the warm-up step, not timed
+        self.timed_steps, self.timed_seconds = 0, 0.0
+        self.durations: list[float] = []  # of the timed steps
+        self.eval_seconds: float | None = None
+        self.spent = 0.0  # seconds of timed steps and evaluations
+        self.said: tuple[float, float] | None = None  # (remaining seconds said, `spent` then)
+
+    def evaluated(self, seconds: float) -> None:
+        """An evaluation during training took `seconds`."""
+        self.eval_seconds = seconds
+        self.spent += seconds
+
+    def stepped(self, step: int, seconds: float, final: bool = False) -> str | None:
+        """Step `step` (1-based) took `seconds`; returns the line to say, if any."""
+        if step <= self.first:
+            return None
+        self.timed_steps += 1
+        self.timed_seconds += seconds
+        self.spent += seconds
+        self.durations.append(seconds)
+        if final or self.timed_steps < ESTIMATE_AFTER_STEPS or self.timed_seconds < ESTIMATE_AFTER_SECONDS:
+            return None
+        recent = self.durations[-max(ESTIMATE_WINDOW_STEPS, self.timed_steps // 4) :] if self.said is not None else self.durations
+        pace = sum(recent) / len(recent)
+        remaining_steps = self.end - step
+        evaluations = 0
+        if self.eval_every > 0 and self.eval_seconds is not None:
+            evaluations = len(
+                range(step + self.eval_every - step % self.eval_every, min(self.end, self.total - 1) + 1, self.eval_every)
+            )
+        remaining = pace * remaining_steps + evaluations * (self.eval_seconds or 0.0)
+        if self.said is None:
+            self.said = (remaining, self.spent)
+            if remaining < ESTIMATE_WORTH_SECONDS:
+                return None
+            per_step = f"{pace:.2f} s per step on {self.device}"
+            return f"about {_duration(remaining)} for the remaining {remaining_steps:,} steps ({per_step})"
+        expected = self.said[0] - (self.spent - self.said[1])  # the last estimate, counted down
+        drift = abs(remaining - expected)
+        if drift <= ESTIMATE_CORRECTION * max(expected, 0.0) or drift < 0.5 * ESTIMATE_WORTH_SECONDS:
+            return None
+        self.said = (remaining, self.spent)
+        return f"now about {_duration(remaining)} for the remaining {remaining_steps:,} steps ({pace:.2f} s per step)"
+
+
+def _duration(seconds: float) -> str:
+    """A remaining time as a person says it: 40 s, 3 min, 1.5 h."""
+    if seconds >= 5400:
+        return f"{seconds / 3600:.1f} h"
+    if seconds >= 90:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds:.0f} s"
 
 
 def seed_everything(seed: int) -> None:
@@ -249,15 +338,13 @@ class Trainer:
         cfg, total = self.cfg, self.cfg.steps
         end = total if stop_after is None else min(stop_after, total)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        bar = tqdm(
-            total=total, initial=self.step, desc=self.task.name, disable=not (cfg.progress and self.is_main), dynamic_ncols=True
-        )
+        shown = cfg.progress and self.is_main
+        bar = progress_bar(total=total, initial=self.step, desc=self.task.name, unit="step", enabled=shown)
         window: list[tuple[int, torch.Tensor, dict[str, torch.Tensor]]] = []
-        evaluated: dict[str, float] = {}
         reported = self.backends_logged  # which backends ran: logged after this trainer's first step
         if self.step == 0 and not self.resumed:
             seed_everything(cfg.seed)  # the trainer's random streams (sampling, grid probes) start from the run's seed
-        timed_from = (self.step + 1, None)  # (step, train_seconds there): the first step (warm-up) is not timed
+        clock = RunClock(self.step, end, total, cfg.eval_every, str(self.device))
         try:
             while self.step < end:
                 started = perf_counter()
@@ -268,7 +355,7 @@ class Trainer:
                 if not reported:
                     self._log_backends(bar)
                     reported = self.backends_logged = True
-                evaluate = self._boundary(self.step, cfg.eval_every, total)
+                evaluate = self.step < total and cfg.eval_every > 0 and self.step % cfg.eval_every == 0  # the last: after the bar
                 checkpoint = self._boundary(self.step, cfg.checkpoint_every, end)
                 flush = evaluate or checkpoint or self._boundary(self.step, cfg.log_every, end)
                 # a long stretch without a checkpoint: save at a log step (every rank flushes there
@@ -276,19 +363,25 @@ class Trainer:
                 checkpoint = checkpoint or (flush and self._checkpoint_due())
                 if flush and self.device.type == "cuda":
                     torch.cuda.synchronize(self.device)
-                self.train_seconds += perf_counter() - started
-                if self.step == timed_from[0]:
-                    timed_from = (self.step, self.train_seconds)
-                elif self.step == timed_from[0] + ESTIMATE_AFTER_STEPS:
-                    self._announce_duration((self.train_seconds - timed_from[1]) / ESTIMATE_AFTER_STEPS, end - self.step, bar)
+                seconds = perf_counter() - started
+                self.train_seconds += seconds
+                bar.update(1)
+                said = clock.stepped(self.step, seconds, final=self.step == end)
+                if said and self.is_main:
+                    bar.write(said, file=sys.stderr)
                 if flush:  # every loss is checked before anything is evaluated or saved
                     self._flush(window, bar)
                     window = []
                 if evaluate and self.is_main:
-                    evaluated = self.task.evaluate()
+                    started = perf_counter()
+                    evaluated = self.task.evaluate(progress=shown, leave=False)
+                    clock.evaluated(perf_counter() - started)
+                    exclude_from_rate(bar, perf_counter() - started)
                     self._log({"step": self.step, "kind": "eval", **evaluated}, bar)
                 if checkpoint:
+                    started = perf_counter()
                     self.save()
+                    exclude_from_rate(bar, perf_counter() - started)
                 for observer in self.observers:
                     observer.after_step(self)
         except KeyboardInterrupt:
@@ -301,13 +394,12 @@ class Trainer:
             ) from None
         finally:
             bar.close()
-        if self.step < total:
+        if self.step < total or not self.is_main:
             return {}
-        if not evaluated and self.is_main:  # resumed a finished run: nothing was evaluated in this call
-            evaluated = self.task.evaluate()
-        if self.is_main:
-            self.task.export(self.run_dir)
-            self._write_curves()
+        evaluated = self.task.evaluate(progress=shown)  # the closing evaluation, with its own bar
+        self._log({"step": self.step, "kind": "eval", **evaluated}, bar)
+        self.task.export(self.run_dir, progress=shown)
+        self._write_curves()
         return evaluated
 
     def _write_curves(self) -> None:
@@ -336,16 +428,6 @@ class Trainer:
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         return step, loss.detach(), {k: v.detach() for k, v in metrics.items()}
-
-    def _announce_duration(self, seconds_per_step: float, remaining: int, bar: tqdm) -> None:
-        """Say up front how long the rest of the run will take, when that is over a minute."""
-        total = seconds_per_step * remaining
-        if total >= 60 and self.is_main:
-            shown = f"{total / 3600:.1f} h" if total >= 5400 else f"{total / 60:.0f} min"
-            bar.write(
-                f"about {shown} for the remaining {remaining:,} steps ({seconds_per_step:.2f} s per step on {self.device})",
-                file=sys.stderr,
-            )
 
     def _log_backends(self, bar: tqdm) -> None:
         """Write which implementation ran each component in the first step (metrics.jsonl and stderr)."""

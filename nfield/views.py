@@ -28,6 +28,7 @@ from nfield.fields.kilonerf import load_kilonerf
 from nfield.fields.sdf import check_lod
 from nfield.flag_hints import STATED
 from nfield.outputs import IMAGE_SUFFIXES, check_writable_directory, writable_file
+from nfield.progress import progress_bar
 from nfield.render.camera_path_files import load_camera_path
 from nfield.render.camera_paths import interpolated_path, scene_orbit, spiral_path
 from nfield.render.cameras import PinholeCamera
@@ -63,21 +64,24 @@ NERF_PATHS = ("orbit", "spiral", "interp")
 
 @dataclass(frozen=True)
 class RenderOptions:
-    """How ``nfield render`` draws a run."""
+    """How `nfield render` draws a run: the camera or path, the frames, the size and the output file."""
 
     path: Annotated[Optional[str], STATED] = None
     """NeRF runs: camera path: orbit, spiral, interp (through the training views) or a nerfstudio
     camera-path JSON (default orbit). SDF runs: orbit is the same as --orbit."""
     orbit: bool = False  # render a 360-degree orbit video (the same as --path orbit)
     frames: Annotated[Optional[int], STATED] = None  # frames of the video (default 120; video runs: the video's own count)
-    fps: Annotated[Optional[float], STATED] = (
-        None  # frames per second of the video (default 30; video runs: the video's own rate)
-    )
+    fps: Annotated[Optional[float], STATED] = None
+    """frames per second of the video (default 30; video runs: the video's own rate)"""
     out: Annotated[Optional[Path], STATED] = None
     """output file (image: RUN_DIR/render.png; NeRF: RUN_DIR/<path>.mp4; SDF: RUN_DIR/render.png or
     RUN_DIR/turntable.mp4)"""
-    width: Annotated[Optional[int], STATED] = None  # width in pixels (image and NeRF runs: the training images'; SDF: 1280)
-    height: Annotated[Optional[int], STATED] = None  # height in pixels (image and NeRF runs: the training images'; SDF: 720)
+    width: Annotated[Optional[int], STATED] = None
+    """width in pixels (default: image and NeRF runs the training images', SDF 1280). Image runs keep the
+    fitted image's aspect ratio: with only --width or --height the other follows it, with both the picture
+    is the largest of that aspect inside them"""
+    height: Annotated[Optional[int], STATED] = None
+    """height in pixels (default: image and NeRF runs the training images', SDF 720); image runs: see --width"""
     depth: bool = False  # NeRF runs: also write the depth video, <out>_depth.mp4
     lod: Annotated[Optional[int], STATED] = None  # image and SDF runs: level of detail (default the finest)
     shading: Literal["matcap", "normal"] = "matcap"  # SDF runs: matcap (clay look) or normal (normals as colours)
@@ -86,9 +90,8 @@ class RenderOptions:
     distance: float = 3.4  # SDF runs: camera distance from the centre, in normalised box units
     fov: float = 40.0  # SDF runs: vertical field of view in degrees
     half: bool = False  # NeRF runs: evaluate the field in half precision (float16 on CUDA, bfloat16 on CPU)
-    sample_rate: Annotated[Optional[int], STATED] = (
-        None  # audio runs: samples per second (default: the clip's; more = finer in time)
-    )
+    sample_rate: Annotated[Optional[int], STATED] = None
+    """audio runs: samples per second (default: the clip's; more = finer in time)"""
     progress: bool = True  # show the progress bar
 
 
@@ -113,8 +116,33 @@ def render(run: LoadedRun, options: RenderOptions) -> str:
             f"{run.run_dir}: an image run renders one picture; --orbit, --path and --depth apply to NeRF and SDF runs"
         )
     fitted = run.config["image"]
-    width, height = options.width or fitted["width"], options.height or fitted["height"]
-    return render_image(run, width, height, options.out or run.run_dir / "render.png", options.lod, options.progress)
+    width, height = aspect_kept_size(fitted["width"], fitted["height"], options.width, options.height)
+    written = render_image(run, width, height, options.out or run.run_dir / "render.png", options.lod, options.progress)
+    asked = (options.width, options.height)
+    if None not in asked and (width, height) != asked:
+        written += f"; the fitted image is {fitted['width']}x{fitted['height']}: its aspect kept inside {asked[0]}x{asked[1]}"
+    return written
+
+
+def aspect_kept_size(fitted_width: int, fitted_height: int, width: int | None, height: int | None) -> tuple[int, int]:
+    """The size an image run renders at for ``--width`` and ``--height``, keeping the fitted
+    image's aspect ratio: neither given, the fitted size; one given, the other follows the aspect;
+    both given, the largest picture of the fitted aspect inside width x height (their own size when
+    it has that aspect, to the rounding of a pixel)."""
+    if (width is not None and width < 1) or (height is not None and height < 1):
+        raise NfieldError(f"--width and --height must be positive numbers of pixels, got {width} and {height}")
+    aspect = fitted_width / fitted_height
+    if width is None and height is None:
+        return fitted_width, fitted_height
+    if height is None:
+        return width, max(1, round(width / aspect))
+    if width is None:
+        return max(1, round(height * aspect)), height
+    if round(width / aspect) == height or round(height * aspect) == width:
+        return width, height
+    if width / height > aspect:  # wider than the image: the height decides
+        return max(1, round(height * aspect)), height
+    return width, max(1, round(width / aspect))
 
 
 def render_image(run: LoadedRun, width: int, height: int, out: Path, lod: int | None = None, progress: bool = True) -> str:
@@ -169,7 +197,7 @@ def _render_audio(run: LoadedRun, options: RenderOptions) -> str:
     n_samples = round(clip["n_samples"] * rate / clip["sample_rate"])
     if not 1 <= rate <= 10**6 or n_samples < 2:
         raise NfieldError(f"--sample-rate {rate}: use 1 to 1,000,000 samples per second")
-    out = save_audio(options.out or run.run_dir / "render.wav", run.task.render(n_samples), rate)
+    out = save_audio(options.out or run.run_dir / "render.wav", run.task.render(n_samples, options.progress), rate)
     return f"wrote {out} ({n_samples:,} samples at {rate} Hz)"
 
 
@@ -195,7 +223,9 @@ def _render_sdf(run: LoadedRun, options: RenderOptions) -> str:
         )
         return f"wrote {written} ({frames} frames at {width}x{height}, {frames / seconds:.1f} frames/s rendered)"
     out = Path(options.out or run.run_dir / "render.png")
-    depth_path = render_view_to_files(model, out, azimuth=options.azimuth, **view)
+    with progress_bar(total=1, desc="render", unit="view", enabled=options.progress) as bar:
+        depth_path = render_view_to_files(model, out, azimuth=options.azimuth, **view)
+        bar.update(1)
     return f"wrote {out} and {depth_path}"
 
 
@@ -263,7 +293,8 @@ def evaluate(
     """The run's metrics against its data (load the run with ``data=True``): image runs PSNR and
     SSIM (per LOD too); NeRF runs PSNR and SSIM over every held-out view; SDF runs chamfer_l1,
     normal_consistency and iou of a mesh extracted at `resolution` and `lod`. `progress` shows a
-    bar over the NeRF views and the SDF's mesh extraction."""
+    bar over each phase (the NeRF views' rays, the SDF's mesh extraction and metrics, the pixels
+    or samples of a signal)."""
     if half and run.kind != "nerf":
         raise NfieldError("--half applies to NeRF runs only")
     if lod is not None and run.kind != "sdf":
@@ -276,8 +307,8 @@ def evaluate(
             metrics = run.task.evaluate(views=0, progress=progress)
         return {"step": run.step, **metrics, "views": len(run.task.scene.test.images), **({"half": True} if half else {})}
     if run.kind == "video":
-        return {"step": run.step, **run.task.evaluate(frames=0)}
-    return {"step": run.step, **run.task.evaluate()}
+        return {"step": run.step, **run.task.evaluate(frames=0, progress=progress)}
+    return {"step": run.step, **run.task.evaluate(progress=progress)}
 
 
 def extract_mesh(

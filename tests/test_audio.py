@@ -47,7 +47,7 @@ def test_siren_fits_a_chirp_and_the_run_renders_evaluates_and_resamples(tmp_path
     assert result["psnr"] > 40 and result["snr"] > 30, result  # measured 114 dB and 99 dB: 2,000 samples, 200k parameters
     fitted = load_audio(tmp_path / "run" / "reconstruction.wav")
     assert fitted.sample_rate == RATE and fitted.samples.shape == (2000, 1)
-    assert iio.imread(tmp_path / "run" / "comparison.png").shape[1] == 1024
+    assert iio.imread(tmp_path / "run" / "comparison.png").shape[:2] == (900, 1100)  # the figure, 11 x 9 inches at 100 dpi
     status, out, err = cli(capsys, "eval", tmp_path / "run")
     assert status == 0 and json.loads(out[-1])["psnr"] == pytest.approx(result["psnr"], abs=1e-4), err
     status, _, err = cli(capsys, "render", tmp_path / "run", "--sample-rate", 2 * RATE, "--out", tmp_path / "x2.wav")
@@ -62,3 +62,27 @@ def test_siren_fits_a_chirp_and_the_run_renders_evaluates_and_resamples(tmp_path
     assert status == 0 and "task audio" in lines[0]
     status, _, err = cli(capsys, "fit-audio", tmp_path / "chirp.wav", "--model", "nope", "--out", tmp_path / "x")
     assert status == 1 and "unknown model 'nope'" in err
+
+
+@pytest.mark.parametrize("seconds", [0.25, 1.5], ids=["samples-as-lines", "long-clip-as-bands"])
+def test_the_comparison_figure_titles_and_labels_every_panel(seconds):
+    """comparison.png: each panel has a title and axis labels with units, and the panel with two
+    waveforms has a legend naming them."""
+    from nfield.plots import audio_comparison_figure
+
+    target = torch.from_numpy(chirp(seconds)[:, 0])
+    fitted = target + 0.01 * torch.randn(len(target), generator=torch.Generator().manual_seed(0))
+    figure = audio_comparison_figure(target, fitted, RATE, title="chirp.wav")
+    *panels, colour_bar = figure.axes
+    assert len(panels) == 4 and figure.get_suptitle() == "chirp.wav"
+    for ax in panels:
+        assert ax.get_title() and ax.get_xlabel() == "time (s)", ax.get_title()
+        assert abs(ax.get_xlim()[1] - seconds) < 0.02, ax.get_xlim()
+    waves, difference, target_spectrum, fitted_spectrum = panels
+    assert "target and fitted" in waves.get_title() and "difference" in difference.get_title()
+    assert [t.get_text() for t in waves.get_legend().get_texts()] == ["target", "fitted"]
+    assert waves.get_ylabel() == difference.get_ylabel() == "amplitude (full scale = 1)"
+    for spectrum, name in ((target_spectrum, "target"), (fitted_spectrum, "fitted")):
+        assert name in spectrum.get_title() and spectrum.get_ylabel() == "frequency (Hz)"
+        assert spectrum.get_ylim() == (0, RATE / 2)
+    assert "dB" in colour_bar.get_ylabel()

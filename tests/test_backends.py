@@ -170,8 +170,8 @@ def test_training_logs_the_backends_that_ran_and_info_prints_them(tmp_path, caps
     assert "backend 'auto' on cpu: HashGrid, DenseGrid -> torch; MLP -> torch" in capsys.readouterr().out
     assert main([*argv[:-4], "--backend", "triton", "--out", str(tmp_path / "t"), "--no-progress"]) == 1
     assert "--backend: backend 'triton' runs on CUDA tensors, got cpu" in capsys.readouterr().err
-    with pytest.raises(SystemExit):  # tyro rejects a backend that is not a choice
-        main([*argv[:-4], "--backend", "fast", "--out", str(tmp_path / "bad")])
+    assert main([*argv[:-4], "--backend", "fast", "--out", str(tmp_path / "bad")]) == 2  # not a choice: a malformed command line
+    assert "--backend expects one of auto, torch, triton, tcnn, got 'fast'" in capsys.readouterr().err
 
 
 def test_backend_names():

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -231,6 +232,85 @@ def test_bad_input_gives_one_clear_line_and_nonzero_exit(tmp_path, tiny_image, c
     assert result.returncode == 1 and len(lines) == 1 and lines[0].startswith("nfield: error:") and cases[0][1] in lines[0]
 
 
+def test_a_malformed_command_line_is_one_line_naming_the_flag(tmp_path, capsys):
+    """A wrong-typed value, an unknown (or renamed) flag, a missing argument: one `nfield: error:` line
+    naming the flag, what it expects and the closest flags, exit status 2 (not tyro's box)."""
+    cases = [
+        (("train-nerf", "SCENE", "--steps", "abc"), ["--steps", "an integer", "'abc'"]),
+        (("fit-image", "camera", "--lr", "fast"), ["--lr", "a number", "'fast'"]),
+        (("distill", "RUN", "--steps", "300"), ["distill has no flag --steps", "did you mean --distill-steps (an integer)"]),
+        (("fit-image", "camera", "--n-nuerons", "8"), ["no flag --n-nuerons", "--n-neurons (an integer)"]),
+        (("fit-image", "camera", "--lr-schedule", "cosin"), ["--lr-schedule", "one of constant, cosine", "did you mean cosine"]),
+        (("fit-image", "camera", "--steps"), ["--steps", "an integer", "no value"]),
+        (("render",), ["missing RUN-DIR (a run directory written by fit-image", "nfield render RUN-DIR [OPTIONS]"]),
+        (("trian-nerf", "scene"), ["unknown command 'trian-nerf'", "did you mean train-nerf"]),
+        ((), ["no command given", "fit-image"]),
+    ]
+    for argv, pieces in cases:
+        status, out, err = run(capsys, *argv)
+        lines = err.strip().splitlines()
+        assert status == 2 and len(lines) == 1 and lines[0].startswith("nfield: error:"), (argv, err)
+        for piece in pieces:
+            assert piece in lines[0], (argv, piece, lines[0])
+    done = nfield("fit-image", "camera", "--lr", "fast", cwd=tmp_path)  # a real process: its exit status
+    assert done.returncode == 2 and done.stderr.strip().splitlines() == [
+        "nfield: error: --lr expects a number, got 'fast' (see nfield fit-image --help)"
+    ], done.stderr
+    with pytest.raises(SystemExit) as exit_:  # --help still prints the whole help
+        main(["distill", "--help"])
+    assert exit_.value.code == 0 and "--distill-steps" in capsys.readouterr().out
+
+
+def help_of(command, capsys):
+    """`nfield COMMAND --help` (as it prints to a pipe: plain sections, no boxes): (its text, a
+    [flags, help text] row per flag)."""
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "--help"])
+    text = capsys.readouterr().out
+    assert exit_.value.code == 0, text
+    rows, current = [], None
+    for line in text.splitlines():
+        if re.match(r"  (-\w|--\w)", line):  # a flag and, after two spaces, its help (or help on the lines below)
+            flags, _, help_text = re.sub(r"\s{2,}", "\0", line.strip(), count=1).partition("\0")
+            current = [flags, help_text]
+            rows.append(current)
+        elif line.startswith("    ") and current is not None:
+            current[1] = f"{current[1]} {line.strip()}".strip()
+        else:
+            current = None
+    return text, rows
+
+
+def test_the_flags_named_in_errors_are_the_flags_tyro_takes(capsys, monkeypatch):
+    """`command_flags` (what the one-line errors suggest) lists exactly the flags each --help shows."""
+    from nfield.cli import COMMANDS
+    from nfield.cli.parse_errors import command_flags
+
+    monkeypatch.setenv("COLUMNS", "100")
+    for command, cls in COMMANDS.items():
+        shown = {flag for flags, _ in help_of(command, capsys)[1] for flag in re.findall(r"--[\w.-]+", flags)} - {"--help"}
+        listed = {name for flag in command_flags(cls) for name in flag.names}
+        assert listed == shown, (command, listed ^ shown)
+
+
+def test_every_flag_has_help_text_under_a_titled_group(capsys, monkeypatch):
+    """No flag's help is only its default (a comment after a parenthesised default is lost; a
+    docstring under the field is read), and no group is titled "options options"."""
+    from nfield.cli import COMMANDS
+
+    monkeypatch.setenv("COLUMNS", "100")
+    for command in COMMANDS:
+        text, rows = help_of(command, capsys)
+        assert "options options" not in text and "model-options options" not in text, command
+        assert rows, command
+        for flags, help_text in rows:
+            assert re.sub(r"\((default|required)\b[^)]*\)", "", help_text).strip(), (command, flags, help_text)
+    text, rows = help_of("render", capsys)
+    assert " render options" in text
+    helps = {flags.split()[0]: help_text for flags, help_text in rows}
+    assert helps["--fps"].startswith("frames per second") and helps["--sample-rate"].startswith("audio runs: samples per second")
+
+
 @pytest.mark.parametrize("kind", ["grey-alpha-8", "grey-16", "hdr-float-tiff", "hdr-half-exr"])
 def test_other_pixel_formats_fit_end_to_end(tmp_path, capsys, kind):
     y, x = np.mgrid[0:12, 0:12] / 12
@@ -263,6 +343,28 @@ def test_other_pixel_formats_fit_end_to_end(tmp_path, capsys, kind):
     assert raw.dtype == np.float32 and raw.shape[:2] == (24, 24)
     if kind.startswith("hdr"):  # the float render keeps the HDR range; the PNG is clipped
         assert raw.max() > 2.5
+
+
+def test_a_grey_exr_stored_as_rgba_is_fitted_grey_and_renders(tmp_path, capsys):
+    """R = G = B everywhere and alpha 1 everywhere: one channel is fitted, saved and rendered."""
+    import OpenEXR
+
+    y, x = np.mgrid[0:12, 0:12] / 12
+    grey = (np.sin(5 * x) * np.cos(4 * y) + 1.5).astype(np.float16)
+    channels = {"R": grey, "G": grey, "B": grey, "A": np.ones_like(grey)}
+    with OpenEXR.File({"compression": OpenEXR.ZIP_COMPRESSION}, channels) as exr:
+        exr.write(str(tmp_path / "grey.exr"))
+    argv = ("fit-image", tmp_path / "grey.exr", "--model", "relu-pe", "--steps", 20, "--out", tmp_path / "run", "--no-progress")
+    status, out, err = run(capsys, *argv)
+    assert status == 0, err
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["image"]["channels"] == 1
+    assert iio.imread(tmp_path / "run" / "reconstruction.png").shape == (12, 12)
+    assert run(capsys, "render", tmp_path / "run", "--width", 24, "--out", tmp_path / "x2.png")[0] == 0
+    assert iio.imread(tmp_path / "x2.png").shape == (24, 24)
+    assert run(capsys, "render-image", tmp_path / "run", "--scale", 2, "--out", tmp_path / "x2.tif")[0] == 0
+    assert iio.imread(tmp_path / "x2.tif").shape == (24, 24)
+    status, out, err = run(capsys, "eval", tmp_path / "run")
+    assert status == 0 and "psnr" in last_json(out), err
 
 
 def test_one_loader_serves_image_runs(tmp_path, capsys, tiny_image):
@@ -358,6 +460,28 @@ def test_render_image_refuses_a_scale_that_does_not_fit_and_says_which_does(tmp_
     status, _, err = run(capsys, "render-image", tmp_path / "r", "--scale", 3, "--out", tmp_path / "x3.png")
     assert status == 0 and "render" in err and "wrote" in err  # a progress bar, then what was written
     assert iio.imread(tmp_path / "x3.png").shape == (48, 48, 3)
+
+
+def test_render_keeps_an_image_runs_aspect_ratio(tmp_path, capsys):
+    """A 2:1 image: one of --width/--height sets the other; both of another aspect fit the picture inside."""
+    y, x = np.mgrid[0:8, 0:16] / 16
+    iio.imwrite(tmp_path / "wide.png", (np.stack([x, y, x * y], -1) * 255).astype(np.uint8))
+    status, _, err = run(capsys, "fit-image", tmp_path / "wide.png", "--model", "relu", "--steps", 2, "--out", tmp_path / "r")
+    assert status == 0, err
+    for flags, size in (
+        (("--width", 32), (32, 16)),
+        (("--height", 4), (8, 4)),
+        (("--width", 20, "--height", 10), (20, 10)),
+        (("--width", 64, "--height", 36), (64, 32)),  # 16:9 asked: the 2:1 picture inside it
+        (("--width", 30, "--height", 30), (30, 15)),
+    ):
+        status, _, err = run(capsys, "render", tmp_path / "r", *flags, "--out", tmp_path / "out.png", "--no-progress")
+        assert status == 0, err
+        assert iio.imread(tmp_path / "out.png").shape[:2] == (size[1], size[0]), (flags, err)
+        assert f"({size[0]}x{size[1]})" in err
+        assert ("aspect kept inside" in err) == (len(flags) == 4 and flags[1::2] != size), (flags, err)
+    status, _, err = run(capsys, "render", tmp_path / "r", "--width", 0, "--out", tmp_path / "out.png")
+    assert status == 1 and "--width and --height must be positive" in err
 
 
 def test_sigterm_saves_a_checkpoint_and_says_how_to_resume(tmp_path, tiny_image, capsys):

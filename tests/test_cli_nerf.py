@@ -44,7 +44,7 @@ def test_train_nerf_reports_held_out_metrics_and_writes_renders(trained, capsys)
     assert config["field"]["grid"]["n_levels"] == 6 and config["task_config"]["occupancy"]["resolution"] == 16
     assert sorted(p.name for p in (trained / "renders").iterdir()) == ["r_0.png", "r_0_truth.png", "r_1.png", "r_1_truth.png"]
     status, lines, err = run(capsys, "eval", trained)
-    assert status == 0 and "eval" in err and "2/2" in err, err  # a progress bar over the views
+    assert status == 0 and "eval (2 views)" in err and "100%" in err, err  # a progress bar over the views' rays
     result = json.loads(lines[-1])
     assert result["psnr"] == pytest.approx(evals[-1]["psnr"], abs=1e-6) and result["views"] == 2
 

@@ -70,6 +70,17 @@ def test_a_folder_fits_every_image_and_skips_the_corrupt_one(folder, tmp_path, c
     assert status == 0 and "6 done before, 1 to fit" in err and json.loads(out[-1])["ok"] == 6
 
 
+def test_a_skipped_file_is_named_once(tmp_path, capsys):
+    """The reader's error already starts with the file; the skip line must not repeat it."""
+    write_images(tmp_path / "imgs", 1, size=8)
+    (tmp_path / "imgs" / "broken.png").write_text("not an image")
+    status, _, err = run(capsys, "fit-image", tmp_path / "imgs", *FAST, "--steps", 2, "--out", tmp_path / "c")
+    assert status == 0, err
+    skipped = [line for line in err.splitlines() if line.startswith("nfield: skipped")]
+    assert len(skipped) == 1 and skipped[0].count("broken.png") == 1, err
+    assert skipped[0].startswith(f"nfield: skipped {tmp_path / 'imgs' / 'broken.png'}: cannot read it as an image"), err
+
+
 def test_globs_names_and_one_line_refusals(folder, tmp_path, capsys):
     assert [p.name for p in find_files(str(folder / "img*.png"), "image")] == [f"img{i}.png" for i in range(4)]
     assert run_names([Path("a/x.png"), Path("a/x.jpg"), Path("b/x.png")]) == ["x-png", "x-jpg", "x-png-2"]

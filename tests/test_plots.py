@@ -248,12 +248,12 @@ class LineTask:
         mse = ((self.model(x) - y) ** 2).mean()
         return mse, {"mse": mse.detach()}
 
-    def evaluate(self):
+    def evaluate(self, progress=False, leave=True):
         x = torch.linspace(-1, 1, 16)[:, None]
         with torch.no_grad():
             return {"mse": float(((self.model(x) - 3 * x - 1) ** 2).mean())}
 
-    def export(self, run_dir):
+    def export(self, run_dir, progress=False):
         pass
 
     def state_dict(self):

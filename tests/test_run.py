@@ -49,6 +49,16 @@ def test_resuming_refuses_what_cannot_change(tmp_path):
     assert train(RunRequest("image", "camera", resume=True, **{**base, "train": {"steps": 6, "progress": False}}))["step"] == 6
 
 
+def test_resuming_says_from_which_step_and_checkpoint(tmp_path, capsys):
+    base = dict(model="relu", out=tmp_path / "run", data_options={"downscale": 16})
+    train(RunRequest("image", "camera", train={"steps": 4, "progress": False}, **base))
+    assert not any(line.startswith("resuming") for line in capsys.readouterr().err.splitlines())  # a fresh run does not
+    train(RunRequest("image", "camera", resume=True, train={"steps": 6, "progress": False}, **base))
+    checkpoint = tmp_path / "run" / "checkpoints" / "step_0000004"
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("resuming")]
+    assert lines == [f"resuming {tmp_path / 'run'} from step 4 of 6 (checkpoint {checkpoint})"]
+
+
 def test_a_config_missing_a_key_is_one_line(tmp_path):
     train(small_camera_run(tmp_path / "run", "relu", steps=2))
     config_file = tmp_path / "run" / "config.json"

@@ -70,6 +70,23 @@ def test_hash_fits_a_clip_and_renders_at_twice_the_frames(tmp_path, capsys):
     check_viewer_scene(tmp_path / "run", target)
 
 
+def test_the_final_json_says_which_frames_it_scored(tmp_path, capsys):
+    """The preset scores 8 evenly spaced frames at the end; with 16 frames the JSON names them, and
+    their PSNRs are psnr_per_frame.json's (which has every frame) at those indices."""
+    clip = np.concatenate([moving_disc(), moving_disc()[::-1]])[:, ::4, ::4]  # 16 frames of 8x6
+    (tmp_path / "frames").mkdir()
+    for k, frame in enumerate(clip):
+        iio.imwrite(tmp_path / "frames" / f"{k:03d}.png", frame)
+    small = ("--batch-size", 1024, "--n-levels", 4, "--log2-hashmap-size", 10, "--steps", 10, "--eval-every", 0)
+    status, out, err = cli(capsys, "fit-video", tmp_path / "frames", *small, "--out", tmp_path / "run", "--no-progress")
+    assert status == 0, err
+    result = json.loads(out[-1])
+    assert result["scored_frames"] == [0, 2, 4, 6, 9, 11, 13, 15] and len(result["psnr_per_frame"]) == 8, result
+    every_frame = json.loads((tmp_path / "run" / "psnr_per_frame.json").read_text())
+    assert len(every_frame) == 16
+    assert [every_frame[k] for k in result["scored_frames"]] == pytest.approx(result["psnr_per_frame"], abs=1e-3)
+
+
 def check_viewer_scene(run_dir, target):
     """The viewer's video panels: frame 3 of the field and of the clip at the centre of pixel (12, 16)."""
     from unittest.mock import MagicMock

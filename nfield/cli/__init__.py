@@ -2,7 +2,9 @@
 
 Every training command takes ``--steps``, ``--out``, ``--seed``, ``--device`` and ``--resume``;
 ``nfield eval RUN_DIR`` prints its metrics as one JSON object on the last stdout line. A user
-error prints one line on stderr and exits with status 1 (2 for malformed command lines). Ctrl-C or
+error prints one line on stderr and exits with status 1; a malformed command line (an unknown
+flag, a value of the wrong type, a missing argument) prints one line naming the flag, what it
+expects and the closest flags (`nfield.cli.parse_errors`) and exits with status 2. Ctrl-C or
 SIGTERM during training saves a checkpoint, says how to resume, and exits with status 130.
 """
 
@@ -29,6 +31,7 @@ from nfield.cli.distill import Distill
 from nfield.cli.export import Export
 from nfield.cli.image import FitImage, RenderImage
 from nfield.cli.nerf import TrainNeRF
+from nfield.cli.parse_errors import CommandLineError, one_line_parse_errors
 from nfield.cli.plot import Plot
 from nfield.cli.sdf import FitSDF, Mesh
 from nfield.cli.video import FitVideo
@@ -51,7 +54,7 @@ class Render:
 
     run_dir: tyro.conf.Positional[Path]  # a run directory written by fit-image, fit-sdf, train-nerf or distill
     device: str = "auto"  # auto, cpu, cuda, cuda:N
-    options: Annotated[RenderOptions, tyro.conf.OmitArgPrefixes] = RenderOptions()
+    options: Annotated[RenderOptions, tyro.conf.OmitArgPrefixes, tyro.conf.arg(name="render")] = RenderOptions()
 
     def __call__(self) -> None:
         print(render(load_run(self.run_dir, self.device), self.options), file=sys.stderr)
@@ -69,9 +72,8 @@ class Evaluate:
     run_dir: tyro.conf.Positional[Path]  # a run directory
     image: Annotated[Optional[str], STATED] = None  # image runs: target image (default: the one the run was fitted to)
     scene: Annotated[Optional[str], STATED] = None  # NeRF runs: scene folder (default: the one the run was trained on)
-    shape: Annotated[Optional[Path], STATED] = (
-        None  # SDF runs: reference mesh or point cloud (default: the one the run was fitted to)
-    )
+    shape: Annotated[Optional[Path], STATED] = None
+    """SDF runs: reference mesh or point cloud (default: the one the run was fitted to)"""
     lod: Annotated[Optional[int], STATED] = None  # SDF runs: level of detail (default the finest)
     resolution: int = 256  # SDF runs: marching-cubes samples per axis
     half: bool = False  # NeRF runs: evaluate the field in half precision (float16 on CUDA, bfloat16 on CPU)
@@ -167,14 +169,19 @@ def main(argv: list[str] | None = None) -> int:
     previous = signal.signal(signal.SIGTERM, _terminated) if in_main_thread else None
     shown, warnings.showwarning = warnings.showwarning, _show_warning
     try:
-        command = tyro.extras.subcommand_cli_from_dict(
-            COMMANDS,
-            prog="nfield",
-            args=argv,
-            description="nfield: neural fields from the command line",
-            config=(tyro.conf.DisallowNone, tyro.conf.PositionalMetavarFromFieldName),
-        )
+        with one_line_parse_errors(sys.argv[1:] if argv is None else list(argv), COMMANDS):
+            command = tyro.extras.subcommand_cli_from_dict(
+                COMMANDS,
+                prog="nfield",
+                args=argv,
+                description="nfield: neural fields from the command line",
+                config=(tyro.conf.DisallowNone, tyro.conf.PositionalMetavarFromFieldName),
+            )
         command()
+    except CommandLineError as err:
+        if layout().is_main:
+            print(f"nfield: error: {err}", file=sys.stderr)
+        return 2
     except Interrupted as err:
         if layout().is_main:
             print(f"nfield: {err}", file=sys.stderr)

@@ -41,7 +41,7 @@ class FitAudio(TrainingCommand):
     """IGA: the n largest eNTK eigenvalues are lowered to the (n+1)-th"""
     run: Annotated[RunFlags, tyro.conf.OmitArgPrefixes] = RunFlags()
     train: Annotated[AudioTrainOptions, tyro.conf.OmitArgPrefixes] = AudioTrainOptions()
-    model_options: Annotated[ImageModelOptions, tyro.conf.OmitArgPrefixes] = ImageModelOptions()
+    model_options: Annotated[ImageModelOptions, tyro.conf.OmitArgPrefixes, tyro.conf.arg(name="model")] = ImageModelOptions()
 
     def __call__(self) -> None:
         task = {

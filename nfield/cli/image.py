@@ -29,9 +29,8 @@ class ImageModelOptions(FieldOptions):
     """Hyper-parameter overrides; unset keys keep the model's preset value. Each key goes to the
     encoding or network that has it; a key the chosen model does not have is an error."""
 
-    start_fraction: Annotated[Optional[float], PRESET] = (
-        None  # progressive schedules: fraction of training where bands start opening
-    )
+    start_fraction: Annotated[Optional[float], PRESET] = None
+    """progressive schedules: fraction of training where bands start opening"""
     end_fraction: Annotated[Optional[float], PRESET] = None  # progressive schedules: fraction of training where all are open
     grid_resolution: Annotated[Optional[int], PRESET] = None  # SAPE: resolution of the per-region progress grid
     error_threshold: Annotated[Optional[float], PRESET] = None  # SAPE: local squared error under which a region stops progressing
@@ -40,12 +39,10 @@ class ImageModelOptions(FieldOptions):
     n_features_per_level: Annotated[Optional[int], PRESET] = None  # grid features per level
     log2_hashmap_size: Annotated[Optional[int], PRESET] = None  # hash table size per level, log2
     base_resolution: Annotated[Optional[int], PRESET] = None  # coarsest grid resolution
-    per_level_scale: Annotated[Optional[float], PRESET] = (
-        None  # growth factor between grid levels (default: finest level = image size)
-    )
-    fourier_reparam: Annotated[Optional[bool], PRESET] = (
-        None  # ReLU MLPs: Fourier-reparameterised hidden weights W = Lambda B (FR-INR)
-    )
+    per_level_scale: Annotated[Optional[float], PRESET] = None
+    """growth factor between grid levels (default: finest level = image size)"""
+    fourier_reparam: Annotated[Optional[bool], PRESET] = None
+    """ReLU MLPs: Fourier-reparameterised hidden weights W = Lambda B (FR-INR)"""
     omega0: Annotated[Optional[float], PRESET] = None  # wire: frequency of the Gabor wavelet
     s0: Annotated[Optional[float], PRESET] = None  # wire: scale of the Gabor wavelet's Gaussian window
     modulation_resolution: Annotated[Optional[int], PRESET] = None  # cam: vertices per axis of the modulation grids
@@ -85,7 +82,7 @@ class FitImage(TrainingCommand):
     """folders and globs: images of one size trained together as one stacked model (0: as many as fit in memory)"""
     run: Annotated[RunFlags, tyro.conf.OmitArgPrefixes] = RunFlags()
     train: Annotated[ImageTrainOptions, tyro.conf.OmitArgPrefixes] = ImageTrainOptions()
-    model_options: Annotated[ImageModelOptions, tyro.conf.OmitArgPrefixes] = ImageModelOptions()
+    model_options: Annotated[ImageModelOptions, tyro.conf.OmitArgPrefixes, tyro.conf.arg(name="model")] = ImageModelOptions()
 
     def __call__(self) -> None:
         task = {

@@ -35,7 +35,8 @@ class TrainNeRF(TrainingCommand):
     instant-ngp or nerfstudio format); reports PSNR/SSIM on held-out views.
 
     Writes a run directory with config.json, cameras.json, metrics.jsonl, checkpoints/ and
-    renders/ (every held-out view next to its ground truth); prints the final metrics as JSON.
+    renders/ (held-out views next to their ground truth: all of them on a GPU, two on a CPU);
+    prints the final metrics as JSON.
     """
 
     scene: tyro.conf.Positional[str]  # scene folder (or its transforms.json)
@@ -48,15 +49,18 @@ class TrainNeRF(TrainingCommand):
     teaching: bool = False  # INT (nonparametric teaching): each step trains on the rays of a random batch rendered worst
     background: Annotated[Optional[Literal["random", "white", "black"]], STATED] = None
     """background of transparent training pixels: random per ray, white or black (default: random)"""
-    eval_views: Annotated[Optional[int], STATED] = None  # held-out views per periodic evaluation, 0 for all (default: 8)
+    eval_views: Annotated[Optional[int], tyro.conf.arg(help_behavior_hint=device_default(NERF_PRESETS, "eval_views"))] = None
+    """held-out views scored by each evaluation, the closing one included, 0 for all (`nfield eval` scores all)"""
+    render_views: Annotated[Optional[int], tyro.conf.arg(help_behavior_hint=device_default(NERF_PRESETS, "render_views"))] = None
+    """held-out views written to renders/ when training ends, 0 for all"""
     skip_missing_images: bool = False  # drop frames whose image file is missing (with a warning) instead of failing
     run: Annotated[RunFlags, tyro.conf.OmitArgPrefixes] = RunFlags()
     train: Annotated[NeRFTrainOptions, tyro.conf.OmitArgPrefixes] = NeRFTrainOptions()
-    model_options: Annotated[NeRFModelOptions, tyro.conf.OmitArgPrefixes] = NeRFModelOptions()
+    model_options: Annotated[NeRFModelOptions, tyro.conf.OmitArgPrefixes, tyro.conf.arg(name="model")] = NeRFModelOptions()
 
     def __call__(self) -> None:
         task = {"batch_rays": self.batch_rays, "loss": self.loss, "train_background": self.background}
-        task["eval_views"] = self.eval_views
+        task["eval_views"], task["render_views"] = self.eval_views, self.render_views
         task["teaching"] = TeachingConfig(enabled=True) if self.teaching else None
         data = {"downscale": self.downscale, "skip_missing_images": self.skip_missing_images}
         self.submit("nerf", self.scene, task, data)

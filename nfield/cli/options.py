@@ -37,9 +37,8 @@ class FieldOptions(Overrides):
     activation: Annotated[Optional[str], PRESET] = None  # MLP activation: relu, leaky_relu, softplus, gelu, silu, tanh, sigmoid
     w0: Annotated[Optional[float], PRESET] = None  # SIREN / SPDER frequency of the hidden layers
     w0_initial: Annotated[Optional[float], PRESET] = None  # SIREN / SPDER frequency of the first layer
-    n_frequencies: Annotated[Optional[int], PRESET] = (
-        None  # octave bands of frequency encodings (relu-pe, progressive, sape, pins)
-    )
+    n_frequencies: Annotated[Optional[int], PRESET] = None
+    """octave bands of frequency encodings (relu-pe, progressive, sape, pins)"""
     n_features: Annotated[Optional[int], PRESET] = None  # number of random Fourier features (fourier, learnable-fourier)
     sigma: Annotated[Optional[float], PRESET] = None  # standard deviation of Fourier frequencies, cycles per unit on [-1, 1]
 

@@ -82,7 +82,7 @@ class FitSDF(TrainingCommand):
     a time, its octree follows each shape)"""
     run: Annotated[RunFlags, tyro.conf.OmitArgPrefixes] = RunFlags()
     train: Annotated[SDFTrainOptions, tyro.conf.OmitArgPrefixes] = SDFTrainOptions()
-    model_options: Annotated[SDFModelOptions, tyro.conf.OmitArgPrefixes] = SDFModelOptions()
+    model_options: Annotated[SDFModelOptions, tyro.conf.OmitArgPrefixes, tyro.conf.arg(name="model")] = SDFModelOptions()
 
     def __call__(self) -> None:
         keys = (

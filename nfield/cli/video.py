@@ -24,7 +24,8 @@ class FitVideo(TrainingCommand):
     or a folder of frame images), on random pixel batches across all frames.
 
     Writes a run directory with config.json, metrics.jsonl, checkpoints/, reconstruction.mp4 and
-    psnr_per_frame.json; prints the mean PSNR/SSIM and each frame's PSNR as JSON on the last line.
+    psnr_per_frame.json (every frame's PSNR); prints the mean PSNR/SSIM as JSON on the last line with
+    psnr_per_frame for the frames the final evaluation scored and scored_frames, their indices.
     `nfield render RUN --frames N --fps F` re-renders it at any frame count, rate and size.
     """
 
@@ -44,7 +45,7 @@ class FitVideo(TrainingCommand):
     """IGA: the n largest eNTK eigenvalues are lowered to the (n+1)-th"""
     run: Annotated[RunFlags, tyro.conf.OmitArgPrefixes] = RunFlags()
     train: Annotated[VideoTrainOptions, tyro.conf.OmitArgPrefixes] = VideoTrainOptions()
-    model_options: Annotated[ImageModelOptions, tyro.conf.OmitArgPrefixes] = ImageModelOptions()
+    model_options: Annotated[ImageModelOptions, tyro.conf.OmitArgPrefixes, tyro.conf.arg(name="model")] = ImageModelOptions()
 
     def __call__(self) -> None:
         data = {"downscale": self.downscale, "max_frames": self.max_frames}

@@ -26,9 +26,9 @@ class View:
     port: int = 8080  # the page's port (it must be free)
     host: str = "127.0.0.1"  # the address to listen on (0.0.0.0: every network interface)
     device: str = "auto"  # auto, cpu, cuda, cuda:N
-    resolution: Annotated[Optional[int], STATED] = (
-        None  # rows of a full frame (default 720 on CUDA, 240 on the CPU; the page has a slider)
-    )
+    resolution: Annotated[Optional[int], STATED] = None
+    """rows of a full frame (default 720 on CUDA, 240 on the CPU; image and video runs: the image's pixels one to one,
+    240 to 720 rows on the CPU; the page has a slider)"""
 
     def __call__(self) -> None:
         from nfield.viewer.serve import view

@@ -65,15 +65,21 @@ class Image:
         return self.pixels.float() * self.scale
 
 
-def load_image(source: str | Path, downscale: int = 1) -> Image:
+def load_image(source: str | Path, downscale: int = 1, stored_channels: int | None = None) -> Image:
     """Read an image file (PNG/JPEG/TIFF, 8- or 16-bit, grey/RGB/RGBA; OpenEXR in half or full float,
     read with the OpenEXR bindings; Radiance HDR/PFM where an imageio plugin reads them) or a
     bundled image name (see `BUNDLED_IMAGES`).
+
+    An image stored with an alpha channel is fitted with the channels its pixels use
+    (`significant_channels`): an alpha that is fully opaque everywhere is dropped, and RGBA whose
+    R, G and B are equal everywhere is grey, so a grey picture saved as RGBA is fitted as grey.
 
     Args:
         source: a file path or a bundled image name such as ``"camera"``.
         downscale: integer factor; the image is box-filtered (each output pixel is the mean of a
             downscale x downscale block) and cropped to a multiple of the factor.
+        stored_channels: keep the file's channels as stored when it stores this many (a run
+            fitted to them before redundant channels were dropped reads its image back unchanged).
 
     Returns:
         An `Image`; raises `NfieldError` with one line for missing, unreadable or empty input.
@@ -89,6 +95,8 @@ def load_image(source: str | Path, downscale: int = 1) -> Image:
         raise NfieldError(f"{name}: expected a grey, grey+alpha, RGB or RGBA image, got an array of shape {array.shape}")
     if array.shape[0] == 0 or array.shape[1] == 0:
         raise NfieldError(f"{name}: the image is empty ({array.shape[1]}x{array.shape[0]} pixels)")
+    if stored_channels != array.shape[2]:
+        array = significant_channels(array)
     if array.dtype == np.uint8:
         scale, hdr = 1 / 255, False
     elif array.dtype == np.uint16:
@@ -106,6 +114,23 @@ def load_image(source: str | Path, downscale: int = 1) -> Image:
         array, scale = _box_downscale(array.astype(np.float64) * scale, downscale, name), 1.0
     peak = float(array.max()) * scale if hdr else 1.0
     return Image(torch.from_numpy(np.ascontiguousarray(array)), scale, name, hdr, peak if peak > 0 else 1.0)
+
+
+def significant_channels(array: np.ndarray) -> np.ndarray:
+    """(H, W, C) pixels of an image stored with an alpha channel (grey+alpha, RGBA) without the
+    channels that carry nothing: an alpha at full opacity at every pixel (255, 65535, or 1.0 for
+    float images) is dropped, and RGBA's R, G and B equal at every pixel become one grey channel.
+    Grey RGBA with an opaque alpha -> grey, RGB with an opaque alpha -> RGB, grey RGBA with a real
+    alpha -> grey+alpha. Images stored without alpha (grey, RGB) are returned as they are."""
+    channels = array.shape[2]
+    if channels not in (2, 4) or not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
+        return array
+    opaque = 1.0 if np.issubdtype(array.dtype, np.floating) else np.iinfo(array.dtype).max
+    alpha = [] if np.all(array[..., -1] == opaque) else [channels - 1]
+    red = array[..., 0]
+    grey = channels == 4 and np.array_equal(red, array[..., 1]) and np.array_equal(red, array[..., 2])
+    colour = [0] if grey else list(range(channels - 1))
+    return array if len(colour) + len(alpha) == channels else array[..., colour + alpha]
 
 
 @contextlib.contextmanager
@@ -137,6 +162,8 @@ def _read(source: str | Path) -> tuple[np.ndarray, str]:
         if path.suffix.lower() in (".hdr", ".pfm"):
             hint = " (Radiance HDR and PFM need imageio's freeimage plugin: `imageio_download_bin freeimage`; or convert to EXR)"
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        for named in (f"`{path}``", f"`{path}`", str(path)):  # the line names the file once, first
+            reason = reason.replace(named, "it")
         raise NfieldError(f"{source}: cannot read it as an image: {reason}{hint}") from None
     return np.asarray(array), str(source)
 

@@ -191,8 +191,9 @@ class RadianceField(nn.Module):
         lo, hi = self.aabb.to(x.dtype)
         return 2.0 * (x - lo) / (hi - lo) - 1.0
 
-    def _geometry(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(sigma (M,) in float32 or wider, features (M, F)) of world points x (M, 3)."""
+    def density_and_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(sigma (M,) in float32 or wider, geometry features (M, F)) of world points x (M, 3): the
+        density network's outputs, which `color_of` turns into colours."""
         u = self.normalize(x)
         out = self.geometry(u)
         raw = out[:, 0].to(torch.promote_types(out.dtype, torch.float32))  # exp overflows float16 above 11
@@ -202,7 +203,7 @@ class RadianceField(nn.Module):
 
     def density(self, x: torch.Tensor) -> torch.Tensor:
         """Volume density sigma >= 0 (M,) per world unit of length at world points x (M, 3); 0 outside the box."""
-        return self._geometry(x)[0]
+        return self.density_and_features(x)[0]
 
     def forward(self, x: torch.Tensor, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Colour and density at world points.
@@ -214,9 +215,13 @@ class RadianceField(nn.Module):
         Returns:
             rgb (M, 3) in [0, 1], and sigma (M,) >= 0 (0 outside the box), independent of `d`.
         """
-        sigma, features = self._geometry(x)
-        rgb = self.color(torch.cat([self.direction_encoding(d).to(features.dtype), features], dim=-1))
-        return rgb, sigma
+        sigma, features = self.density_and_features(x)
+        return self.color_of(features, d), sigma
+
+    def color_of(self, features: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+        """rgb (M, 3) in [0, 1] of points with geometry features (M, F) (`density_and_features`)
+        seen along unit directions d (M, 3)."""
+        return self.color(torch.cat([self.direction_encoding(d).to(features.dtype), features], dim=-1))
 
     def extra_repr(self) -> str:
         activation = getattr(self.density_activation, "__name__", self.density_activation)

@@ -38,8 +38,10 @@ from nfield.train import TrainConfig
 
 #: Steps and schedule of every NeRF preset; the learning rate and autocast differ per model.
 _TRAIN = TrainConfig(steps=5000, lr_schedule="cosine", eval_every=1000)
-#: Rays per step: 4096 on a GPU; 1024 on a CPU, where an ngp step of 4096 rays takes seconds.
-_CPU = {"batch_rays": 1024}
+#: On a CPU: 1024 rays per step (4096 on a GPU), where an ngp step of 4096 rays takes seconds; and
+#: 2 held-out views evaluated and written to renders/ (8 evaluated and all written on a GPU), where
+#: one 800x800 view takes a minute or more (`nfield eval RUN` scores and writes them all).
+_CPU = {"batch_rays": 1024, "eval_views": 2, "render_views": 2}
 
 
 def _preset(field, sampler: Literal["occupancy", "hierarchical"], lr: float, description: str, mixed_precision=True) -> Preset:

@@ -208,10 +208,14 @@ def render_rays(
     samples: RaySamples,
     background: torch.Tensor | None = None,
     backend: str = "auto",
+    max_samples: int | None = None,
 ) -> dict[str, torch.Tensor]:
     """Volume-render rays: evaluate the field at the samples' midpoints and `composite`.
 
-    The field is called once, on all M samples (none when M = 0); chunk the rays to bound memory.
+    The field is called once on all M samples (none when M = 0), or without autograd on at most
+    `max_samples` at a time: a field's intermediate values (a hash grid's features, the MLPs'
+    hidden layers) over millions of samples would take gigabytes, which a CPU spends more time
+    allocating and filling than computing. Chunk the rays to bound the samples' own memory.
 
     Args:
         rgb_sigma_fn: (positions (M, 3), directions (M, 3)) -> (rgb (M, 3), sigma (M,)), e.g. a
@@ -221,6 +225,7 @@ def render_rays(
         samples: `RaySamples` of these rays.
         background: (N, 3) or (3,) colour behind the volume, or None for black.
         backend: the compositing backend: auto, torch or triton (`nfield.backends`).
+        max_samples: without autograd, the most samples per call of `rgb_sigma_fn` (None: all).
 
     Returns:
         The dict of `composite`: rgb (N, 3), opacity (N,), depth (N,), weights (M,).
@@ -234,7 +239,12 @@ def render_rays(
     if len(samples) == 0:
         rgbs, sigmas = origins.new_zeros(0, 3), origins.new_zeros(0)
     else:
-        rgbs, sigmas = rgb_sigma_fn(samples.positions(origins, directions), directions[samples.ray_indices])
+        positions, sample_directions = samples.positions(origins, directions), directions[samples.ray_indices]
+        if max_samples is not None and len(samples) > max_samples and not torch.is_grad_enabled():
+            parts = [rgb_sigma_fn(p, d) for p, d in zip(positions.split(max_samples), sample_directions.split(max_samples))]
+            rgbs, sigmas = torch.cat([rgb for rgb, _ in parts]), torch.cat([sigma.reshape(-1) for _, sigma in parts])
+        else:
+            rgbs, sigmas = rgb_sigma_fn(positions, sample_directions)
         if rgbs.shape != (len(samples), 3) or sigmas.numel() != len(samples):
             raise NfieldError(
                 f"render_rays: rgb_sigma_fn must return rgb (M, 3) and sigma (M,) for M = {len(samples)} samples, "

@@ -22,11 +22,11 @@ from typing import Any
 import torch
 
 from nfield.components import config_from_dict
-from nfield.data.audio import Audio, comparison_image, load_audio, save_audio, time_coordinates
-from nfield.data.images import save_image
+from nfield.data.audio import Audio, load_audio, save_audio, time_coordinates
 from nfield.errors import NfieldError
 from nfield.fields import Field, FieldConfig, field_config_from_dict, field_config_to_dict
 from nfield.metrics import psnr_from_mse
+from nfield.progress import progress_bar
 from nfield.tasks.gradient_adjustment import (
     MAX_CELLS_PER_AXIS,
     GradientAdjuster,
@@ -209,19 +209,25 @@ class AudioTask:
         return self.adjuster.loss(self.model, times, outputs, targets, groups, slots), metrics
 
     @torch.no_grad()
-    def evaluate(self) -> dict[str, float]:
-        """PSNR (dB, peak 1 = full scale) and SNR (dB) of every sample of the clip."""
+    def evaluate(self, progress: bool = False, leave: bool = True) -> dict[str, float]:
+        """PSNR (dB, peak 1 = full scale) and SNR (dB) of every sample of the clip, with a bar over
+        the samples rendered when `progress` is set (`leave`: kept when done)."""
         audio = self._data()
-        fitted = self.render(audio.n_samples)
+        fitted = self.render(audio.n_samples, progress, "eval", leave)
         mse = (fitted - audio.samples).square().mean()
         return {"psnr": float(psnr_from_mse(mse)), "snr": snr_db(fitted, audio.samples)}
 
-    def export(self, run_dir: Path) -> None:
-        """Write reconstruction.wav (at the clip's rate) and comparison.png (first channel)."""
+    def export(self, run_dir: Path, progress: bool = False) -> None:
+        """Write reconstruction.wav (at the clip's rate) and comparison.png (first channel): the
+        waveforms, their difference and the spectrograms (`nfield.plots.audio_comparison_figure`)."""
+        from nfield.plots import write_audio_comparison
+
         audio, run_dir = self._data(), Path(run_dir)
-        fitted = self.render(audio.n_samples)
+        fitted = self.render(audio.n_samples, progress, "outputs")
         save_audio(run_dir / "reconstruction.wav", fitted, audio.sample_rate)
-        save_image(run_dir / "comparison.png", comparison_image(audio.samples[:, 0], fitted[:, 0]))
+        which = f", channel 1 of {audio.channels}" if audio.channels > 1 else ""
+        title = f"{Path(audio.source).name}: {audio.n_samples:,} samples at {audio.sample_rate:,} Hz{which}"
+        write_audio_comparison(run_dir / "comparison.png", audio.samples[:, 0], fitted[:, 0], audio.sample_rate, title)
 
     def state_dict(self) -> dict[str, Any]:
         state = {"generator": self.generator.get_state()}
@@ -236,14 +242,17 @@ class AudioTask:
 
     # --- rendering -----------------------------------------------------------------------------
     @torch.no_grad()
-    def render(self, n_samples: int) -> torch.Tensor:
+    def render(self, n_samples: int, progress: bool = False, label: str = "render", leave: bool = True) -> torch.Tensor:
         """(n_samples, channels) float32: the field at the centres of n_samples equal intervals of
-        the clip's span (the clip's own count reproduces it; more is temporal super-resolution)."""
+        the clip's span (the clip's own count reproduces it; more is temporal super-resolution);
+        `progress` shows a bar over the samples labelled `label` (`leave`: kept when done)."""
         was_training = self.model.training
         self.model.eval()
         out = torch.empty(n_samples, self.model.out_dim, device=self.device)
-        for start in range(0, n_samples, self.cfg.render_chunk):
-            index = torch.arange(start, min(start + self.cfg.render_chunk, n_samples), device=self.device)
-            out[start : start + len(index)] = self.model(time_coordinates(index, n_samples)).float()
+        with progress_bar(total=n_samples, desc=label, unit="sample", unit_scale=True, enabled=progress, leave=leave) as bar:
+            for start in range(0, n_samples, self.cfg.render_chunk):
+                index = torch.arange(start, min(start + self.cfg.render_chunk, n_samples), device=self.device)
+                out[start : start + len(index)] = self.model(time_coordinates(index, n_samples)).float()
+                bar.update(len(index))
         self.model.train(was_training)
         return out

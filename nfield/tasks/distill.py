@@ -187,10 +187,11 @@ class DistillTask:
         loss = alpha_mse + self.cfg.color_weight * rgb_mse
         return loss, {"alpha_mse": alpha_mse.detach(), "rgb_psnr": psnr_from_mse(rgb_mse.detach())}
 
-    def evaluate(self) -> dict[str, float]:
-        return self.images.evaluate()
+    def evaluate(self, progress: bool = False, leave: bool = True) -> dict[str, float]:
+        """The student's PSNR and SSIM on the held-out views (`NeRFTask.evaluate`)."""
+        return self.images.evaluate(progress=progress, leave=leave)
 
-    def export(self, run_dir) -> None:
+    def export(self, run_dir, progress: bool = False) -> None:
         """Nothing: the distilled student is fine-tuned next and exported then."""
 
     def state_dict(self) -> dict[str, Any]:
@@ -331,7 +332,7 @@ def distil_and_finetune(
         summary["distilled"] = trainer.fit()
         distill_seconds = trainer.train_seconds
     elif not finetune_started:
-        summary["distilled"] = task.evaluate()
+        summary["distilled"] = task.evaluate(progress=progress)
     trainer = Trainer(task.images, settings.train_config("finetune", progress), run_dir, device=task.device)
     trainer.observers.extend(observers)
     if finetune_started:
@@ -340,7 +341,7 @@ def distil_and_finetune(
         summary["fine_tuned"] = trainer.fit()
     else:
         trainer.save()  # the distilled student is the run's weights
-        task.images.export(run_dir)
+        task.images.export(run_dir, progress=progress)
     summary["distill_seconds"] = round(distill_seconds, 3)
     summary["finetune_seconds"] = round(trainer.train_seconds if settings.finetune_steps > 0 else 0.0, 3)
     return summary

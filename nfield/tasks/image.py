@@ -11,12 +11,11 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from nfield.colormap import inferno
 from nfield.components import config_from_dict
@@ -24,12 +23,16 @@ from nfield.data.images import Image, load_image, pixel_coordinates, save_image
 from nfield.distributed import data_parallel, loss_share, shard
 from nfield.errors import NfieldError
 from nfield.fields import Field, FieldConfig, field_config_from_dict, field_config_to_dict
+from nfield.kernels import tensor_versions
 from nfield.metrics import psnr, psnr_from_mse, ssim
+from nfield.progress import progress_bar
 from nfield.tasks.gradient_adjustment import GradientAdjuster, GradientAdjustmentConfig, patch_groups
 from nfield.tasks.teaching import Teacher, TeachingConfig
 
 #: Absolute error mapped to the top of the error map's colour scale.
 ERROR_MAP_MAX = 0.1
+#: Most values (pixels x channels x levels of detail) of an evaluation's renders kept for the export after it (256 MB).
+KEPT_RENDER_VALUES = 2**26
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,7 @@ class ImageTask:
         self.generator.manual_seed(seed)
         self._feedback = [m for m in self.model.modules() if callable(getattr(m, "observe_error", None))]
         self.teacher = Teacher(cfg.teaching) if cfg.teaching.enabled else None
+        self._kept_renders: tuple[tuple, dict[int, torch.Tensor]] | None = None  # (the weights' versions, renders)
         self.adjuster = GradientAdjuster(cfg.gradient_adjustment) if cfg.gradient_adjustment.enabled else None
         self.step, self.total = 0, 1  # set by `update` (the teacher's schedules need both)
         self.full_batch = False
@@ -119,7 +123,7 @@ class ImageTask:
     def load_data(config: dict[str, Any], source: str | None = None) -> Image:
         """The run's image (or `source` instead), which must have the size the run was fitted to."""
         fitted = config["image"]
-        image = load_image(source or fitted["source"], fitted["downscale"])
+        image = load_image(source or fitted["source"], fitted["downscale"], stored_channels=fitted["channels"])
         if (image.height, image.width, image.channels) != (fitted["height"], fitted["width"], fitted["channels"]):
             raise NfieldError(
                 f"{image.source}: is {image.width}x{image.height}x{image.channels}, "
@@ -234,20 +238,44 @@ class ImageTask:
         return mse, {"psnr": psnr_from_mse(mse.detach(), self._data().data_range)}
 
     @torch.no_grad()
-    def evaluate(self) -> dict[str, float]:
-        """PSNR (dB) and SSIM of the full-resolution reconstruction, plus PSNR per level of detail."""
+    def evaluate(self, progress: bool = False, leave: bool = True) -> dict[str, float]:
+        """PSNR (dB) and SSIM of the full-resolution reconstruction, plus PSNR per level of detail,
+        with a bar over the pixels rendered when `progress` is set (`leave`: keep it when done)."""
         image = self._data()
         target = image.as_float()
-        rendered = self.render(image.height, image.width)
-        metrics = {"psnr": psnr(rendered, target, image.data_range), "ssim": ssim(rendered, target, image.data_range)}
+        renders = self._renders(progress, "eval", leave)
+        finest = renders[self.model.n_lods - 1]
+        metrics = {"psnr": psnr(finest, target, image.data_range), "ssim": ssim(finest, target, image.data_range)}
         for lod in range(self.model.n_lods - 1):
-            metrics[f"psnr_lod{lod}"] = psnr(self.render(image.height, image.width, lod=lod), target, image.data_range)
+            metrics[f"psnr_lod{lod}"] = psnr(renders[lod], target, image.data_range)
         return metrics
 
-    def export(self, run_dir: Path) -> None:
+    def export(self, run_dir: Path, progress: bool = False) -> None:
         """Write reconstruction.png, error.png and, where the model has them, per-LOD renders and
-        the SAPE progress map."""
-        write_outputs(self.model, self._data(), Path(run_dir), self.cfg.render_chunk)
+        the SAPE progress map (renders of the last evaluation are not made again)."""
+        write_outputs(self.model, self._data(), Path(run_dir), self._renders(progress, "outputs"))
+
+    def _renders(self, progress: bool, label: str, leave: bool = True) -> dict[int, torch.Tensor]:
+        """{lod: (H, W, C)} the image at every level of detail, at its own size; made once per
+        change of the weights (an evaluation's renders serve the export after it), unless they
+        hold over `KEPT_RENDER_VALUES` values."""
+        image = self._data()
+        weights = tensor_versions(self.model.parameters()) + tensor_versions(self.model.buffers())
+        if self._kept_renders is None or self._kept_renders[0] != weights:
+            n_lods = self.model.n_lods
+            total = n_lods * image.height * image.width
+            self._kept_renders = None
+            with progress_bar(total=total, desc=label, unit="px", unit_scale=True, enabled=progress, leave=leave) as bar:
+                renders = {
+                    lod: render_field(
+                        self.model, image.height, image.width, lod=lod, chunk=self.cfg.render_chunk, on_chunk=bar.update
+                    )
+                    for lod in range(n_lods)
+                }
+            if total * self.model.out_dim > KEPT_RENDER_VALUES:  # a large image is rendered again rather than held
+                return renders
+            self._kept_renders = (weights, renders)
+        return self._kept_renders[1]
 
     def state_dict(self) -> dict[str, Any]:
         state = {"generator": self.generator.get_state()}
@@ -275,9 +303,11 @@ def render_field(
     chunk: int = 2**18,
     out_device: torch.device | str | None = None,
     progress: bool = False,
+    on_chunk: Callable[[int], Any] | None = None,
 ) -> torch.Tensor:
     """Evaluate an image field at every pixel centre of a height x width grid, at level of detail
-    `lod` (None: the finest), with a progress bar over the chunks when `progress` is set.
+    `lod` (None: the finest), with a progress bar over the chunks when `progress` is set, and
+    `on_chunk(n_pixels)` called after each chunk (a caller's own bar).
 
     Coordinates are generated per chunk, so memory is bounded by `chunk` points plus the output.
 
@@ -289,27 +319,28 @@ def render_field(
     was_training = model.training
     model.eval()
     n_pixels = height * width
-    with tqdm(total=n_pixels, desc="render", unit="px", unit_scale=True, disable=not progress, dynamic_ncols=True) as bar:
+    with progress_bar(total=n_pixels, desc="render", unit="px", unit_scale=True, enabled=progress) as bar:
         for start in range(0, n_pixels, chunk):
             index = torch.arange(start, min(start + chunk, n_pixels), device=device)
             values = model(pixel_coordinates(index, height, width), lod=lod)
             out[start : start + len(index)] = values.float().to(out.device)
             bar.update(len(index))
+            if on_chunk is not None:
+                on_chunk(len(index))
     model.train(was_training)
     return out.reshape(height, width, model.out_dim)
 
 
-def write_outputs(model: Field, image: Image, run_dir: Path, chunk: int = 2**18) -> None:
-    rendered = render_field(model, image.height, image.width, chunk=chunk)
+def write_outputs(model: Field, image: Image, run_dir: Path, renders: dict[int, torch.Tensor]) -> None:
+    """reconstruction.png, error.png, lods/lod<k>.png and progress.png (SAPE) from `renders`
+    ({lod: (H, W, C)} at every level of detail, the finest last) into `run_dir`."""
+    rendered = renders[model.n_lods - 1]
     target = image.as_float()
     save_image(run_dir / "reconstruction.png", rendered / image.data_range)
     error = (rendered - target).abs().mean(dim=-1) / image.data_range
     save_image(run_dir / "error.png", inferno(error / ERROR_MAP_MAX))
     for lod in range(model.n_lods - 1):
-        save_image(
-            run_dir / "lods" / f"lod{lod}.png",
-            render_field(model, image.height, image.width, lod=lod, chunk=chunk) / image.data_range,
-        )
+        save_image(run_dir / "lods" / f"lod{lod}.png", renders[lod] / image.data_range)
     for module in model.modules():
         progress = getattr(module, "progress_map", None)
         if isinstance(progress, torch.Tensor) and progress.dim() == 2:  # indexed [x, y]; images are [y, x]

@@ -22,12 +22,11 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
 from nfield.backends import check_backend
 from nfield.components import config_from_dict
@@ -37,13 +36,24 @@ from nfield.distributed import data_parallel, loss_share, shard
 from nfield.errors import NfieldError
 from nfield.fields.kilonerf import KiloNeRFField, occupied_cells, save_kilonerf
 from nfield.fields.radiance import build_radiance_field, radiance_config_from_dict, radiance_config_to_dict
+from nfield.kernels import tensor_versions
 from nfield.metrics import psnr, psnr_from_mse, ssim
+from nfield.progress import progress_bar
 from nfield.render.cameras import CameraSet, PinholeCamera, camera_rays, image_rays, pixel_rays
-from nfield.render.samplers import OccupancyGrid, OccupancyGridConfig, importance_samples, ray_aabb, stratified_samples
-from nfield.render.volume import RENDER_BACKENDS, render_rays
+from nfield.render.samplers import (
+    OccupancyGrid,
+    OccupancyGridConfig,
+    RaySamples,
+    importance_samples,
+    ray_aabb,
+    stratified_samples,
+)
+from nfield.render.volume import RENDER_BACKENDS, composite, render_rays, render_weights
 from nfield.tasks.teaching import Teacher, TeachingConfig
 
 BACKGROUNDS = {"white": (1.0, 1.0, 1.0), "black": (0.0, 0.0, 0.0)}
+#: Most bytes of an evaluation's renders kept on the CPU for the export that follows it (22 views of 800x800).
+KEPT_RENDER_BYTES = 2**28
 
 
 @dataclass(frozen=True)
@@ -64,15 +74,22 @@ class NeRFTaskConfig:
     train_background: Literal["random", "white", "black"] = "random"
     eval_background: Literal["white", "black"] = "white"
     # evaluation and rendering
-    eval_views: int = 8  # held-out views per evaluation during training, evenly spaced (0: all; `nfield eval` uses all)
+    eval_views: int = (
+        8  # held-out views per evaluation during training and at its end, evenly spaced (0: all; `nfield eval` uses all)
+    )
+    render_views: int = 0  # held-out views written to renders/ when training ends, evenly spaced (0: all)
     render_chunk: int = 2**13  # rays per forward pass when rendering images
+    render_samples: int = 2**18  # most samples per field call when rendering without gradients (bounds memory)
     render_backend: str = "auto"  # ray marching and compositing: auto (Triton kernels on CUDA), torch, triton
     teaching: TeachingConfig = field(default_factory=TeachingConfig)  # INT: train on the worst-rendered rays
 
     def validate(self) -> None:
-        for name in ("batch_rays", "n_samples", "n_importance", "steps_per_ray", "render_chunk"):
+        for name in ("batch_rays", "n_samples", "n_importance", "steps_per_ray", "render_chunk", "render_samples"):
             if getattr(self, name) <= 0:
                 raise NfieldError(f"{name} must be positive, got {getattr(self, name)}")
+        for name in ("eval_views", "render_views"):
+            if getattr(self, name) < 0:
+                raise NfieldError(f"--{name.replace('_', '-')} must be >= 0 (0: all held-out views), got {getattr(self, name)}")
         if not self.l2_last_layers >= 0:
             raise NfieldError(f"l2_last_layers must be >= 0, got {self.l2_last_layers}")
         check_backend("render_backend", self.render_backend, RENDER_BACKENDS)
@@ -117,6 +134,7 @@ class NeRFTask:
         self.teacher = Teacher(cfg.teaching) if cfg.teaching.enabled else None
         self.step, self.total = 0, 1  # set by `update` (the teacher's schedules need both)
         self.parallel = data_parallel()
+        self._kept_renders: dict[str, Any] = {}  # the last renders of held-out views, with the weights they are of
 
     # --- a run directory's task ---------------------------------------------------------------
     @staticmethod
@@ -278,25 +296,28 @@ class NeRFTask:
         return F.mse_loss(rgb, target)
 
     @torch.no_grad()
-    def evaluate(self, views: int | None = None, progress: bool = False) -> dict[str, float]:
+    def evaluate(self, views: int | None = None, progress: bool = False, leave: bool = True) -> dict[str, float]:
         """Mean PSNR (dB) and SSIM over `views` held-out views, evenly spaced (0: all; default
-        `cfg.eval_views`), with a progress bar over the views when `progress` is set."""
-        limit = self.cfg.eval_views if views is None else views
-        renders = self._test_renders(limit)
-        total = self.evaluated_views(limit)
-        scored = tqdm(renders, total=total, desc="eval", unit="view", disable=not progress, dynamic_ncols=True)
-        scores = [(psnr(rendered, target), ssim(rendered, target)) for rendered, target, _ in scored]
+        `cfg.eval_views`), with a progress bar over their rays when `progress` is set (`leave`: keep
+        it on screen when done). The renders are kept until the field changes, so an `export` right
+        after writes them without rendering them again."""
+        indices = self._view_indices(self.cfg.eval_views if views is None else views)
+        scores = []
+        for rendered, target, _ in self._test_renders(indices, progress, "eval", leave, keep=True):
+            scores.append((psnr(rendered, target), ssim(rendered, target)))
         return {"psnr": sum(s[0] for s in scores) / len(scores), "ssim": sum(s[1] for s in scores) / len(scores)}
 
-    def export(self, run_dir: Path) -> None:
-        """Write every held-out view's render next to its ground truth in ``renders/``, and for a
-        KiloNeRF its portable export ``kilonerf.safetensors``."""
+    def export(self, run_dir: Path, progress: bool = False) -> None:
+        """Write `cfg.render_views` held-out views' renders (evenly spaced, 0: all) next to their
+        ground truth in ``renders/``, and for a KiloNeRF its portable export ``kilonerf.safetensors``;
+        views the last evaluation rendered are not rendered again."""
         field_module = self.model["field"]
         if isinstance(field_module, KiloNeRFField) and "grid" in self.model:
             occupied = occupied_cells(field_module, self.model["grid"])
             save_kilonerf(Path(run_dir) / "kilonerf.safetensors", field_module, occupied)
         out = Path(run_dir) / "renders"
-        for rendered, target, name in self._test_renders(0):
+        indices = self._view_indices(self.cfg.render_views)
+        for rendered, target, name in self._test_renders(indices, progress, "renders"):
             save_image(out / f"{name}.png", rendered.cpu())
             save_image(out / f"{name}_truth.png", target.cpu())
 
@@ -321,27 +342,54 @@ class NeRFTask:
         """How many held-out views `evaluate(limit)` scores (default `cfg.eval_views`; 0: all)."""
         return len(self._view_indices(self.cfg.eval_views if limit is None else limit))
 
+    def rendered_views(self) -> int:
+        """How many held-out views `export` writes to renders/ (`cfg.render_views`; 0: all)."""
+        return len(self._view_indices(self.cfg.render_views))
+
     def _view_indices(self, limit: int) -> list[int]:
         """Up to `limit` held-out view indices, evenly spaced (0: all of them)."""
         n = len(self._data().test.images)
         count = n if limit <= 0 else min(limit, n)
         return torch.linspace(0, n - 1, count).round().long().unique().tolist()
 
-    def _test_renders(self, limit: int):
-        """(rendered (H, W, 3), target (H, W, 3), name) for up to `limit` held-out views (0: all)."""
+    def _test_renders(
+        self, indices: list[int], progress: bool = False, label: str = "eval", leave: bool = True, keep: bool = False
+    ):
+        """(rendered (H, W, 3), target (H, W, 3), name) on the CPU for the held-out views `indices`,
+        with a bar over their rays labelled `label` when `progress` is set.
+
+        With `keep` these renders replace the kept ones (on the CPU, valid until the weights
+        change, up to `KEPT_RENDER_BYTES`), so the closing evaluation and the export of the same
+        views render them once."""
         split: SceneSplit = self._data().test
-        indices = self._view_indices(limit)
+        height, width = split.images.shape[1:3]
         cameras = split.cameras.to(self.device)
         background = torch.tensor(BACKGROUNDS[self.cfg.eval_background], device=self.device)
+        weights = tensor_versions(self.model.parameters()) + tensor_versions(self.model.buffers())
+        kept: dict[int, torch.Tensor] = self._kept_renders["views"] if self._kept_renders.get("weights") == weights else {}
+        if keep:
+            self._kept_renders = {"weights": weights, "views": {i: kept[i] for i in indices if i in kept}}
+        todo = [index for index in indices if index not in kept]
+        shown = f"{label} ({len(indices)} view{'s' if len(indices) != 1 else ''})"
+        rays = len(todo) * height * width  # none when every view was kept: no bar to show
+        bar = progress_bar(total=rays, desc=shown, unit="ray", unit_scale=True, enabled=progress and rays > 0, leave=leave)
         self.model.eval()
         try:
             for index in indices:
-                origins, directions = image_rays(cameras, index)
-                image = render_image(self.model, self.cfg, self.near, origins, directions, background)
-                height, width = split.images.shape[1:3]
-                target = composite_on(split.images[index].float().to(self.device) / 255, background)
-                yield image["rgb"].reshape(height, width, 3), target, Path(split.names[index]).stem
+                rendered = kept.get(index)
+                if rendered is None:
+                    origins, directions = image_rays(cameras, index)
+                    image = render_image(self.model, self.cfg, self.near, origins, directions, background, on_chunk=bar.update)
+                    rendered = image["rgb"].reshape(height, width, 3).cpu()
+                    if (
+                        keep
+                        and sum(r.nbytes for r in self._kept_renders["views"].values()) + rendered.nbytes <= KEPT_RENDER_BYTES
+                    ):
+                        self._kept_renders["views"][index] = rendered
+                target = composite_on(split.images[index].float() / 255, background.cpu())
+                yield rendered, target, Path(split.names[index]).stem
         finally:
+            bar.close()
             self.model.train()
 
 
@@ -402,12 +450,16 @@ def render_nerf_rays(
     t_near = t_near.clamp_min(near)
     t_far = torch.where(hit, torch.maximum(t_far, t_near), t_near)
     n_rays = len(origins)
+    limit = None if train else cfg.render_samples  # without gradients, the field sees bounded chunks of samples
     if cfg.sampler == "hierarchical":
         coarse_samples = stratified_samples(t_near, t_far, cfg.n_samples, perturb=train)
-        coarse = render_rays(model["coarse"], origins, directions, coarse_samples, background, cfg.render_backend)
+        coarse = render_rays(model["coarse"], origins, directions, coarse_samples, background, cfg.render_backend, limit)
         fine_samples = importance_samples(coarse_samples, coarse["weights"].detach(), n_rays, cfg.n_importance, perturb=train)
-        return [render_rays(field_module, origins, directions, fine_samples, background, cfg.render_backend), coarse]
+        return [render_rays(field_module, origins, directions, fine_samples, background, cfg.render_backend, limit), coarse]
     step_size = march_step(aabb, cfg)
+    if not train and not torch.is_grad_enabled() and callable(getattr(field_module, "density_and_features", None)):
+        samples = model["grid"].march(origins, directions, t_near, t_far, step_size, backend=cfg.render_backend)
+        return [render_culled(field_module, origins, directions, samples, background, cfg, limit)]
     with torch.no_grad():
         samples = model["grid"].march(
             origins,
@@ -419,7 +471,45 @@ def render_nerf_rays(
             early_stop_eps=cfg.early_stop_eps,
             backend=cfg.render_backend,
         )
-    return [render_rays(field_module, origins, directions, samples, background, cfg.render_backend)]
+    return [render_rays(field_module, origins, directions, samples, background, cfg.render_backend, limit)]
+
+
+def render_culled(
+    field_module: nn.Module,
+    origins: torch.Tensor,
+    directions: torch.Tensor,
+    samples: RaySamples,
+    background: torch.Tensor,
+    cfg: NeRFTaskConfig,
+    limit: int,
+) -> dict[str, torch.Tensor]:
+    """Render rays (N, 3) through their occupied samples without autograd, the density network
+    evaluated once per sample: densities and geometry features at every sample (`limit` at a
+    time), the samples behind the point where a ray's transmittance falls below
+    `cfg.early_stop_eps` dropped, colours only at the rest, then `composite` of those.
+
+    Training's marching evaluates the densities of every sample without autograd, drops the same
+    samples, and evaluates the whole field again at the rest (with autograd); rendering that way
+    costs the density network twice over the kept samples. The result is the same: rgb (N, 3),
+    opacity (N,), depth (N,) and weights of the kept samples.
+    """
+    if len(samples) == 0:
+        return render_rays(field_module, origins, directions, samples, background, cfg.render_backend)
+    positions = samples.positions(origins, directions)
+    sigmas, features = [], []
+    for part in positions.split(limit):
+        sigma, feature = field_module.density_and_features(part)
+        sigmas.append(sigma.reshape(-1).to(origins.dtype))
+        features.append(feature)
+    sigma, feature = torch.cat(sigmas), torch.cat(features)
+    _, transmittance, _ = render_weights(
+        samples.t_starts, samples.t_ends, sigma, samples.ray_indices, len(origins), cfg.render_backend
+    )
+    keep = transmittance >= cfg.early_stop_eps
+    kept = RaySamples(samples.ray_indices[keep], samples.t_starts[keep], samples.t_ends[keep])
+    sigma, feature, seen_along = sigma[keep], feature[keep], directions[kept.ray_indices]
+    rgb = torch.cat([field_module.color_of(f, d) for f, d in zip(feature.split(limit), seen_along.split(limit))])
+    return composite(rgb, sigma, kept, len(origins), background, cfg.render_backend)
 
 
 @torch.no_grad()
@@ -430,13 +520,17 @@ def render_image(
     origins: torch.Tensor,
     directions: torch.Tensor,
     background: torch.Tensor,
+    on_chunk: Callable[[int], Any] | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Render rays (N, 3) in chunks of `cfg.render_chunk`: rgb (N, 3), depth (N,), opacity (N,)."""
+    """Render rays (N, 3) in chunks of `cfg.render_chunk`: rgb (N, 3), depth (N,), opacity (N,);
+    `on_chunk(n_rays)` is called after each chunk (a progress bar's update)."""
     parts: dict[str, list[torch.Tensor]] = {"rgb": [], "depth": [], "opacity": []}
     for o, d in zip(origins.split(cfg.render_chunk), directions.split(cfg.render_chunk)):
         out = render_nerf_rays(model, cfg, near, o, d, background, train=False)[0]
         for key in parts:
             parts[key].append(out[key].float())
+        if on_chunk is not None:
+            on_chunk(len(o))
     return {key: torch.cat(values) for key, values in parts.items()}
 
 
@@ -449,12 +543,16 @@ def render_poses(
     background: torch.Tensor,
     progress: bool = True,
 ) -> list[dict[str, torch.Tensor]]:
-    """Render each of `poses` (n, 4, 4) with `camera`: per frame rgb (H, W, 3), depth (H, W), opacity (H, W)."""
+    """Render each of `poses` (n, 4, 4) with `camera`: per frame rgb (H, W, 3), depth (H, W), opacity
+    (H, W); `progress` shows a bar over the rays of every frame (a CPU takes a while over one)."""
     frames = []
-    for c2w in tqdm(poses, desc="render", disable=not progress, dynamic_ncols=True):
-        origins, directions = camera_rays(camera, c2w.to(background.device))
-        out = render_image(model, cfg, near, origins, directions, background)
-        frames.append({key: value.reshape(camera.height, camera.width, -1).squeeze(-1).cpu() for key, value in out.items()})
+    label = f"render ({len(poses)} frame{'s' if len(poses) != 1 else ''})"
+    total = len(poses) * camera.height * camera.width
+    with progress_bar(total=total, desc=label, unit="ray", unit_scale=True, enabled=progress) as bar:
+        for c2w in poses:
+            origins, directions = camera_rays(camera, c2w.to(background.device))
+            out = render_image(model, cfg, near, origins, directions, background, on_chunk=bar.update)
+            frames.append({key: value.reshape(camera.height, camera.width, -1).squeeze(-1).cpu() for key, value in out.items()})
     return frames
 
 

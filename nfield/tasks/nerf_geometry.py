@@ -102,7 +102,7 @@ def extract_nerf_mesh(
         slab: cell layers per slab of the sweep (None: `nfield.export`'s choice); the mesh does not
             depend on it.
         color_chunk: the most vertices per colour call.
-        progress: show a tqdm bar over the slabs.
+        progress: show a bar over the grid samples.
 
     Returns:
         vertices (V, 3) float32 in world units, faces (F, 3) int64 with normals pointing out of the

@@ -61,6 +61,7 @@ from nfield.fields.sdf import (
     sdf_field_config_to_dict,
 )
 from nfield.metrics import surface_metrics, volumetric_iou
+from nfield.progress import progress_bar
 from nfield.tasks.sdf_views import render_view_to_files
 from nfield.tasks.teaching import Teacher, TeachingConfig
 
@@ -353,14 +354,22 @@ class SDFTask:
 
     # --- evaluation and export --------------------------------------------------------------------
     @torch.no_grad()
-    def evaluate(self) -> dict[str, float]:
+    def evaluate(self, progress: bool = False, leave: bool = True) -> dict[str, float]:
         """Held-out metrics, per LOD for multi-LOD fields: for meshes the mean absolute distance error
         at the near-surface points (`distance_mae`) and the IoU of the inside (f < 0) at the uniform
         points (`sign_iou`); for point clouds the mean |f| at the surface points (`surface_mae`) and,
-        with the sign term on, `sign_iou` against the cloud's winding number."""
+        with the sign term on, `sign_iou` against the cloud's winding number. `progress` shows a bar
+        over the points (`leave`: kept when done)."""
         self._data()
         held = self._eval_set
-        predicted = torch.cat([self.model.forward_all_lods(x).float() for x in held["positions"].split(self.cfg.chunk)])
+        with progress_bar(
+            total=len(held["positions"]), desc="eval", unit="pt", unit_scale=True, enabled=progress, leave=leave
+        ) as bar:
+            parts = []
+            for x in held["positions"].split(self.cfg.chunk):
+                parts.append(self.model.forward_all_lods(x).float())
+                bar.update(len(x))
+        predicted = torch.cat(parts)
         n_lods = predicted.shape[1]
         near = held["sigma"] == self.cfg.near_sigma
         uniform = held["sigma"] < 0
@@ -378,15 +387,24 @@ class SDFTask:
                 metrics[f"sign_iou{suffix}"] = volumetric_iou((values[uniform] < 0).cpu(), truth.cpu())
         return metrics
 
-    def export(self, run_dir: Path) -> None:
-        """Write mesh.ply (input coordinates), render.png (a sphere-traced preview) and eval.json."""
+    def export(self, run_dir: Path, progress: bool = False) -> None:
+        """Write mesh.ply (input coordinates), eval.json (`geometry_report`) and render.png (a
+        sphere-traced preview), each phase with its bar when `progress` is set."""
         run_dir = Path(run_dir)
         vertices, faces = export_mesh(
-            self.model, run_dir / "mesh.ply", self.normalisation, self.cfg.mesh_resolution, chunk=self.cfg.chunk
+            self.model,
+            run_dir / "mesh.ply",
+            self.normalisation,
+            self.cfg.mesh_resolution,
+            chunk=self.cfg.chunk,
+            progress=progress,
         )
-        report = geometry_report(self.model, self._data(), vertices, faces, self.cfg, seed=0)
+        report = geometry_report(self.model, self._data(), vertices, faces, self.cfg, seed=0, progress=progress)
         (run_dir / "eval.json").write_text(json.dumps(report, indent=2) + "\n")
-        render_view_to_files(self.model, run_dir / "render.png", width=self.cfg.preview_width, height=self.cfg.preview_height)
+        with progress_bar(total=1, desc="preview", unit="view", enabled=progress) as bar:
+            width, height = self.cfg.preview_width, self.cfg.preview_height
+            render_view_to_files(self.model, run_dir / "render.png", width=width, height=height)
+            bar.update(1)
 
     def extract_mesh(
         self, path: Path, resolution: int, lod: int | None = None, progress: bool = False
@@ -403,7 +421,7 @@ class SDFTask:
         check_lod(lod, self.model.n_lods)
         field = distance_fn(self.model, lod)
         vertices, faces = extract_mesh(field, resolution, chunk=self.cfg.chunk, device=self.device, progress=progress)
-        report = geometry_report(self.model, self._data(), vertices, faces, self.cfg, lod=lod)
+        report = geometry_report(self.model, self._data(), vertices, faces, self.cfg, lod=lod, progress=progress)
         return {"lod": self.model.n_lods - 1 if lod is None else lod, "resolution": resolution, **report}
 
     def state_dict(self) -> dict[str, Any]:
@@ -460,6 +478,7 @@ def geometry_report(
     cfg: SDFTaskConfig = SDFTaskConfig(),
     lod: int | None = None,
     seed: int = 0,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Chamfer-L1 and normal consistency between the extracted mesh and the shape's surface, and the
     volumetric IoU of the field's inside (f < 0) against the shape's (the generalised winding number
@@ -468,25 +487,35 @@ def geometry_report(
 
     Both surfaces are sampled with `cfg.metric_points` points and each sample is matched with the
     exact closest point of the other mesh (`surface_metrics`), so the numbers carry no sampling
-    floor; a point cloud's own points stand for its surface (matched point to point)."""
+    floor; a point cloud's own points stand for its surface (matched point to point). `progress`
+    shows a bar over the three steps (surface samples, closest points, inside tests)."""
     device = next(model.parameters()).device
     generator = torch.Generator(device)
     generator.manual_seed(seed)
-    extracted = TriangleMesh(
-        torch.from_numpy(vertices).float().to(device), torch.from_numpy(faces).to(device), shape.normalisation
-    )
-    points_a, normals_a = sample_surface(extracted, cfg.metric_points, generator)
-    if isinstance(shape, OrientedPointCloud) and len(shape.points) <= cfg.metric_points:
-        points_b, normals_b = shape.points, shape.normals
-    else:
-        points_b, normals_b = surface_samples(shape, cfg.metric_points, generator)
-    reference = (shape.vertices.cpu(), shape.faces.cpu()) if isinstance(shape, TriangleMesh) else None
-    report: dict[str, Any] = surface_metrics(
-        points_a.cpu(), normals_a.cpu(), points_b.cpu(), normals_b.cpu(), mesh_a=(vertices, faces), mesh_b=reference
-    )
-    uniform = torch.rand(cfg.iou_points, 3, device=device, generator=generator) * 2 - 1
-    predicted = torch.cat([model(x, lod=lod).float() for x in uniform.split(cfg.chunk)]) < 0
-    report["iou"] = volumetric_iou(predicted.cpu(), inside(shape, uniform, cfg.sdf_backend).cpu())
+    bar = progress_bar(total=3, desc="geometry", unit="step", enabled=progress)
+    with bar:
+        bar.set_postfix_str(f"sampling {cfg.metric_points:,} surface points a side")
+        extracted = TriangleMesh(
+            torch.from_numpy(vertices).float().to(device), torch.from_numpy(faces).to(device), shape.normalisation
+        )
+        points_a, normals_a = sample_surface(extracted, cfg.metric_points, generator)
+        if isinstance(shape, OrientedPointCloud) and len(shape.points) <= cfg.metric_points:
+            points_b, normals_b = shape.points, shape.normals
+        else:
+            points_b, normals_b = surface_samples(shape, cfg.metric_points, generator)
+        bar.update(1)
+        bar.set_postfix_str("closest points (chamfer, normal consistency)")
+        reference = (shape.vertices.cpu(), shape.faces.cpu()) if isinstance(shape, TriangleMesh) else None
+        report: dict[str, Any] = surface_metrics(
+            points_a.cpu(), normals_a.cpu(), points_b.cpu(), normals_b.cpu(), mesh_a=(vertices, faces), mesh_b=reference
+        )
+        bar.update(1)
+        bar.set_postfix_str(f"inside tests at {cfg.iou_points:,} points (iou)")
+        uniform = torch.rand(cfg.iou_points, 3, device=device, generator=generator) * 2 - 1
+        predicted = torch.cat([model(x, lod=lod).float() for x in uniform.split(cfg.chunk)]) < 0
+        report["iou"] = volumetric_iou(predicted.cpu(), inside(shape, uniform, cfg.sdf_backend).cpu())
+        bar.update(1)
+        bar.set_postfix_str("")
     n_lod = model.lod_parameter_counts()[-1 if lod is None else lod]
     report.update(model_size(model))  # the model's size, as fit-sdf and info report it
     report.update({"lod_parameters": n_lod, "lod_size_kb": round(n_lod * 4 / 1024, 1)})  # what rendering at this LOD uses

@@ -17,8 +17,9 @@ squares of one frame (default 32 x 32, the image's), border patches cut to the f
 random draw (teaching's candidates too) is whole random patches of random frames, as many as fill
 the draw's pixels: batch_size // patch_size^2 (at least one) per batch.
 
-Evaluation renders every frame and reports the mean PSNR and SSIM and the PSNR of each frame; the
-export writes the reconstruction as an mp4 at the video's frame rate. Rendering takes any frame
+Evaluation renders the frames it scores (`eval_frames` evenly spaced ones, or all) and reports the
+mean PSNR and SSIM, the PSNR of each scored frame and the indices of those frames; the export
+writes the reconstruction as an mp4 at the video's frame rate and every frame's PSNR. Rendering takes any frame
 count and size: more frames over the same span is temporal super-resolution.
 """
 
@@ -31,13 +32,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from nfield.components import config_from_dict
 from nfield.data.video import Video, load_video, video_coordinates
 from nfield.errors import NfieldError
 from nfield.fields import Field, FieldConfig, field_config_from_dict, field_config_to_dict
 from nfield.metrics import psnr, psnr_from_mse, ssim
+from nfield.progress import progress_bar
 from nfield.tasks.gradient_adjustment import GradientAdjuster, GradientAdjustmentConfig, patch_groups, random_blocks
 from nfield.tasks.teaching import Teacher, TeachingConfig
 from nfield.video import write_video
@@ -214,14 +215,23 @@ class VideoTask:
         return self.adjuster.loss(self.model, coords, outputs, targets, groups, slots), metrics
 
     @torch.no_grad()
-    def evaluate(self, frames: int | None = None) -> dict[str, Any]:
+    def evaluate(self, frames: int | None = None, progress: bool = False, leave: bool = True) -> dict[str, Any]:
         """Mean PSNR (dB) and SSIM over `frames` frames, evenly spaced (0: all; default
-        `cfg.eval_frames`), the lowest frame PSNR, and each scored frame's PSNR."""
+        `cfg.eval_frames`), the lowest frame PSNR, each scored frame's PSNR (``psnr_per_frame``)
+        and which frames those are (``scored_frames``: their indices from 0, in the same order);
+        `progress` shows a bar over the pixels rendered (`leave`: kept when done)."""
         video = self._data()
         limit = self.cfg.eval_frames if frames is None else frames
         count = video.n_frames if limit <= 0 else min(limit, video.n_frames)
         indices = torch.linspace(0, video.n_frames - 1, count).round().long().unique().tolist()
-        rendered = self.render(video.n_frames, video.height, video.width, frames=indices)
+        rendered = self.render(
+            video.n_frames, video.height, video.width, frames=indices, progress=progress, label="eval", leave=leave
+        )
+        return self._scores(rendered, indices)
+
+    def _scores(self, rendered: torch.Tensor, indices: list[int]) -> dict[str, Any]:
+        """The metrics of `evaluate` for frames `indices` rendered as `rendered` (F, H, W, 3)."""
+        video = self._data()
         scores = []
         for k, index in enumerate(indices):
             target = video.frames[index].float() / 255
@@ -232,16 +242,19 @@ class VideoTask:
             "ssim": sum(s[1] for s in scores) / len(scores),
             "psnr_min": min(per_frame),
             "psnr_per_frame": per_frame,
+            "scored_frames": indices,
         }
 
-    def export(self, run_dir: Path) -> None:
-        """Write reconstruction.mp4 (every frame, at the video's frame rate) and psnr_per_frame.json."""
+    def export(self, run_dir: Path, progress: bool = False) -> None:
+        """Write reconstruction.mp4 (every frame, at the video's frame rate) and psnr_per_frame.json
+        (every frame's PSNR, item k for frame k), from one render of every frame (with a bar when
+        `progress` is set)."""
         import json
 
         video, run_dir = self._data(), Path(run_dir)
-        rendered = self.render(video.n_frames, video.height, video.width)
+        rendered = self.render(video.n_frames, video.height, video.width, progress=progress, label="outputs")
         write_video(run_dir / "reconstruction.mp4", to_uint8_frames(rendered), video.fps)
-        per_frame = self.evaluate(frames=0)["psnr_per_frame"]
+        per_frame = self._scores(rendered, list(range(video.n_frames)))["psnr_per_frame"]
         (run_dir / "psnr_per_frame.json").write_text(json.dumps(per_frame) + "\n")
 
     def state_dict(self) -> dict[str, Any]:
@@ -258,16 +271,25 @@ class VideoTask:
     # --- rendering -----------------------------------------------------------------------------
     @torch.no_grad()
     def render(
-        self, n_frames: int, height: int, width: int, frames: list[int] | None = None, progress: bool = False
+        self,
+        n_frames: int,
+        height: int,
+        width: int,
+        frames: list[int] | None = None,
+        progress: bool = False,
+        label: str = "render",
+        leave: bool = True,
     ) -> torch.Tensor:
         """(F, height, width, 3) float32 on the CPU: frames `frames` (default all) of the video's span
-        cut into `n_frames` equal intervals, each at height x width pixel centres."""
+        cut into `n_frames` equal intervals, each at height x width pixel centres; `progress` shows
+        a bar over the pixels labelled `label` (`leave`: kept when done)."""
         frames = list(range(n_frames)) if frames is None else frames
         was_training = self.model.training
         self.model.eval()
         out = torch.empty(len(frames), height, width, 3)
         pixels = height * width
-        with tqdm(total=len(frames) * pixels, desc="render", unit="px", unit_scale=True, disable=not progress) as bar:
+        bar = progress_bar(total=len(frames) * pixels, desc=label, unit="px", unit_scale=True, enabled=progress, leave=leave)
+        with bar:
             for k, frame in enumerate(frames):
                 flat = out[k].view(-1, 3)
                 for start in range(0, pixels, self.cfg.render_chunk):

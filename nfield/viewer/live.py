@@ -48,8 +48,7 @@ class LiveViewer:
                 fallback = free_port(host)
                 print(f"viewer: {err}; serving on port {fallback} instead", file=sys.stderr)
                 port = fallback
-            resolution = 720 if getattr(task, "device", None) is not None and task.device.type == "cuda" else 240
-            viewer = Viewer(run_dir, config, task, host, port, resolution)
+            viewer = Viewer(run_dir, config, task, host, port, None)
         except Exception as err:
             print(f"viewer: cannot start ({type(err).__name__}: {err}); training goes on without it", file=sys.stderr)
             return None

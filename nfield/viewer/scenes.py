@@ -15,7 +15,7 @@ stop between bands (training goes on between them) and a moved camera abandons a
 
 Every scene's `render_rows(camera, first, last)` returns (last - first, width, 3) float32 colours
 in [0, 1]; `add_controls(server, changed)` adds its settings to the page and calls `changed()` when
-one moves; `framing()` is the camera a page starts with.
+one moves; `framing(aspect)` is the camera a page starts with (for a 3D view of that width / height).
 """
 
 from __future__ import annotations
@@ -38,10 +38,19 @@ from nfield.tasks.nerf import BACKGROUNDS, cameras_from_json, render_image
 from nfield.tasks.sdf_views import surface_tracer
 from nfield.viewer.cameras import ViewCamera, browser_pose
 
+#: Width / height of the 3D view a scene is framed for until a browser reports its own.
+DEFAULT_ASPECT = 1.6
 #: Grey behind the signal panels.
 PANEL_BACKGROUND = 0.12
 #: Gap between panels, as a fraction of a panel's width.
 PANEL_GAP = 0.08
+#: The first view of an image run: the panels' width and height (with their labels above) times these.
+SIDE_MARGIN, TOP_MARGIN = 1.06, 1.3
+#: Rows of an image run's full frame by default: at least, and at most on CUDA and on the CPU.
+MIN_SIGNAL_ROWS, MAX_SIGNAL_ROWS, MAX_SIGNAL_ROWS_CPU = 240, 1440, 720
+#: The first view of an SDF run: the camera's distance from the box's centre, and the narrowest
+#: view (width / height) the shape fits from there (narrower views step back).
+SDF_DISTANCE, SDF_NARROWEST = 3.4, 1.1
 #: The first view of a NeRF run: the first training camera's position, this much farther from the scene's centre.
 PULL_BACK = 1.25
 #: Training cameras drawn as frustums (evenly picked when a scene has more).
@@ -107,12 +116,25 @@ class SignalScene:
     def settings(self) -> tuple:
         return (self.lod.value if self.lod else None, self.frame.value if self.frame else None)
 
-    def framing(self) -> Framing:
+    def _half_view(self, aspect: float) -> float:
+        """Half the height (world units, on the plane z = 0) the first view shows in a 3D view of
+        `aspect` (width / height): every panel whole with a margin, and room for the labels above."""
         span_x = (len(self.panels) - 1) * self.pitch + 2 * self.half[0]
+        return max(SIDE_MARGIN * span_x / 2 / max(aspect, 1e-3), TOP_MARGIN * self.half[1])
+
+    def framing(self, aspect: float = DEFAULT_ASPECT) -> Framing:
+        """The camera that shows every panel whole in a 3D view of `aspect` (width / height)."""
         centre = (len(self.panels) - 1) * self.pitch / 2
         fov_y = math.radians(45.0)
-        distance = 1.15 * max(span_x / 2 / 1.6, self.half[1]) / math.tan(fov_y / 2)  # a 16:10 page
+        distance = self._half_view(aspect) / math.tan(fov_y / 2)
         return Framing((centre, 0.0, distance), (centre, 0.0, 0.0), (0.0, 1.0, 0.0), fov_y)
+
+    def default_rows(self, aspect: float, on_cuda: bool) -> int:
+        """Rows of a full frame that show the image's pixels one to one in the first view (a view of
+        `aspect`), a multiple of 16 from `MIN_SIGNAL_ROWS` up to `MAX_SIGNAL_ROWS` (CUDA) or
+        `MAX_SIGNAL_ROWS_CPU`."""
+        rows = math.ceil(self.height * self._half_view(aspect) / self.half[1] / 16) * 16
+        return int(min(max(rows, MIN_SIGNAL_ROWS), MAX_SIGNAL_ROWS if on_cuda else MAX_SIGNAL_ROWS_CPU))
 
     @torch.no_grad()
     def render_rows(self, camera: ViewCamera, first: int, last: int) -> np.ndarray:
@@ -225,9 +247,12 @@ class SDFScene:
     def settings(self) -> tuple:
         return (self.lod.value if self.lod else None, self.shading.value if self.shading else "matcap", self.draws_frames())
 
-    def framing(self) -> Framing:
+    def framing(self, aspect: float = DEFAULT_ASPECT) -> Framing:
+        """The normalised box's shape seen from `SDF_DISTANCE` (farther in a view narrower than
+        `SDF_NARROWEST`, so that the shape's width still fits a view of `aspect`)."""
         fov_y = math.radians(40.0)
-        c2w = orbit_poses(1, 3.4, 20.0, start_azimuth_deg=30.0)[0]
+        distance = SDF_DISTANCE * max(1.0, SDF_NARROWEST / max(aspect, 1e-3))
+        c2w = orbit_poses(1, distance, 20.0, start_azimuth_deg=30.0)[0]
         return Framing(tuple(c2w[:3, 3].tolist()), (0.0, 0.0, 0.0), (0.0, 1.0, 0.0), fov_y)
 
     def render_rows(self, camera: ViewCamera, first: int, last: int) -> np.ndarray:
@@ -341,7 +366,8 @@ class RadianceScene:
     def settings(self) -> tuple:
         return (self.mode.value if self.mode else "rgb",)
 
-    def framing(self) -> Framing:
+    def framing(self, aspect: float = DEFAULT_ASPECT) -> Framing:
+        """Behind the first training camera (any `aspect`), or looking at the box from its side."""
         centre = 0.5 * (self.aabb[0] + self.aabb[1])
         if self.cameras is None or len(self.cameras) == 0:
             diagonal = float((self.aabb[1] - self.aabb[0]).norm())

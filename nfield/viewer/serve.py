@@ -20,29 +20,36 @@ from nfield.checkpoint import latest_checkpoint, load_model_weights
 from nfield.errors import NfieldError
 from nfield.run import read_config, task_from_config
 from nfield.train import resolve_device
-from nfield.viewer.server import Viewer, check_port
+from nfield.viewer.server import MAX_ROWS, MIN_ROWS, Viewer, check_port
 
 #: Seconds between looks for a newer checkpoint.
 POLL_SECONDS = 1.0
-#: Seconds of drawing between those looks and the page's events.
+#: Seconds of drawing between looks at the page's events.
 WORK_SECONDS = 0.1
 
 
 def view(run_dir: Path, host: str = "127.0.0.1", port: int = 8080, device: str = "auto", resolution: int | None = None) -> None:
-    """Serve `run_dir`'s page until Ctrl-C (or SIGTERM)."""
+    """Serve `run_dir`'s page until Ctrl-C (or SIGTERM).
+
+    The loop draws while a browser wants frames and otherwise sleeps (`Viewer.wait_for_work`) until
+    a browser event or the next look for a checkpoint (every `POLL_SECONDS`): an idle page costs
+    next to no CPU.
+    """
     run_dir = Path(run_dir)
     config = read_config(run_dir)
+    if resolution is not None and not MIN_ROWS <= resolution <= MAX_ROWS:
+        raise NfieldError(f"--resolution {resolution}: rows of a full frame, from {MIN_ROWS} to {MAX_ROWS}")
     check_port(host, port)
     torch_device = resolve_device(device)
     task = _task(run_dir, config, torch_device)
-    viewer = Viewer(run_dir, config, task, host, port, resolution or (720 if torch_device.type == "cuda" else 240))
+    viewer = Viewer(run_dir, config, task, host, port, resolution)
     print(f"viewer: {viewer.url} shows {run_dir} (Ctrl-C to stop)", file=sys.stderr)
     previous = signal.signal(signal.SIGTERM, _interrupt)
-    loaded, polled, waiting_said = None, 0.0, False
+    loaded, next_look, waiting_said = None, 0.0, False
     try:
         while True:
-            if time.perf_counter() - polled >= POLL_SECONDS:
-                polled = time.perf_counter()
+            if time.perf_counter() >= next_look:
+                next_look = time.perf_counter() + POLL_SECONDS
                 checkpoint = latest_checkpoint(run_dir)
                 if checkpoint is None and not waiting_said:
                     waiting_said = True
@@ -52,16 +59,22 @@ def view(run_dir: Path, host: str = "127.0.0.1", port: int = 8080, device: str =
                     try:
                         load_model_weights(task.model, checkpoint)
                     except NfieldError:  # being replaced (a newer one rotated it out): next look
-                        continue
-                    task.model.eval()
-                    loaded = checkpoint.step
-                    viewer.weights_changed()
-                    print(f"viewer: showing step {loaded:,}", file=sys.stderr)
+                        checkpoint = None
+                    if checkpoint is not None:
+                        task.model.eval()
+                        first = loaded is None
+                        loaded = checkpoint.step
+                        viewer.weights_changed()
+                        if first:
+                            viewer.calibrate()
+                        print(f"viewer: showing step {loaded:,}", file=sys.stderr)
                 if loaded is not None:
                     viewer.refresh_curves()
                     viewer.set_progress(_status(loaded, config, viewer))
-            if loaded is None or viewer.work(WORK_SECONDS) == 0.0:
-                time.sleep(0.02)
+            if loaded is not None and viewer.has_work():
+                viewer.work(WORK_SECONDS)
+            else:
+                viewer.wait_for_work(next_look - time.perf_counter(), drawing=loaded is not None)
     except KeyboardInterrupt:
         pass
     finally:

@@ -6,15 +6,28 @@ browser camera streamed to Python, a background image per browser, camera frustu
 clouds, GUI controls and live plots (uPlot). The page is served over HTTP and a websocket, so it
 works from a remote GPU machine through an SSH tunnel (``ssh -L 8080:localhost:8080 host``).
 
-Rendering. Browser events (camera moves, GUI changes) only record what is wanted; all rendering
-happens in `Viewer.work`, called by the thread that owns the model (the viewer's loop, or the
-trainer between steps), so the model is never used by two threads at once. A moved camera first
-gets a quick preview (`PREVIEW_ROWS` rows), then, once it has been still for `SETTLE_SECONDS`, the
-full frame at the page's resolution. Frames are drawn in bands of rows sized from the measured
-speed, so `work(budget)` returns close to its budget and a new camera abandons a stale frame.
-New weights (a newer checkpoint, or training going on) redraw the frames at most every
-`REFRESH_SECONDS`. Rendering never touches the random number generators or autograd state the
-training uses (`torch.random.fork_rng`, evaluation mode restored afterwards).
+Rendering. Browser events (camera moves, GUI changes) only record what is wanted and wake the
+thread that draws (`Viewer.wake`); all rendering happens in `Viewer.work`, called by the thread that
+owns the model (the viewer's loop, or the trainer between steps), so the model is never used by two
+threads at once. With nothing to draw that thread sleeps in `Viewer.wait_for_work` until a browser
+connects, moves its camera or changes a setting (an idle page costs no CPU).
+
+Progressive refinement. A new picture (a moved camera, another setting) is first drawn as a preview
+sized from the measured render speed to take about `PREVIEW_SECONDS` (never fewer than
+`MIN_PREVIEW_ROWS` rows), and a preview once begun is finished even if the camera moves on, so a
+dragged camera keeps getting pictures. Once the camera has been still for `SETTLE_SECONDS` the
+picture is redrawn at about twice the rows each time up to the page's resolution; a refinement that
+a newer camera makes stale is abandoned. Frames are drawn in bands of rows sized from what a band
+was measured to cost (`RenderSpeed`: a fixed cost per band, large for sphere tracing, plus a cost
+per pixel), so `work(budget)` returns close to its budget without drawing a frame as many thin bands
+(a band costs at least `BAND_TO_FIXED_COST` times its fixed cost). New weights (a newer checkpoint,
+or training going on) redraw the frames at most every `REFRESH_SECONDS`. Rendering never touches
+the random number generators or autograd state the training uses (`torch.random.fork_rng`,
+evaluation mode restored afterwards).
+
+The page. The control panel is docked beside the 3D view, which it never covers, and each page's
+first view is framed for its own 3D view's aspect (`scene.framing(aspect)`) until the person moves
+the camera. The loss is plotted on a log axis with a labelled tick at each decade only (`log_axis`).
 """
 
 from __future__ import annotations
@@ -22,10 +35,12 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import math
 import socket
 import sys
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -34,17 +49,29 @@ import numpy as np
 import torch
 
 from nfield.errors import NfieldError
+from nfield.render.cameras import look_at
 from nfield.viewer.cameras import ViewCamera, frame_size, pose_from_browser
-from nfield.viewer.scenes import scene_for
+from nfield.viewer.scenes import DEFAULT_ASPECT, scene_for
 
-#: Rows of the quick frame drawn while the camera moves.
-PREVIEW_ROWS = 96
-#: Seconds without camera events before the full-resolution frame is drawn.
+#: Fewest rows of a preview (and the rows of a page's first frame before the render speed is known).
+MIN_PREVIEW_ROWS = 48
+#: Seconds a preview may take at the measured render speed: its rows are sized from it.
+PREVIEW_SECONDS = 0.12
+#: A band of rows costs at least this many times a band's fixed cost (sphere tracing marches every
+#: band to its end whatever its size: many thin bands would cost many times one whole frame).
+BAND_TO_FIXED_COST = 4.0
+#: Seconds without camera events before the picture is refined towards the page's resolution.
 SETTLE_SECONDS = 0.25
 #: Seconds between redraws while the weights change (training, new checkpoints).
 REFRESH_SECONDS = 2.0
 #: Seconds between re-reads of metrics.jsonl for the page's curves.
 CURVES_SECONDS = 2.0
+#: Default rows of a full frame: on a CUDA device, on the CPU (a scene may ask for others, see `default_rows`).
+CUDA_ROWS, CPU_ROWS = 720, 240
+#: A narrow 3D view (width / height): a laptop's page beside the docked panel.
+NARROW_ASPECT = 1.25
+#: The rows a full frame may have (the page's slider).
+MIN_ROWS, MAX_ROWS = 32, 2160
 
 
 def check_port(host: str, port: int) -> None:
@@ -71,13 +98,78 @@ def free_port(host: str) -> int:
         return probe.getsockname()[1]
 
 
+def default_rows(scene: Any, device: Any) -> int:
+    """Rows of a full frame when none are asked for: what the scene asks for (an image run: its
+    pixels one to one in the first view of a 3D view as narrow as `NARROW_ASPECT`, see
+    `SignalScene.default_rows`), else `CUDA_ROWS` on a CUDA device and `CPU_ROWS` on the CPU."""
+    on_cuda = getattr(device, "type", str(device)) == "cuda"
+    asked = getattr(scene, "default_rows", None)
+    return int(asked(NARROW_ASPECT, on_cuda)) if callable(asked) else CUDA_ROWS if on_cuda else CPU_ROWS
+
+
+def log_axis(values: np.ndarray) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A uPlot log scale and y axis for `values` (> 0; others are ignored): the scale spans whole
+    decades and the axis has a tick, a grid line and a label ("1e-3", "1e-2": never rounded to "0")
+    at each decade only, so no grid lines crowd into grey bands. Returns (scale, axis)."""
+    positive = values[np.isfinite(values) & (values > 0)]
+    low, high = (math.floor(math.log10(positive.min())), math.ceil(math.log10(positive.max()))) if len(positive) else (-3, 0)
+    high = max(high, low + 1)
+    exponents = range(low, high + 1)
+    every = 1 + (len(exponents) - 1) // 6  # at most about 7 labels
+    splits = [float(f"1e{k}") for k in exponents]
+    labels = [_decade(k) if (high - k) % every == 0 else None for k in exponents]
+    scale = {"distr": 3, "log": 10, "range": (splits[0], splits[-1])}
+    return scale, {"splits": tuple(splits), "values": tuple(labels)}
+
+
+def _decade(exponent: int) -> str:
+    """10 ** `exponent` as a tick label: ..., 1e-2, 1e-1, 1, 10, 1e2, ..."""
+    return {0: "1", 1: "10"}.get(exponent, f"1e{exponent}")
+
+
+class RenderSpeed:
+    """What drawing a band of rows costs: about `fixed` + `per_pixel` x pixels seconds, fitted by
+    least squares to the latest `remembered` bands (a band's fixed cost: the march of a sphere tracer
+    runs to its slowest ray, whatever the band's size; launches and Python per call)."""
+
+    def __init__(self, remembered: int = 16):
+        self.samples: deque[tuple[int, float]] = deque(maxlen=remembered)
+        self.fixed = 0.0  # seconds per band
+        self.per_pixel: Optional[float] = None  # seconds per pixel; None until a band was measured
+
+    def add(self, pixels: int, seconds: float) -> None:
+        """One band of `pixels` pixels took `seconds`."""
+        self.samples.append((max(int(pixels), 1), max(float(seconds), 0.0)))
+        counts = np.array([p for p, _ in self.samples], np.float64)
+        times = np.array([t for _, t in self.samples], np.float64)
+        if len(counts) >= 2 and counts.max() >= 2 * counts.min():  # sizes far enough apart to tell the two costs apart
+            slope, intercept = np.polyfit(counts, times, 1)
+            if slope > 0 and intercept >= 0:
+                self.fixed, self.per_pixel = float(intercept), float(slope)
+                return
+        mean_time, mean_count = float(times.mean()), float(counts.mean())
+        self.fixed = min(self.fixed, 0.75 * mean_time)  # keep the fixed cost, the rest is the pixels'
+        self.per_pixel = max(mean_time - self.fixed, 1e-12) / mean_count
+
+    def seconds(self, pixels: int) -> float:
+        """Seconds a band of `pixels` pixels takes (0 before anything was measured)."""
+        return self.fixed + (self.per_pixel or 0.0) * pixels
+
+    def pixels_in(self, seconds: float) -> int:
+        """Pixels a band of `seconds` seconds draws (0 when its fixed cost alone is longer)."""
+        if self.per_pixel is None:
+            raise ValueError("nothing measured yet")
+        return int(max(seconds - self.fixed, 0.0) / self.per_pixel)
+
+
 @dataclass
 class _Frame:
     """A frame being drawn for one browser."""
 
     camera: ViewCamera
     want: tuple  # (camera pose, settings): what the frame shows
-    preview: bool
+    rows: int  # its height in pixels
+    preview: bool  # the first picture of `want`: finished even if the camera moves on
     version: int  # the weights' version it is drawn with
     pixels: np.ndarray  # (H, W, 3) float32
     rows_done: int = 0
@@ -86,14 +178,17 @@ class _Frame:
 
 @dataclass
 class _Browser:
-    """One connected page: its latest camera, and what it shows."""
+    """One connected page: its latest camera, what it shows, and how its first view is framed."""
 
     handle: Any
     pose: Optional[tuple] = None  # (wxyz, position, fov_y, aspect)
     moved_at: float = 0.0
     frame: Optional[_Frame] = None
-    shown: Optional[tuple] = None  # (want, preview, version) on screen, or ("cleared",)
+    shown: Optional[tuple] = None  # (want, rows, version) on screen, or ("cleared",)
     shown_at: float = 0.0
+    framed_position: Optional[np.ndarray] = None  # where the viewer put the camera; None once the person moved it
+    framed_aspect: float = DEFAULT_ASPECT  # the 3D view's aspect that position is framed for
+    framing_arrived: bool = False  # the page's camera has been at framed_position (before, it reports its default camera)
 
 
 @dataclass
@@ -118,23 +213,27 @@ class Viewer:
         config: the run's config.json.
         task: the run's task; its model is what is drawn (live weights while training).
         host, port: where to listen; the port must be free (see `check_port`).
-        resolution: rows of a full frame (the page has a slider).
+        resolution: rows of a full frame (the page has a slider); None: `default_rows`.
     """
 
-    def __init__(self, run_dir: Path, config: dict[str, Any], task: Any, host: str, port: int, resolution: int):
+    def __init__(self, run_dir: Path, config: dict[str, Any], task: Any, host: str, port: int, resolution: Optional[int]):
         import viser
 
         self.run_dir, self.config, self.task = Path(run_dir), config, task
         self.scene = scene_for(task, config, run_dir)
         self.lock = threading.Lock()
+        self.wake = threading.Event()  # set by every browser event: the drawing thread looks again
         self.browsers: dict[int, _Browser] = {}
         self.version = 0
         self.frames_sent = 0
         self.render_seconds = 0.0
-        self.seconds_per_pixel: Optional[float] = None  # measured; None until the first band
+        self.speed = RenderSpeed()
         self.curves = _Curves()
         self.curves_read_at = 0.0
+        self.loss_decades: Optional[tuple] = None
         self.failure: Optional[str] = None
+        if resolution is None:
+            resolution = default_rows(self.scene, getattr(task, "device", "cpu"))
         with contextlib.redirect_stdout(io.StringIO()):  # viser's banner: the caller prints the address
             self.server = viser.ViserServer(host=host, port=port, label=f"nfield · {self.run_dir.name}", verbose=False)
         self.url = f"http://{'localhost' if host in ('0.0.0.0', '::') else host}:{self.server.get_port()}"
@@ -145,23 +244,28 @@ class Viewer:
     # --- the page -----------------------------------------------------------------------------
     def _build_page(self, resolution: int) -> None:
         gui, config = self.server.gui, self.config
+        # Docked, the panel takes its own column: the 3D view beside it is never covered by it.
+        gui.main_panel.dock_right()
         self.status = gui.add_markdown(f"**{self.run_dir.name}** · {config['task']} · {config.get('model', '')}")
         self.progress = gui.add_markdown("")
         self.frame_info = gui.add_markdown("*no frame drawn yet*")
-        self.resolution = gui.add_slider("resolution (rows)", min=32, max=2160, step=16, initial_value=resolution)
+        self.resolution = gui.add_slider("resolution (rows)", min=MIN_ROWS, max=MAX_ROWS, step=16, initial_value=resolution)
         self.resolution.on_update(lambda _: self.changed())
         self.scene.add_controls(self.server, self.changed)
-        framing = self.scene.framing()
+        framing = self.scene.framing(DEFAULT_ASPECT)
         self.server.scene.set_up_direction(framing.up)
         camera = self.server.initial_camera
         camera.position, camera.look_at, camera.up, camera.fov = framing.position, framing.look_at, framing.up, framing.fov_y
         empty = (np.zeros(0), np.zeros(0))
+        scale, axis = log_axis(np.zeros(0))
         self.loss_plot = gui.add_uplot(
             empty,
             ({"label": "step"}, {"label": "loss", "stroke": "#d62728", "width": 1.5}),
             title="training loss",
-            scales={"x": {"time": False}, "y": {"distr": 3}},
-            aspect=1.6,
+            scales={"x": {"time": False}, "y": scale},
+            axes=({}, axis),
+            aspect=2.0,
+            padding=(12, 24, 0, 0),  # room above the plot for the top decade's label
         )
         self.psnr_plot = None if config["task"] == "sdf" else self._psnr_plot("train PSNR (dB)", "#1f77b4")
         self.eval_plot = None  # added with the first evaluation
@@ -174,7 +278,7 @@ class Viewer:
             ({"label": "step"}, {"label": "PSNR", "stroke": colour, "width": 1.5, "points": {"show": True, "size": 4}}),
             title=title,
             scales={"x": {"time": False}},
-            aspect=1.6,
+            aspect=2.0,
         )
 
     def changed(self) -> None:
@@ -182,24 +286,63 @@ class Viewer:
         with self.lock:
             for browser in self.browsers.values():
                 browser.moved_at = time.perf_counter()
+        self.wake.set()
 
-    def _connected(self, client: Any) -> None:
-        browser = _Browser(client)
+    async def _connected(self, client: Any) -> None:
+        """A page connected (viser calls this on its event loop when the page's first camera
+        arrives, before it hands that camera to the camera callbacks: the callback registered here
+        would miss it, so the camera is read here too)."""
+        browser = _Browser(client, framed_position=np.asarray(self.scene.framing(DEFAULT_ASPECT).position, np.float64))
         with self.lock:
             self.browsers[client.client_id] = browser
+        client.camera.on_update(lambda camera: self._camera_moved(browser, camera))
+        self._camera_moved(browser, client.camera)
 
-        def moved(camera: Any) -> None:
-            wxyz, position = tuple(np.asarray(camera.wxyz).tolist()), tuple(np.asarray(camera.position).tolist())
-            pose = (wxyz, position, camera.fov, camera.aspect)
-            with self.lock:
-                if pose != browser.pose:
-                    browser.pose, browser.moved_at = pose, time.perf_counter()
+    def _camera_moved(self, browser: _Browser, camera: Any) -> None:
+        """A browser's camera (viser's `CameraHandle`) changed: record it; while the person has not
+        moved it, frame the scene for the 3D view's aspect (its width is known only now)."""
+        wxyz, position = tuple(np.asarray(camera.wxyz).tolist()), tuple(np.asarray(camera.position).tolist())
+        pose = (wxyz, position, float(camera.fov), float(camera.aspect))
+        with self.lock:
+            if pose == browser.pose:
+                return
+            browser.pose, browser.moved_at = pose, time.perf_counter()
+        self.wake.set()
+        self._frame_for_aspect(browser, camera)
 
-        client.camera.on_update(moved)
+    def _frame_for_aspect(self, browser: _Browser, camera: Any) -> None:
+        """Re-frame the scene (`framing(aspect)`) while the camera is where the viewer put it and the
+        3D view's aspect changed (the page's first camera has its default aspect; the docked panel,
+        a resized window change it). A page reports its own default camera until the viewer's
+        arrives; once it has, a camera elsewhere was moved by the person and is left alone."""
+        framed = browser.framed_position
+        if framed is None:
+            return
+        position = np.asarray(camera.position, np.float64)
+        if np.linalg.norm(position - framed) > 1e-3 * max(1.0, float(np.linalg.norm(framed))):
+            if browser.framing_arrived:
+                browser.framed_position = None  # the person moved the camera: it is theirs from now on
+            return
+        browser.framing_arrived = True
+        aspect = float(camera.aspect)
+        if not math.isfinite(aspect) or aspect <= 0 or abs(aspect / browser.framed_aspect - 1) < 0.01:
+            return
+        framing = self.scene.framing(aspect)
+        browser.framed_aspect = aspect
+        target = np.asarray(framing.position, np.float64)
+        if np.allclose(target, framed):
+            return
+        browser.framed_position, browser.framing_arrived = target, False
+        try:  # position first: viser's setter moves the look-at point with it
+            camera.position = framing.position
+            camera.look_at = framing.look_at
+        except Exception:  # the page went away meanwhile
+            pass
 
     def _disconnected(self, client: Any) -> None:
         with self.lock:
             self.browsers.pop(client.client_id, None)
+        self.wake.set()
 
     def set_progress(self, text: str) -> None:
         """The status line under the run's name (step, loss, PSNR, what the viewer waits for)."""
@@ -254,7 +397,13 @@ class Viewer:
     def _plot(self) -> None:
         curves = self.curves
         steps = np.asarray(curves.steps, dtype=np.float64)
-        self.loss_plot.data = (steps, np.asarray(curves.loss, dtype=np.float64))
+        loss = np.asarray(curves.loss, dtype=np.float64)
+        scale, axis = log_axis(loss)
+        if scale["range"] != self.loss_decades:  # the axis follows the loss down, a decade at a time
+            self.loss_decades = scale["range"]
+            self.loss_plot.scales = {"x": {"time": False}, "y": scale}
+            self.loss_plot.axes = ({}, axis)
+        self.loss_plot.data = (steps, loss)
         if self.psnr_plot is None:  # SDF runs have no PSNR
             return
         train = np.asarray(curves.train_psnr, dtype=np.float64)
@@ -270,27 +419,64 @@ class Viewer:
 
     # --- rendering ----------------------------------------------------------------------------
     def has_work(self) -> bool:
+        """Whether some browser wants a frame drawn now."""
+        return self.seconds_until_work() == 0.0
+
+    def seconds_until_work(self) -> float:
+        """0 when some browser wants a frame drawn now, else the seconds until one will without any
+        new event (a settling camera, weights waiting for their refresh), inf when none will."""
         now = time.perf_counter()
         with self.lock:
-            return any(self._wanted(b, now) is not None for b in self.browsers.values())
+            return min((self._plan(b, now)[1] for b in self.browsers.values()), default=math.inf)
 
-    def _wanted(self, browser: _Browser, now: float) -> Optional[tuple[tuple, bool]]:
-        """(what to draw, preview?) for `browser` now, or None when its screen is up to date."""
-        draws = getattr(self.scene, "draws_frames", lambda: True)()
+    def wait_for_work(self, timeout: float, drawing: bool = True) -> None:
+        """Sleep up to `timeout` seconds, less when a browser event comes in (`wake`) or, with
+        `drawing`, when a frame is due; returns at once when one is due now."""
+        self.wake.clear()  # an event from here on ends the wait below
+        if drawing:
+            timeout = min(timeout, self.seconds_until_work())
+        if timeout > 0:
+            self.wake.wait(timeout)
+
+    def _plan(self, browser: _Browser, now: float) -> tuple[Optional[tuple[tuple, int]], float]:
+        """((what to draw, rows), 0.0) when `browser` wants a frame now, else (None, seconds until
+        it will without a new event, or inf)."""
+        frame = browser.frame
+        if frame is not None and frame.preview:  # a begun preview is finished whatever the camera did since
+            return (frame.want, frame.rows), 0.0
         if browser.pose is None:
-            return None
-        if not draws:
-            return (("cleared",), False) if browser.shown != ("cleared",) else None
-        want = (browser.pose, self.scene.settings(), int(self.resolution.value))
-        moving = now - browser.moved_at < SETTLE_SECONDS
+            return None, math.inf
+        if not getattr(self.scene, "draws_frames", lambda: True)():
+            return ((("cleared",), 0), 0.0) if browser.shown != ("cleared",) else (None, math.inf)
+        want = (browser.pose, self.scene.settings())
+        full, aspect = int(self.resolution.value), browser.pose[3]
         shown = browser.shown
-        if shown is None or shown[0] != want:  # a new picture: a quick preview first, unless only the size changed
-            return want, not _same_view(shown, want)
-        if shown[1] and not moving:
-            return want, False
-        if shown[2] != self.version and now - browser.shown_at >= REFRESH_SECONDS and not moving:
-            return want, False
-        return None
+        if shown is None or shown[0] != want:  # a new picture: a preview first
+            return (want, self._preview_rows(aspect, full)), 0.0
+        settled_in = browser.moved_at + SETTLE_SECONDS - now
+        rows = shown[1]
+        if rows != full:
+            if settled_in > 0:
+                return None, settled_in
+            return (want, full if rows > full else self._refined_rows(rows, aspect, full)), 0.0
+        if shown[2] != self.version:
+            due_in = max(settled_in, browser.shown_at + REFRESH_SECONDS - now)
+            return ((want, full), 0.0) if due_in <= 0 else (None, due_in)
+        return None, math.inf
+
+    def _preview_rows(self, aspect: float, full: int) -> int:
+        """Rows of a preview: what the measured speed draws in `PREVIEW_SECONDS`, at least
+        `MIN_PREVIEW_ROWS` (and `MIN_PREVIEW_ROWS` before anything was measured), at most `full`."""
+        if self.speed.per_pixel is None:
+            return min(MIN_PREVIEW_ROWS, full)
+        affordable = math.sqrt(self.speed.pixels_in(PREVIEW_SECONDS) / max(aspect, 1e-3))
+        return max(min(MIN_PREVIEW_ROWS, full), min(full, int(affordable) // 8 * 8))
+
+    def _refined_rows(self, shown_rows: int, aspect: float, full: int) -> int:
+        """Rows of the next refinement of a picture shown at `shown_rows`: about twice as many (or
+        what a preview affords, if more), and `full` once that is within 1.5 times."""
+        rows = max(2 * shown_rows, self._preview_rows(aspect, full))
+        return full if 1.5 * rows >= full else rows
 
     def work(self, budget: float) -> float:
         """Draw frames for up to about `budget` seconds (at least one band when there is work);
@@ -299,34 +485,42 @@ class Viewer:
         while True:
             now = time.perf_counter()
             with self.lock:
-                jobs = [(b, w) for b in self.browsers.values() if (w := self._wanted(b, now)) is not None]
+                jobs = [(b, job) for b in self.browsers.values() if (job := self._plan(b, now)[0]) is not None]
             if not jobs:
                 break
-            browser, (want, preview) = min(jobs, key=lambda job: job[0].shown_at)
+            browser, (want, rows) = min(jobs, key=lambda job: job[0].shown_at)
             if want == ("cleared",):
+                browser.frame = None
                 self._send(browser, None, ("cleared",))
                 continue
-            self._draw_band(browser, want, preview, budget - (now - started))
+            self._draw_band(browser, want, rows, budget - (now - started))
             if time.perf_counter() - started >= budget:
                 break
         spent = time.perf_counter() - started
         self.render_seconds += spent
         return spent
 
-    def _draw_band(self, browser: _Browser, want: tuple, preview: bool, budget: float) -> None:
+    def _draw_band(self, browser: _Browser, want: tuple, rows: int, budget: float) -> None:
         frame = browser.frame
-        if frame is None or frame.want != want or frame.preview != preview:
+        if frame is None or frame.want != want or frame.rows != rows:  # a stale refinement is abandoned
             wxyz, position, fov_y, aspect = want[0]
-            rows = min(PREVIEW_ROWS, want[2]) if preview else want[2]
             width, height = frame_size(aspect, rows)
             camera = ViewCamera(pose_from_browser(np.asarray(wxyz), np.asarray(position)), float(fov_y), width, height)
-            frame = browser.frame = _Frame(camera, want, preview, self.version, np.zeros((height, width, 3), np.float32))
+            preview = browser.shown is None or browser.shown[0] != want
+            pixels = np.zeros((height, width, 3), np.float32)
+            frame = browser.frame = _Frame(camera, want, rows, preview, self.version, pixels)
         camera = frame.camera
-        if self.seconds_per_pixel is None:  # the first band is one row: it measures the cost of the rest
-            rows = 1
+        rest = camera.height - frame.rows_done
+        if self.speed.per_pixel is None:  # nothing measured yet: the whole (small) frame in one band
+            band = rest
         else:
-            rows = int(max(budget, 0.02) / max(self.seconds_per_pixel * camera.width, 1e-9))
-        last = min(camera.height, frame.rows_done + max(1, rows))
+            seconds = max(budget, BAND_TO_FIXED_COST * self.speed.fixed, 0.02)
+            band = (
+                rest
+                if self.speed.seconds(rest * camera.width) <= 1.5 * seconds
+                else self.speed.pixels_in(seconds) // camera.width
+            )
+        last = min(camera.height, frame.rows_done + max(1, band))
         started = time.perf_counter()
         try:
             with _quiet_rendering(self.task):
@@ -334,22 +528,40 @@ class Viewer:
         except Exception as err:  # the page says what failed; the caller (training) goes on
             self._failed(err)
             browser.frame = None
-            browser.shown, browser.shown_at = (want, preview, self.version), time.perf_counter()
+            # shown at the page's resolution: nothing is retried until the picture or the weights change
+            browser.shown, browser.shown_at = (want, int(self.resolution.value), self.version), time.perf_counter()
             return
         elapsed = time.perf_counter() - started
-        pixels = (last - frame.rows_done) * camera.width
-        measured = elapsed / max(pixels, 1)
-        previous = self.seconds_per_pixel
-        self.seconds_per_pixel = measured if previous is None else 0.7 * previous + 0.3 * measured
+        self.speed.add((last - frame.rows_done) * camera.width, elapsed)
         frame.rows_done, frame.seconds = last, frame.seconds + elapsed
         if last == camera.height:
             image = (np.clip(frame.pixels, 0, 1) * 255 + 0.5).astype(np.uint8)
-            self._send(browser, image, (want, preview, frame.version))
             browser.frame = None
-            kind = "preview" if preview else "frame"
+            self._send(browser, image, (want, rows, frame.version))
+            kind = "frame" if rows == int(self.resolution.value) else "preview"  # at the page's resolution, or on its way
             self.frame_info.content = (
                 f"{kind} {camera.width}x{camera.height} drawn in {frame.seconds:.2f} s · {self.frames_sent} frames drawn"
             )
+
+    def calibrate(self) -> None:
+        """Draw a small frame from the page's first camera and throw it away: the render's one-off
+        costs (caches, first calls) are paid before a browser connects, and the first preview and
+        bands are sized from measured costs (a band of two rows and the whole frame: the fixed cost
+        of a band and the cost of a pixel). A failure is left for the first real frame to report."""
+        framing = self.scene.framing(DEFAULT_ASPECT)
+        if not getattr(self.scene, "draws_frames", lambda: True)():
+            return
+        width, height = frame_size(DEFAULT_ASPECT, MIN_PREVIEW_ROWS)
+        try:
+            camera = ViewCamera(look_at(framing.position, framing.look_at, framing.up).float(), framing.fov_y, width, height)
+            for rows, measured in ((height, False), (height, True), (2, True)):  # the first call pays the one-off costs
+                started = time.perf_counter()
+                with _quiet_rendering(self.task):
+                    self.scene.render_rows(camera, height // 2 - rows // 2, height // 2 + (rows + 1) // 2)
+                if measured:
+                    self.speed.add(rows * width, time.perf_counter() - started)
+        except Exception:
+            pass
 
     def _send(self, browser: _Browser, image: Optional[np.ndarray], shown: tuple) -> None:
         try:
@@ -374,11 +586,6 @@ class Viewer:
         """Stop serving (what viser prints on the way out goes to stderr, not stdout)."""
         with contextlib.redirect_stdout(sys.stderr):
             self.server.stop()
-
-
-def _same_view(shown: Optional[tuple], want: tuple) -> bool:
-    """Only the resolution changed: no preview needed."""
-    return shown is not None and len(shown) == 3 and shown[0][:2] == want[:2]
 
 
 @contextlib.contextmanager

@@ -150,3 +150,46 @@ def test_openexr_files_are_read_in_full_range(tmp_path):
     (tmp_path / "broken.exr").write_bytes(b"v/1" + bytes(40))
     with pytest.raises(NfieldError, match="broken.exr: cannot read it as an image"):
         load_image(tmp_path / "broken.exr")
+
+
+def test_an_opaque_alpha_and_equal_colour_channels_are_not_fitted(tmp_path):
+    """An image stored with alpha is fitted with the channels it uses: grey stored as RGBA (alpha 1
+    everywhere) is one grey channel, RGB with an opaque alpha three; a real alpha stays, and a run
+    fitted to the stored layout keeps it."""
+    rng = np.random.default_rng(0)
+    grey = (rng.random((5, 7)) * 4).astype(np.float16)  # HDR values, half floats as EXR stores them
+    colour = (rng.random((5, 7, 3)) * 4).astype(np.float16)
+    opaque = np.ones((5, 7), dtype=np.float16)
+    write_exr(tmp_path / "grey.exr", {"R": grey, "G": grey, "B": grey, "A": opaque})
+    image = load_image(tmp_path / "grey.exr")
+    assert image.channels == 1 and image.high_dynamic_range
+    assert np.array_equal(image.as_float()[..., 0].numpy(), grey.astype(np.float32))
+    assert load_image(tmp_path / "grey.exr", stored_channels=4).channels == 4  # a run fitted before keeps its 4
+    write_exr(tmp_path / "rgb.exr", {"R": colour[..., 0], "G": colour[..., 1], "B": colour[..., 2], "A": opaque})
+    assert np.array_equal(load_image(tmp_path / "rgb.exr").as_float().numpy(), colour.astype(np.float32))
+    half_transparent = opaque.copy()
+    half_transparent[0, 0] = 0.5
+    write_exr(tmp_path / "grey-alpha.exr", {"R": grey, "G": grey, "B": grey, "A": half_transparent})
+    assert load_image(tmp_path / "grey-alpha.exr").channels == 2  # grey + its alpha
+
+    grey8 = (rng.random((6, 5)) * 255).astype(np.uint8)
+    full8 = np.full((6, 5), 255, dtype=np.uint8)
+    cases = [
+        (np.stack([grey8, grey8, grey8, full8], -1), 1),  # grey stored as RGBA
+        (np.stack([grey8, grey8, grey8], -1), 3),  # stored without alpha: as stored
+        (np.stack([grey8, full8], -1), 1),  # grey + an opaque alpha
+        (np.stack([grey8, 255 - grey8, grey8, full8], -1), 3),  # RGB + an opaque alpha
+        (np.stack([grey8, grey8, grey8, grey8], -1), 2),  # grey + a real alpha
+    ]
+    for k, (array, channels) in enumerate(cases):
+        image = load_image(write(tmp_path / f"case{k}.png", array))
+        assert image.channels == channels, (k, image.channels)
+        assert np.array_equal(image.pixels[..., 0].numpy(), grey8)
+    import png
+
+    grey16 = (rng.random((4, 3)) * 65535).astype(np.uint16)
+    rgba16 = np.stack([grey16, grey16, grey16, np.full_like(grey16, 65535)], -1)
+    with open(tmp_path / "grey16.png", "wb") as f:
+        png.Writer(3, 4, greyscale=False, alpha=True, bitdepth=16).write(f, rgba16.reshape(4, -1))
+    image = load_image(tmp_path / "grey16.png")
+    assert image.channels == 1 and np.array_equal(image.pixels[..., 0].numpy(), grey16)

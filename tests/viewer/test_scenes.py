@@ -96,6 +96,24 @@ def test_signal_scene_bands_make_the_whole_frame(image_run):
     assert (np.abs(whole - PANEL_BACKGROUND).max(axis=-1) > 0.01).mean() > 0.2  # the framing shows the panels
 
 
+@pytest.mark.parametrize("aspect", [0.8, 1.33, 1.6, 2.4])
+def test_signal_scene_frames_every_panel_whole_at_any_aspect(image_run, aspect):
+    """The first view of a page `aspect` wide: three panels across the middle row, grey on every
+    side of the frame; and the default rows show the image's rows one to one or finer."""
+    scene = SignalScene(image_run.task, image_run.config)
+    framing = scene.framing(aspect)
+    rows = 120
+    camera = ViewCamera(look_at(framing.position, framing.look_at, framing.up), framing.fov_y, round(rows * aspect), rows)
+    drawn = scene.render_rows(camera, 0, rows)
+    pane = np.abs(drawn - PANEL_BACKGROUND).max(axis=-1) > 1e-4
+    assert not pane[0].any() and not pane[-1].any() and not pane[:, 0].any() and not pane[:, -1].any()
+    edges = np.flatnonzero(np.diff(pane[rows // 2].astype(np.int8)))
+    assert len(edges) == 6  # three panels, each entered and left
+    full = scene.default_rows(aspect, on_cuda=False)
+    panel_rows = full * scene.half[1] / (framing.position[2] * math.tan(framing.fov_y / 2))
+    assert panel_rows >= scene.height and full % 16 == 0
+
+
 class _Sphere(nn.Module):
     """An exact sphere SDF of radius 0.5 with the interface of nfield's SDF fields."""
 
