@@ -179,14 +179,7 @@ def train(request: RunRequest) -> dict[str, Any] | None:
     if main and callable(getattr(task, "write_run_files", None)):  # files besides config.json (a NeRF's cameras)
         task.write_run_files(out)
     if request.resume:
-        resumed_step = trainer.resume()
-        if main:
-            checkpoint = latest_checkpoint(out)
-            print(
-                f"resuming {out} from step {resumed_step} of {train_cfg.steps} (checkpoint {checkpoint.path})"
-                + (": nothing left to train" if resumed_step >= train_cfg.steps else ""),
-                file=sys.stderr,
-            )
+        trainer.resume()  # says from which step and checkpoint
     if main:
         ranks = f" x {data_parallel().world} ranks" if data_parallel() else ""
         print(f"{task.describe()} with {config['model']} on {device}{ranks}, {train_cfg.steps} steps -> {out}", file=sys.stderr)

@@ -287,7 +287,8 @@ class Trainer:
         return self.run_dir / "metrics.jsonl"
 
     def resume(self) -> int:
-        """Restore the newest checkpoint of `run_dir`; returns its step."""
+        """Restore the newest checkpoint of `run_dir` and say so on stderr (from which step and
+        checkpoint); returns its step."""
         checkpoint = latest_checkpoint(self.run_dir)
         if checkpoint is None:
             raise NfieldError(f"{self.run_dir}: no checkpoint to resume from (start without --resume)")
@@ -307,6 +308,12 @@ class Trainer:
         self.resumed = True
         self.train_seconds = self._saved_at = float(state.get("train_seconds", 0.0))
         self._truncate_metrics(self.step)
+        if self.is_main:
+            left = ": nothing left to train" if self.step >= self.cfg.steps else ""
+            print(
+                f"resuming {self.run_dir} from step {self.step} of {self.cfg.steps} (checkpoint {checkpoint.path}){left}",
+                file=sys.stderr,
+            )
         return self.step
 
     def _checkpoint_due(self) -> bool:

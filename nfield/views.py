@@ -77,11 +77,12 @@ class RenderOptions:
     """output file (image: RUN_DIR/render.png; NeRF: RUN_DIR/<path>.mp4; SDF: RUN_DIR/render.png or
     RUN_DIR/turntable.mp4)"""
     width: Annotated[Optional[int], STATED] = None
-    """width in pixels (default: image and NeRF runs the training images', SDF 1280). Image runs keep the
-    fitted image's aspect ratio: with only --width or --height the other follows it, with both the picture
-    is the largest of that aspect inside them"""
+    """width in pixels (default: image, video and NeRF runs the training images', SDF 1280). Image and video
+    runs keep the fitted frames' aspect ratio: with only --width or --height the other follows it, with
+    both the picture is the largest of that aspect inside them"""
     height: Annotated[Optional[int], STATED] = None
-    """height in pixels (default: image and NeRF runs the training images', SDF 720); image runs: see --width"""
+    """height in pixels (default: image, video and NeRF runs the training images', SDF 720); image and video
+    runs: see --width"""
     depth: bool = False  # NeRF runs: also write the depth video, <out>_depth.mp4
     lod: Annotated[Optional[int], STATED] = None  # image and SDF runs: level of detail (default the finest)
     shading: Literal["matcap", "normal"] = "matcap"  # SDF runs: matcap (clay look) or normal (normals as colours)
@@ -180,7 +181,7 @@ def _render_video(run: LoadedRun, options: RenderOptions) -> str:
     """The video's span at any frame count, rate and size, as an mp4 (default render.mp4)."""
     clip = run.config["video"]
     frames, fps = options.frames or clip["frames"], options.fps or clip["fps"]
-    width, height = options.width or clip["width"], options.height or clip["height"]
+    width, height = aspect_kept_size(clip["width"], clip["height"], options.width, options.height)
     _check_frame(width, height)
     out = Path(options.out or run.run_dir / "render.mp4")
     if out.suffix.lower() != ".mp4":

@@ -3,6 +3,7 @@ time estimate comes from timed steps and is corrected as the run goes; a closing
 renders are made once."""
 
 import dataclasses
+import json
 import os
 import re
 import subprocess
@@ -171,3 +172,25 @@ def test_an_image_run_renders_once_for_its_evaluation_and_outputs(tmp_path, monk
     request = dataclasses.replace(request, train={"steps": 5, "progress": False}, data_options={"downscale": 16})
     train(request)
     assert len(calls) == 1 and (tmp_path / "run" / "reconstruction.png").exists()
+
+
+def test_time_phases_times_what_a_person_sees(tmp_path):
+    """scripts/time_phases.py: each bar's first and last redraw and the longest quiet stretch."""
+    script = Path(__file__).resolve().parents[1] / "scripts" / "time_phases.py"
+    command = (
+        "import sys, time; w = sys.stderr.write; w('eval (2 views):   0%|  | 0/2 [00:00<?]\\r'); time.sleep(0.6); "
+        "w('eval (2 views): 100%|##| 2/2 [00:01<00:00]\\n'); time.sleep(0.1); print('{\"psnr\": 1}')"
+    )
+    out = tmp_path / "phases.json"
+    result = subprocess.run(
+        [sys.executable, str(script), "--out", str(out), "--", sys.executable, "-c", command],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(out.read_text())
+    [phase] = report["phases"]
+    assert phase["phase"] == "eval (2 views)" and phase["last"].startswith("eval (2 views): 100%")
+    assert phase["last_s"] - phase["first_s"] >= 0.5 and report["longest_quiet_s"] >= 0.5
+    assert report["stdout_last_line"] == '{"psnr": 1}' and "| eval (2 views) |" in result.stdout

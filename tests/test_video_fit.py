@@ -65,6 +65,9 @@ def test_hash_fits_a_clip_and_renders_at_twice_the_frames(tmp_path, capsys):
     # the in-between frames stay close to their neighbours in the clip
     between = 0.5 * (target.frames[:-1].float() + target.frames[1:].float())
     assert (doubled[2:-1:2].astype(np.float32) - between.numpy()).__abs__().mean() < 25
+    status, _, err = cli(capsys, "render", tmp_path / "run", "--width", 2 * WIDTH, "--out", tmp_path / "wide.mp4")
+    assert status == 0, err  # the height follows the clip's aspect ratio
+    assert iio.imread(tmp_path / "wide.mp4", plugin="FFMPEG", index=None).shape == (FRAMES, 2 * HEIGHT, 2 * WIDTH, 3)
     status, lines, _ = cli(capsys, "info", tmp_path / "run")
     assert status == 0 and "task video" in lines[0]
     check_viewer_scene(tmp_path / "run", target)
