@@ -29,6 +29,9 @@ class ImageModelOptions(FieldOptions):
     """Hyper-parameter overrides; unset keys keep the model's preset value. Each key goes to the
     encoding or network that has it; a key the chosen model does not have is an error."""
 
+    target_range: Annotated[Optional[tuple[float, float]], PRESET] = None
+    """LO HI: the range the network's targets are mapped to (siren: -1 1; the others: the image's own
+    units); outputs and metrics stay in the image's units"""
     start_fraction: Annotated[Optional[float], PRESET] = None
     """progressive schedules: fraction of training where bands start opening"""
     end_fraction: Annotated[Optional[float], PRESET] = None  # progressive schedules: fraction of training where all are open

@@ -30,6 +30,9 @@ class Preset:
     task: Any
     description: str
     cpu: dict[str, Any] = dataclasses.field(default_factory=dict)  # task settings replaced on the CPU
+    # (lo, hi): the range the network's targets are mapped to, as its paper's code does (None: the
+    # signal's own units); the field maps its outputs back (`nfield.fields.field.output_map`)
+    target_range: tuple[float, float] | None = None
 
     def task_for(self, device: torch.device | str) -> Any:
         """The task settings for `device`: `task`, with `cpu`'s values on a CPU."""
@@ -49,7 +52,7 @@ def apply_overrides(model: str, field: FieldConfig, overrides: dict[str, Any]) -
         flags = ", ".join("--" + k.replace("_", "-") for k in unused)
         options = ", ".join("--" + k.replace("_", "-") for k in valid) or "none"
         raise NfieldError(f"{flags} does not apply to model '{model}'; its options: {options}")
-    return FieldConfig(encoding, network)
+    return dataclasses.replace(field, encoding=encoding, network=network)
 
 
 __all__ = ["Preset", "apply_overrides"]

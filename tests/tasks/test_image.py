@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from nfield.data.images import Image
+from nfield.data.images import Image, pixel_coordinates
 from nfield.encodings import IdentityConfig, SpatiallyAdaptiveProgressiveConfig
 from nfield.fields import FieldConfig
 from nfield.networks import MLPConfig
@@ -91,3 +91,41 @@ def test_stateful_encodings_resume_exactly(tmp_path):
         run.fit()
         for key, value in whole.model.state_dict().items():
             assert torch.equal(value, resumed.model.state_dict()[key]), (name, key)
+
+
+def test_a_target_range_is_learned_by_the_network_and_mapped_back(tmp_path):
+    """--target-range: the network's outputs are the image mapped to [lo, hi], the field's values
+    (renders, metrics) are in the image's units, the map is in config.json, and a config without it
+    (every run before it existed) maps nothing."""
+    from nfield.fields import Field, field_config_from_dict, field_config_to_dict
+    from nfield.run import RunRequest, load_run, read_config, train
+
+    request = RunRequest(
+        "image",
+        "camera",
+        model="siren",
+        out=tmp_path / "run",
+        device="cpu",
+        train={"steps": 150, "progress": False},
+        data_options={"downscale": 16},
+    )
+    result = train(request)
+    config = read_config(tmp_path / "run")
+    assert config["field"]["output"] == {"scale": 0.5, "shift": 0.5}  # siren's [-1, 1] for [0, 1] intensities
+    run = load_run(tmp_path / "run", "cpu", data=True)
+    target = run.task._data().as_float()
+    rendered = run.task.render(32, 32)
+    assert rendered.mean().item() == pytest.approx(target.mean().item(), abs=0.02)  # the image's units
+    with torch.no_grad():
+        raw = run.task.model.network(run.task.model.encoding(pixel_coordinates(torch.arange(32 * 32), 32, 32)))
+    assert torch.allclose(raw.reshape(32, 32, -1), 2 * rendered - 1, atol=1e-5)  # the network learned [-1, 1]
+    assert result["psnr"] > 25
+    legacy = {key: value for key, value in config["field"].items() if key != "output"}
+    assert field_config_from_dict(legacy) == FieldConfig(
+        field_config_from_dict(legacy).encoding, field_config_from_dict(legacy).network
+    )
+    assert "output" not in field_config_to_dict(field_config_from_dict(legacy))
+    x = torch.rand(16, 2) * 2 - 1
+    plain, mapped = Field(2, 1, field_config_from_dict(legacy)), Field(2, 1, field_config_from_dict(config["field"]))
+    mapped.load_state_dict(plain.state_dict())
+    assert torch.allclose(mapped(x), 0.5 * plain(x) + 0.5)
