@@ -30,8 +30,8 @@ class ImageModelOptions(FieldOptions):
     encoding or network that has it; a key the chosen model does not have is an error."""
 
     target_range: Annotated[Optional[tuple[float, float]], PRESET] = None
-    """LO HI: the range the network's targets are mapped to (siren: -1 1; the others: the image's own
-    units); outputs and metrics stay in the image's units"""
+    """LO HI: the range the network learns the signal in (fit-image's siren: -1 1; otherwise the signal's
+    own units); outputs and metrics stay in the signal's units"""
     start_fraction: Annotated[Optional[float], PRESET] = None
     """progressive schedules: fraction of training where bands start opening"""
     end_fraction: Annotated[Optional[float], PRESET] = None  # progressive schedules: fraction of training where all are open

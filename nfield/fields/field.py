@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,25 +19,27 @@ class FieldConfig:
     encoding: Any = field(default_factory=IdentityConfig)  # any registered encoding config
     network: Any = field(default_factory=MLPConfig)  # any registered network config
     # the field's values are the network's outputs x output_scale + output_shift: a task fitting a
-    # signal in [0, R] with the network's targets in [lo, hi] (SIREN's [-1, 1]) sets
-    # scale = R / (hi - lo), shift = -lo R / (hi - lo) (`output_map`), so every output, metric and
-    # render stays in the signal's units while the network learns the paper's normalised targets
+    # signal with the network's targets in [lo, hi] (SIREN's [-1, 1]) sets them by `output_map`, so
+    # every output, metric and render stays in the signal's units while the network learns the
+    # paper's normalised targets
     output_scale: float = 1.0
     output_shift: float = 0.0
 
 
-def output_map(data_range: float, target_range: tuple[float, float]) -> dict[str, float]:
+def output_map(signal_range: tuple[float, float], target_range: tuple[float, float]) -> dict[str, float]:
     """The `FieldConfig` output keys under which a network trained towards `target_range` (lo, hi)
-    gives values in [0, `data_range`]: ``{"output_scale": R / (hi - lo), "output_shift": -lo R / (hi - lo)}``.
+    gives values in the signal's `signal_range` (a, b): ``{"output_scale": (b - a) / (hi - lo),
+    "output_shift": a - lo (b - a) / (hi - lo)}`` (an image in [0, 1] learned in [-1, 1]: 0.5, 0.5).
 
     With Adam the fit is the paper's: the squared error of the mapped values is the squared error
     of the network's outputs against the normalised targets times scale^2, a constant factor Adam's
     steps do not see (its epsilon aside)."""
     lo, hi = (float(v) for v in target_range)
-    if not hi > lo or not all(map(lambda v: abs(v) < float("inf"), (lo, hi))):
+    if not (hi > lo and math.isfinite(lo) and math.isfinite(hi)):
         raise NfieldError(f"--target-range {lo:g} {hi:g}: needs two finite numbers, the first below the second")
-    scale = float(data_range) / (hi - lo)
-    return {"output_scale": scale, "output_shift": -lo * scale}
+    a, b = (float(v) for v in signal_range)
+    scale = (b - a) / (hi - lo)
+    return {"output_scale": scale, "output_shift": a - lo * scale}
 
 
 class Field(nn.Module):

@@ -196,5 +196,5 @@ def new_image_run(
     field_cfg = preset.field
     target_range = target_range or preset.target_range
     if target_range is not None:  # the network learns the targets in its paper's range; the field maps back
-        field_cfg = dataclasses.replace(field_cfg, **output_map(image.data_range, target_range))
+        field_cfg = dataclasses.replace(field_cfg, **output_map((0.0, image.data_range), target_range))
     return preset.train, ImageTask.run_config(image, downscale, field_cfg, task_cfg), image
