@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 
 from nfield.backends import BACKENDS, backends_in_use, choose_backend, reset_backends, set_backend
 from nfield.checkpoint import latest_checkpoint, load_model_weights, load_trainer_state, save_checkpoint
-from nfield.distributed import all_reduce_, average_gradients, writes_run_files
+from nfield.distributed import all_reduce_, average_gradients, data_parallel, main_first, writes_run_files
 from nfield.errors import Interrupted, NfieldError, TrainingDiverged
 from nfield.progress import exclude_from_rate, progress_bar
 
@@ -401,9 +401,17 @@ class Trainer:
             ) from None
         finally:
             bar.close()
-        if self.step < total or not self.is_main:
+        if self.step < total:
             return {}
-        evaluated = self.task.evaluate(progress=shown)  # the closing evaluation, with its own bar
+        if data_parallel() is None:  # one process (or one of a collection's ranks, each with its own runs)
+            return self._close(shown, bar)
+        # rank 0 evaluates and exports while the other ranks of a data-parallel run wait, so they all
+        # leave the process group together (and an error of rank 0's stops them all)
+        return main_first(lambda: self._close(shown, bar)) or {}
+
+    def _close(self, shown: bool, bar: tqdm) -> dict[str, float]:
+        """The closing evaluation (logged) and the task's outputs, each phase with its own bar."""
+        evaluated = self.task.evaluate(progress=shown)
         self._log({"step": self.step, "kind": "eval", **evaluated}, bar)
         self.task.export(self.run_dir, progress=shown)
         self._write_curves()
