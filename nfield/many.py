@@ -268,8 +268,7 @@ def _groups(mine: list[tuple[Path, Path]], request: CollectionRequest, device: t
         try:
             signal = _load_signal(file, run_dir, request, device)
         except NfieldError as err:
-            print(f"nfield: skipped {file}: {without_path(str(err), file)}", file=sys.stderr)
-            index.write({"file": str(file), "run_dir": str(run_dir), "status": "skipped", "error": str(err)})
+            _record_failure(index, file, run_dir, "skipped", err)
             continue
         groups.setdefault(_configuration_key(signal), []).append((file, run_dir))
     yield from groups.values()
@@ -374,8 +373,7 @@ def _build(
             seed_everything(signal.config["train"]["seed"])
             task = task_cls.from_config(signal.config, device, signal.data)
         except NfieldError as err:
-            print(f"nfield: skipped {file}: {without_path(str(err), file)}", file=sys.stderr)
-            index.write({"file": str(file), "run_dir": str(run_dir), "status": "skipped", "error": str(err)})
+            _record_failure(index, file, run_dir, "skipped", err)
             continue
         signals.append(signal)
         tasks.append(task)
@@ -398,12 +396,19 @@ def _fit_alone(signal: _Signal, request: CollectionRequest, index: _IndexWriter)
     except Interrupted:
         raise
     except NfieldError as err:
-        print(f"nfield: {signal.file} failed: {without_path(str(err), signal.file)}", file=sys.stderr)
-        index.write({"file": str(signal.file), "run_dir": str(signal.run_dir), "status": "failed", "error": str(err)})
+        _record_failure(index, signal.file, signal.run_dir, "failed", err)
         return
     index.write(
         {"file": str(signal.file), "status": "ok", **(result or {}), "run_dir": str(signal.run_dir), "signals_in_batch": 1}
     )
+
+
+def _record_failure(index: _IndexWriter, file: Path, run_dir: Path, status: str, err: NfieldError) -> None:
+    """Say on stderr that `file` was skipped (unreadable, refused) or failed (in training), naming it
+    once, and write the index entry with the whole message."""
+    said = f"skipped {file}" if status == "skipped" else f"{file} failed"
+    print(f"nfield: {said}: {without_path(str(err), file)}", file=sys.stderr)
+    index.write({"file": str(file), "run_dir": str(run_dir), "status": status, "error": str(err)})
 
 
 def without_path(message: str, file: Path) -> str:

@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 from nfield.backends import backends_in_use, reset_backends
 from nfield.checkpoint import latest_checkpoint, load_model_weights, load_trainer_state, save_checkpoint
 from nfield.errors import Interrupted, NfieldError
+from nfield.progress import progress_bar
 from nfield.tasks.image import ImageTask
 from nfield.tasks.sdf import SDFTask, sdf_gradient
 from nfield.train import (
@@ -166,7 +167,7 @@ class StackedTrainer:
         windows: list[list[tuple[int, torch.Tensor, dict[str, torch.Tensor]]]] = [[] for _ in range(self.n)]
         evaluated: list[dict[str, float]] = [{} for _ in range(self.n)]
         desc = f"{self.tasks[0].name} x{self.n}" + (f" {progress_label}" if progress_label else "")
-        bar = tqdm(total=total, initial=self.step, desc=desc, disable=not cfg.progress, dynamic_ncols=True)
+        bar = progress_bar(total=total, initial=self.step, desc=desc, unit="step", enabled=cfg.progress)
         reported = False  # which backends ran: logged after the first step, as a single run does
         try:
             while self.step < total:

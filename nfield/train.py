@@ -147,8 +147,8 @@ class RunClock:
     def __init__(self, step: int, end: int, total: int, eval_every: int, device: str):
         self.end, self.total, self.eval_every, self.device = end, total, eval_every, device
         self.first = step + 1  # the warm-up step, not timed
-        self.timed_steps, self.timed_seconds = 0, 0.0
         self.durations: list[float] = []  # of the timed steps
+        self.timed_seconds = 0.0  # their sum
         self.eval_seconds: float | None = None
         self.spent = 0.0  # seconds of timed steps and evaluations
         self.said: tuple[float, float] | None = None  # (remaining seconds said, `spent` then)
@@ -162,13 +162,13 @@ class RunClock:
         """Step `step` (1-based) took `seconds`; returns the line to say, if any."""
         if step <= self.first:
             return None
-        self.timed_steps += 1
+        self.durations.append(seconds)
         self.timed_seconds += seconds
         self.spent += seconds
-        self.durations.append(seconds)
-        if final or self.timed_steps < ESTIMATE_AFTER_STEPS or self.timed_seconds < ESTIMATE_AFTER_SECONDS:
+        timed = len(self.durations)
+        if final or timed < ESTIMATE_AFTER_STEPS or self.timed_seconds < ESTIMATE_AFTER_SECONDS:
             return None
-        recent = self.durations[-max(ESTIMATE_WINDOW_STEPS, self.timed_steps // 4) :] if self.said is not None else self.durations
+        recent = self.durations[-max(ESTIMATE_WINDOW_STEPS, timed // 4) :] if self.said is not None else self.durations
         pace = sum(recent) / len(recent)
         remaining_steps = self.end - step
         evaluations = 0
@@ -176,7 +176,7 @@ class RunClock:
             evaluations = len(
                 range(step + self.eval_every - step % self.eval_every, min(self.end, self.total - 1) + 1, self.eval_every)
             )
-        remaining = pace * remaining_steps + evaluations * (self.eval_seconds or 0.0)
+        remaining = pace * remaining_steps + (evaluations * self.eval_seconds if evaluations else 0.0)
         if self.said is None:
             self.said = (remaining, self.spent)
             if remaining < ESTIMATE_WORTH_SECONDS:
@@ -382,8 +382,9 @@ class Trainer:
                 if evaluate and self.is_main:
                     started = perf_counter()
                     evaluated = self.task.evaluate(progress=shown, leave=False)
-                    clock.evaluated(perf_counter() - started)
-                    exclude_from_rate(bar, perf_counter() - started)
+                    seconds = perf_counter() - started
+                    clock.evaluated(seconds)
+                    exclude_from_rate(bar, seconds)
                     self._log({"step": self.step, "kind": "eval", **evaluated}, bar)
                 if checkpoint:
                     started = perf_counter()

@@ -28,7 +28,6 @@ from nfield.fields.kilonerf import load_kilonerf
 from nfield.fields.sdf import check_lod
 from nfield.flag_hints import STATED
 from nfield.outputs import IMAGE_SUFFIXES, check_writable_directory, writable_file
-from nfield.progress import progress_bar
 from nfield.render.camera_path_files import load_camera_path
 from nfield.render.camera_paths import interpolated_path, scene_orbit, spiral_path
 from nfield.render.cameras import PinholeCamera
@@ -224,9 +223,7 @@ def _render_sdf(run: LoadedRun, options: RenderOptions) -> str:
         )
         return f"wrote {written} ({frames} frames at {width}x{height}, {frames / seconds:.1f} frames/s rendered)"
     out = Path(options.out or run.run_dir / "render.png")
-    with progress_bar(total=1, desc="render", unit="view", enabled=options.progress) as bar:
-        depth_path = render_view_to_files(model, out, azimuth=options.azimuth, **view)
-        bar.update(1)
+    depth_path = render_view_to_files(model, out, azimuth=options.azimuth, progress=options.progress, **view)
     return f"wrote {out} and {depth_path}"
 
 

@@ -28,9 +28,8 @@ import torch
 from bench_report import device_name, report_header, synchronize, write_report
 
 from nfield.render.cameras import image_rays
-from nfield.render.samplers import ray_aabb
 from nfield.run import load_run
-from nfield.tasks.nerf import march_step, render_nerf_rays
+from nfield.tasks.nerf import march_step, ray_bounds, render_nerf_rays
 
 
 def timed(device: torch.device, repeats: int, work) -> tuple[float, object]:
@@ -60,9 +59,7 @@ def render_by_chunks(task, origins, directions, background, two_pass: bool) -> t
 def samples_per_ray(task, origins, directions) -> tuple[float, float]:
     """(occupied samples, samples kept after early termination) per ray."""
     field = task.model["field"]
-    t_near, t_far, hit = ray_aabb(origins, directions, field.aabb)
-    t_near = t_near.clamp_min(task.near)
-    t_far = torch.where(hit, torch.maximum(t_far, t_near), t_near)
+    t_near, t_far = ray_bounds(origins, directions, field.aabb, task.near)
     step = march_step(field.aabb, task.cfg)
     with torch.no_grad():
         occupied = task.model["grid"].march(origins, directions, t_near, t_far, step)

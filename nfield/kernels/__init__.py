@@ -30,6 +30,12 @@ def tensor_versions(tensors) -> tuple:
     return tuple((t.data_ptr(), t._version, t.dtype, tuple(t.shape)) for t in tensors)
 
 
+def module_version(module: torch.nn.Module) -> tuple:
+    """`tensor_versions` of every parameter and buffer of `module`: what something computed from the
+    whole module (a render of its field) depends on."""
+    return tensor_versions(module.parameters()) + tensor_versions(module.buffers())
+
+
 def device_guard(tensor: torch.Tensor) -> contextlib.AbstractContextManager:
     """``torch.cuda.device(tensor.device)`` for CUDA tensors (so a kernel launches on the tensor's
     GPU, not the current one), a no-op context otherwise."""

@@ -18,6 +18,7 @@ import torch
 from nfield.components import replace_fields
 from nfield.errors import NfieldError
 from nfield.fields import FieldConfig
+from nfield.fields.field import output_map
 from nfield.train import TrainConfig
 
 
@@ -55,4 +56,21 @@ def apply_overrides(model: str, field: FieldConfig, overrides: dict[str, Any]) -
     return dataclasses.replace(field, encoding=encoding, network=network)
 
 
-__all__ = ["Preset", "apply_overrides"]
+def split_target_range(overrides: dict[str, Any]) -> tuple[dict[str, Any], tuple[float, float] | None]:
+    """(the model overrides without ``target_range``, ``--target-range``'s (lo, hi) or None): the
+    range belongs to the field's output map, not to its encoding or network."""
+    rest = dict(overrides)
+    return rest, rest.pop("target_range", None)
+
+
+def mapped_field(preset: Preset, target_range: tuple[float, float] | None, signal_range: tuple[float, float]) -> FieldConfig:
+    """The preset's field with the output map (`nfield.fields.field.output_map`) under which its
+    network learns a signal in `signal_range` within `target_range` (None: the preset's own, and
+    when the preset has none, the field unmapped)."""
+    target_range = target_range or preset.target_range
+    if target_range is None:
+        return preset.field
+    return dataclasses.replace(preset.field, **output_map(signal_range, target_range))
+
+
+__all__ = ["Preset", "apply_overrides", "mapped_field", "split_target_range"]

@@ -23,9 +23,8 @@ from nfield.data.audio import Audio, load_audio
 from nfield.encodings import FrequencyConfig, GaussianFourierConfig, IdentityConfig
 from nfield.errors import NfieldError
 from nfield.fields import FieldConfig
-from nfield.fields.field import output_map
 from nfield.networks import MLPConfig, SirenConfig
-from nfield.presets import Preset, apply_overrides
+from nfield.presets import Preset, apply_overrides, mapped_field, split_target_range
 from nfield.presets.families import NOT_FOR, family_preset
 from nfield.presets.image import IMAGE_PRESETS
 from nfield.tasks.audio import AudioTask, AudioTaskConfig
@@ -80,12 +79,9 @@ def new_audio_run(
     """A new audio run from the preset `model`: (its training config, the task's part of config.json,
     the loaded clip). `task_overrides` replace keys of the task settings chosen for `device`."""
     audio = load_audio(source)
-    overrides = dict(model_overrides)
-    target_range = overrides.pop("target_range", None)
+    overrides, target_range = split_target_range(model_overrides)
     preset = resolve_audio_preset(model, overrides, audio.n_samples)
     task_cfg = dataclasses.replace(preset.task_for(device), **task_overrides)
     task_cfg.validate()
-    field_cfg = preset.field
-    if target_range is not None:  # samples are full scale [-1, 1]; the network learns them in target_range
-        field_cfg = dataclasses.replace(field_cfg, **output_map((-1.0, 1.0), target_range))
+    field_cfg = mapped_field(preset, target_range, (-1.0, 1.0))  # samples are full scale
     return preset.train, AudioTask.run_config(audio, field_cfg, task_cfg), audio

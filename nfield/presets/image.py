@@ -33,7 +33,6 @@ from nfield.encodings import (
 )
 from nfield.errors import NfieldError
 from nfield.fields import FieldConfig
-from nfield.fields.field import output_map
 from nfield.networks import (
     CamConfig,
     FinerConfig,
@@ -44,7 +43,7 @@ from nfield.networks import (
     SpderConfig,
     WireConfig,
 )
-from nfield.presets import Preset, apply_overrides
+from nfield.presets import Preset, apply_overrides, mapped_field, split_target_range
 from nfield.tasks.image import ImageTask, ImageTaskConfig
 from nfield.train import TrainConfig
 
@@ -211,14 +210,10 @@ def new_image_run(
     """A new image run from the preset `model`: (its training config, the task's part of config.json,
     the loaded image). `task_overrides` replace keys of the task settings chosen for `device`."""
     image = load_image(source, downscale)
-    overrides = dict(model_overrides)
-    target_range = overrides.pop("target_range", None)
+    overrides, target_range = split_target_range(model_overrides)
     preset = resolve_image_preset(model, overrides, image.height, image.width)
     task_cfg = dataclasses.replace(preset.task_for(device), **task_overrides)
     if task_cfg.batch_size <= 0:
         raise NfieldError(f"--batch-size must be positive, got {task_cfg.batch_size}")
-    field_cfg = preset.field
-    target_range = target_range or preset.target_range
-    if target_range is not None:  # the network learns the targets in its paper's range; the field maps back
-        field_cfg = dataclasses.replace(field_cfg, **output_map((0.0, image.data_range), target_range))
+    field_cfg = mapped_field(preset, target_range, (0.0, image.data_range))
     return preset.train, ImageTask.run_config(image, downscale, field_cfg, task_cfg), image

@@ -21,9 +21,8 @@ from nfield.data.video import Video, load_video
 from nfield.encodings import FrequencyConfig, HashGridConfig, IdentityConfig
 from nfield.errors import NfieldError
 from nfield.fields import FieldConfig
-from nfield.fields.field import output_map
 from nfield.networks import MLPConfig, SirenConfig
-from nfield.presets import Preset, apply_overrides
+from nfield.presets import Preset, apply_overrides, mapped_field, split_target_range
 from nfield.presets.families import family_preset
 from nfield.presets.image import IMAGE_PRESETS, grid_scale_for
 from nfield.tasks.video import VideoTask, VideoTaskConfig
@@ -91,12 +90,9 @@ def new_video_run(
     """A new video run from the preset `model`: (its training config, the task's part of config.json,
     the loaded video). `task_overrides` replace keys of the task settings chosen for `device`."""
     video = load_video(source, downscale, max_frames)
-    overrides = dict(model_overrides)
-    target_range = overrides.pop("target_range", None)
+    overrides, target_range = split_target_range(model_overrides)
     preset = resolve_video_preset(model, overrides, video.height, video.width)
     task_cfg = dataclasses.replace(preset.task_for(device), **task_overrides)
     task_cfg.validate()
-    field_cfg = preset.field
-    if target_range is not None:  # frames are [0, 1]; the network learns them in target_range
-        field_cfg = dataclasses.replace(field_cfg, **output_map((0.0, 1.0), target_range))
+    field_cfg = mapped_field(preset, target_range, (0.0, 1.0))  # frames in [0, 1]
     return preset.train, VideoTask.run_config(video, downscale, field_cfg, task_cfg), video

@@ -23,7 +23,7 @@ from nfield.data.images import Image, load_image, pixel_coordinates, save_image
 from nfield.distributed import data_parallel, loss_share, shard
 from nfield.errors import NfieldError
 from nfield.fields import Field, FieldConfig, field_config_from_dict, field_config_to_dict
-from nfield.kernels import tensor_versions
+from nfield.kernels import module_version
 from nfield.metrics import psnr, psnr_from_mse, ssim
 from nfield.progress import progress_bar
 from nfield.tasks.gradient_adjustment import GradientAdjuster, GradientAdjustmentConfig, patch_groups
@@ -260,7 +260,7 @@ class ImageTask:
         change of the weights (an evaluation's renders serve the export after it), unless they
         hold over `KEPT_RENDER_VALUES` values."""
         image = self._data()
-        weights = tensor_versions(self.model.parameters()) + tensor_versions(self.model.buffers())
+        weights = module_version(self.model)
         if self._kept_renders is None or self._kept_renders[0] != weights:
             n_lods = self.model.n_lods
             total = n_lods * image.height * image.width

@@ -36,7 +36,7 @@ from nfield.distributed import data_parallel, loss_share, shard
 from nfield.errors import NfieldError
 from nfield.fields.kilonerf import KiloNeRFField, occupied_cells, save_kilonerf
 from nfield.fields.radiance import build_radiance_field, radiance_config_from_dict, radiance_config_to_dict
-from nfield.kernels import tensor_versions
+from nfield.kernels import module_version
 from nfield.metrics import psnr, psnr_from_mse, ssim
 from nfield.progress import progress_bar
 from nfield.render.cameras import CameraSet, PinholeCamera, camera_rays, image_rays, pixel_rays
@@ -365,7 +365,7 @@ class NeRFTask:
         height, width = split.images.shape[1:3]
         cameras = split.cameras.to(self.device)
         background = torch.tensor(BACKGROUNDS[self.cfg.eval_background], device=self.device)
-        weights = tensor_versions(self.model.parameters()) + tensor_versions(self.model.buffers())
+        weights = module_version(self.model)
         kept: dict[int, torch.Tensor] = self._kept_renders["views"] if self._kept_renders.get("weights") == weights else {}
         if keep:
             self._kept_renders = {"weights": weights, "views": {i: kept[i] for i in indices if i in kept}}
@@ -433,6 +433,16 @@ def march_step(aabb: torch.Tensor, cfg: NeRFTaskConfig) -> float:
     return float((aabb[1] - aabb[0]).norm()) / cfg.steps_per_ray
 
 
+def ray_bounds(
+    origins: torch.Tensor, directions: torch.Tensor, aabb: torch.Tensor, near: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(t_near (N,), t_far (N,)): where rays (N, 3) are sampled, their span inside the box `aabb`
+    (2, 3) from the near plane `near` on (an empty span, t_far = t_near, for rays that miss it)."""
+    t_near, t_far, hit = ray_aabb(origins, directions, aabb)
+    t_near = t_near.clamp_min(near)
+    return t_near, torch.where(hit, torch.maximum(t_far, t_near), t_near)
+
+
 def render_nerf_rays(
     model: nn.ModuleDict,
     cfg: NeRFTaskConfig,
@@ -446,9 +456,7 @@ def render_nerf_rays(
     (occupancy), each a dict with rgb (N, 3), opacity (N,), depth (N,)."""
     field_module = model["field"]
     aabb = field_module.aabb
-    t_near, t_far, hit = ray_aabb(origins, directions, aabb)
-    t_near = t_near.clamp_min(near)
-    t_far = torch.where(hit, torch.maximum(t_far, t_near), t_near)
+    t_near, t_far = ray_bounds(origins, directions, aabb, near)
     n_rays = len(origins)
     limit = None if train else cfg.render_samples  # without gradients, the field sees bounded chunks of samples
     if cfg.sampler == "hierarchical":

@@ -46,10 +46,10 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from nfield.errors import NfieldError
 from nfield.export import extract_mesh
+from nfield.progress import progress_bar
 from nfield.render.cameras import CameraSet, pixel_rays
 
 GEOMETRY_SUFFIXES = (".ply", ".obj", ".glb")  # mesh and point-cloud formats, with vertex colours
@@ -203,7 +203,7 @@ def nerf_point_cloud(
         min_opacity: pixels whose opacity is not above this (in [0, 1)) give no point.
         max_points: the most points returned; more are cut to a uniform random subset.
         seed: seeds the random subset.
-        progress: show a tqdm bar over the views.
+        progress: show a bar over the views.
 
     Returns:
         points (N, 3) float32 world units and colours (N, 3) float32 in [0, 1] (the rendered
@@ -221,7 +221,7 @@ def nerf_point_cloud(
     order = torch.empty(0, dtype=torch.long)  # its rank in view and pixel order
     points, colors = torch.empty(0, 3), torch.empty(0, 3)
     seen = 0
-    for index in tqdm(range(len(cameras)), desc="views", disable=not progress, dynamic_ncols=True):
+    for index in progress_bar(range(len(cameras)), desc="views", unit="view", enabled=progress):
         width, height = int(cameras.width[index]) // downscale, int(cameras.height[index]) // downscale
         if width < 1 or height < 1:
             raise NfieldError(

@@ -401,10 +401,8 @@ class SDFTask:
         )
         report = geometry_report(self.model, self._data(), vertices, faces, self.cfg, seed=0, progress=progress)
         (run_dir / "eval.json").write_text(json.dumps(report, indent=2) + "\n")
-        with progress_bar(total=1, desc="preview", unit="view", enabled=progress) as bar:
-            width, height = self.cfg.preview_width, self.cfg.preview_height
-            render_view_to_files(self.model, run_dir / "render.png", width=width, height=height)
-            bar.update(1)
+        width, height = self.cfg.preview_width, self.cfg.preview_height
+        render_view_to_files(self.model, run_dir / "render.png", width=width, height=height, progress=progress, label="preview")
 
     def extract_mesh(
         self, path: Path, resolution: int, lod: int | None = None, progress: bool = False

@@ -14,13 +14,13 @@ from pathlib import Path
 import imageio.v3 as iio
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from nfield.colormap import inferno
 from nfield.data.images import save_image
 from nfield.errors import NfieldError
 from nfield.fields.nglod_tracing import DEFAULTS, nglod_tracer
 from nfield.fields.sdf import NGLODField, SDFField, distance_fn
+from nfield.progress import progress_bar
 from nfield.render.camera_paths import orbit_poses
 from nfield.render.cameras import PinholeCamera
 from nfield.render.sphere_tracing import SurfaceTracer, render_surface, sdf_tracer
@@ -68,14 +68,19 @@ def render_view_to_files(
     azimuth: float = 30.0,
     distance: float = 3.4,
     fov: float = 40.0,
+    progress: bool = False,
+    label: str = "render",
 ) -> Path:
     """Write the shaded image to `out` and its depth map (inferno, near = bright) next to it as
-    ``<stem>_depth.png``; returns the depth map's path."""
+    ``<stem>_depth.png``; returns the depth map's path. `progress` shows a one-view bar labelled
+    `label` (seconds on a CPU at 1280x720)."""
     out = Path(out)
     if out.suffix.lower() not in (".png", ".jpg", ".jpeg"):
         raise NfieldError(f"--out {out}: a single view is written as .png or .jpg (use --orbit for a video)")
     c2w = orbit_poses(1, distance, elevation, start_azimuth_deg=azimuth)[0]
-    result = render_view(model, c2w, width, height, lod, shading, fov)
+    with progress_bar(total=1, desc=label, unit="view", enabled=progress) as bar:
+        result = render_view(model, c2w, width, height, lod, shading, fov)
+        bar.update(1)
     save_image(out, result["rgb"].cpu())
     depth_path = out.with_name(f"{out.stem}_depth.png")
     save_image(depth_path, depth_image(result["depth"], result["hit"]).cpu())
@@ -111,7 +116,7 @@ def render_turntable(
     and the seconds spent rendering (excluding encoding)."""
     poses = orbit_poses(frames, distance, elevation, start_azimuth_deg=start_azimuth)
     images, seconds = [], 0.0
-    for c2w in tqdm(poses, desc="render", disable=not progress, dynamic_ncols=True):
+    for c2w in progress_bar(poses, desc="render", unit="frame", enabled=progress):
         started = time.perf_counter()
         rgb = render_view(model, c2w, width, height, lod, shading, fov)["rgb"]
         images.append((rgb.clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy())
