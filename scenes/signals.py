@@ -39,6 +39,27 @@ def band_limited_noise(size: int, bandwidth: float, seed: int = 0) -> np.ndarray
     return image.astype(np.float32)
 
 
+def crossed_waves(size: int, angle_degrees: float = 0.0, n_terms: int = 4, seed: int = 0) -> np.ndarray:
+    """(size, size) grey image sum_k f_k(u) g_k(v): products of two 1-D band-limited waves (8 random
+    sinusoids each, up to a quarter of the Nyquist frequency) along axes (u, v) turned by
+    `angle_degrees` from the image's. At 0 it is a sum of `n_terms` separable products (rank <=
+    n_terms in x and y), which factorised features (K-planes' lines) represent exactly; turned, the
+    same content is not separable in x and y."""
+    rng = np.random.default_rng(seed)
+    y, x = (np.mgrid[0:size, 0:size] + 0.5) / size * 2 - 1  # pixel centres in [-1, 1]
+    angle = np.deg2rad(angle_degrees)
+    u, v = np.cos(angle) * x + np.sin(angle) * y, -np.sin(angle) * x + np.cos(angle) * y
+    top = 0.25 * size / 2  # cycles over [-1, 1] at a quarter of Nyquist
+
+    def wave(t: np.ndarray) -> np.ndarray:
+        frequencies, phases = rng.uniform(0.5, top, 8), rng.uniform(0, 2 * np.pi, 8)
+        return sum(np.sin(np.pi * f * t + p) for f, p in zip(frequencies, phases))
+
+    image = sum(wave(u) * wave(v) for _ in range(n_terms))
+    image = (image - image.min()) / max(float(np.ptp(image)), 1e-12)
+    return image.astype(np.float32)
+
+
 def sierpinski(size: int, depth: int = 10) -> np.ndarray:
     """(size, size) grey Sierpinski triangle: 1 on the gasket, 0 in removed triangles and outside."""
     y, x = np.mgrid[0:size, 0:size] + 0.5

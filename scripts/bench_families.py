@@ -1,8 +1,9 @@
 """Every coordinate-network family at one parameter budget, on a fixed set of signals.
 
 Each family is sized to the same number of parameters by its size rule (`nfield.presets.families`:
-one knob per family, set so the count is closest to the budget) and trained with its preset's
-learning rate, the same steps, schedule and seed on every signal:
+one knob per family, set so the count is closest to the budget) and trained under its image
+preset's protocol (learning rate, schedule and target range: SIREN, for one, learns images in
+[-1, 1] at a constant rate), the same steps and seed on every signal:
 
 - images: two bundled photographs (camera, astronaut), band-limited noise at 1/4 and all of the
   Nyquist band, a Sierpinski triangle, a Siemens star and random discs (`scenes.signals`);
@@ -50,6 +51,7 @@ from nfield.encodings import GaussianFourierConfig
 from nfield.errors import NfieldError
 from nfield.fields import FieldConfig
 from nfield.networks import MLPConfig
+from nfield.presets import mapped_field
 from nfield.presets.families import NOT_FOR_AUDIO, sized_field
 from nfield.presets.image import IMAGE_PRESETS
 from nfield.tasks.audio import AudioTask, AudioTaskConfig
@@ -78,6 +80,9 @@ class Scale:
 
 IMAGE_SIGNALS = ("camera", "astronaut", "noise-0.25", "noise-1.0", "sierpinski", "star", "discs")
 SIGNALS = (*IMAGE_SIGNALS, "audio", "video")
+#: Run only when named (--signals): sums of products of 1-D waves along the image's axes (separable in
+#: x and y) and the same turned by 45 degrees (not), the test of factorised features such as K-planes'
+EXTRA_SIGNALS = ("waves-0", "waves-45")
 SCALES = {
     "cpu": Scale(64, 20_000, (25, 50, 100, 200, 300), 1.0, 8000, 16, 32, 2**13),
     "gpu": Scale(256, 200_000, (50, 100, 250, 500, 1000, 2000), 2.0, 22050, 32, 128, 2**18),
@@ -132,14 +137,17 @@ def image_signal(name: str, size: int) -> Image:
         array = signals.siemens_star(size)
     elif name == "discs":
         array = signals.random_discs(size)
+    elif name.startswith("waves-"):
+        array = signals.crossed_waves(size, float(name.split("-")[1]))
     else:
         raise NfieldError(f"unknown signal {name}")
     pixels = torch.from_numpy(np.ascontiguousarray(array if array.ndim == 3 else array[..., None]))
     return Image(pixels, 1.0, name)
 
 
-def build_task(signal: str, family: str, scale: Scale, device: torch.device, seed: int) -> tuple[Any, int, float]:
-    """(the task fitting `family` (or a variant) to `signal` at the budget, its parameters, its lr)."""
+def build_task(signal: str, family: str, scale: Scale, device: torch.device, seed: int) -> tuple[Any, int, TrainConfig]:
+    """(the task fitting `family` (or a variant) to `signal` at the budget, its parameters, its
+    preset's training settings: learning rate and schedule)."""
     base = VARIANTS[family][0] if family in VARIANTS else family
     if signal == "audio":
         data = Audio(
@@ -157,6 +165,8 @@ def build_task(signal: str, family: str, scale: Scale, device: torch.device, see
         in_dim, out_dim, kind, size = 2, data.channels, "image", scale.image_size
         task_cfg = ImageTaskConfig(batch_size=data.height * data.width)
     field, n_params = sized_field(base, in_dim, out_dim, scale.params, kind, size)
+    signal_range = (-1.0, 1.0) if kind == "audio" else (0.0, 1.0)  # full-scale samples; images and frames in [0, 1]
+    field = mapped_field(dataclasses.replace(IMAGE_PRESETS[base], field=field), None, signal_range)
     if family == "cam-base":  # CAM's own Fourier features and width, without the modulation grids
         cam = field.network
         field = FieldConfig(
@@ -184,7 +194,7 @@ def build_task(signal: str, family: str, scale: Scale, device: torch.device, see
         from nfield.presets.families import count_parameters
 
         n_params = count_parameters(task.model)
-    return task, n_params, IMAGE_PRESETS[base].train.lr
+    return task, n_params, IMAGE_PRESETS[base].train
 
 
 def applies(family: str, signal: str) -> str | None:
@@ -197,11 +207,12 @@ def applies(family: str, signal: str) -> str | None:
 
 def fit(signal: str, family: str, scale: Scale, device: torch.device, seed: int) -> dict[str, Any]:
     """Train one family on one signal; PSNR (and SNR/SSIM) at each checkpoint with the training time."""
-    task, n_params, lr = build_task(signal, family, scale, device, seed)
+    task, n_params, preset_train = build_task(signal, family, scale, device, seed)
+    lr = preset_train.lr
     cfg = TrainConfig(
         steps=scale.steps[-1],
         lr=lr,
-        lr_schedule="cosine",
+        lr_schedule=preset_train.lr_schedule,
         mixed_precision=False,
         eval_every=0,
         checkpoint_every=0,
@@ -226,6 +237,8 @@ def fit(signal: str, family: str, scale: Scale, device: torch.device, seed: int)
         "family": family,
         "params": n_params,
         "lr": lr,
+        "lr_schedule": preset_train.lr_schedule,
+        "target_range": IMAGE_PRESETS[VARIANTS[family][0] if family in VARIANTS else family].target_range,
         "ms_per_step": 1000 * trainer.train_seconds / trainer.step,
         "curve": curve,
     }
@@ -345,7 +358,9 @@ def main() -> int:
     parser.add_argument(
         "--families", nargs="+", default=None, choices=[*IMAGE_PRESETS, *VARIANTS], help="default: the scale's (all but at tiny)"
     )
-    parser.add_argument("--signals", nargs="+", default=None, choices=list(SIGNALS), help="default: the scale's")
+    parser.add_argument(
+        "--signals", nargs="+", default=None, choices=[*SIGNALS, *EXTRA_SIGNALS], help="default: the scale's (all but waves-*)"
+    )
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(

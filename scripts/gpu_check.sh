@@ -101,6 +101,7 @@ define_steps() {  # define_steps OUT: the steps, writing into OUT
     MLP_PROBE="$PYTHON -m nfield.kernels.mlp_variants --device cpu"
     SANITIZE="$PYTHON -m tests.kernels.kernel_checks mlp"
     TRACING="$PYTHON scripts/bench_sphere_tracing.py --scale tiny --paths previous torch"
+    PAPERS="$PYTHON scripts/reproduce_papers.py --scale tiny --rows siren ff-fourier"
   else
     SCALE=gpu-short
     HEADLINE="$PYTHON scripts/bench_nerf.py --scale headline"
@@ -111,6 +112,9 @@ define_steps() {  # define_steps OUT: the steps, writing into OUT
     SANITIZE="env PYTORCH_NO_CUDA_MEMORY_CACHING=1 compute-sanitizer --tool memcheck --error-exitcode 1 $PYTHON -m"
     SANITIZE="$SANITIZE tests.kernels.kernel_checks mlp composite march grid mesh_distance nglod_trace --device cuda --size small"
     TRACING="$PYTHON scripts/bench_sphere_tracing.py --scale gpu"
+    # the paper protocols at the papers' own sizes: SIREN's cameraman, Fourier features' split, CAM's
+    # regression and FINER's figure (the whole table: reproduce_papers.py --scale gpu, ~10 min)
+    PAPERS="$PYTHON scripts/reproduce_papers.py --scale gpu --rows siren ff-fourier cam-fit-base cam-fit finer-paper finer-siren"
   fi
   local pytest="$PYTHON -m pytest -m gpu -q -rfE --tb=short -p no:cacheprovider"
   local before="not test_gpu_nerf and not test_gpu_sdf and not distils and not compiled_on_cuda and not segment"
@@ -130,6 +134,7 @@ define_steps() {  # define_steps OUT: the steps, writing into OUT
     "families|families|40|60|$PYTHON scripts/bench_families.py --scale $SCALE --out $out/bench_families.json"
     "viewer|viewer|50|60|$PYTHON scripts/bench_viewer.py --scale $SCALE --page simulated --out $out/bench_viewer.json"
     "scale|scale|30|60|$PYTHON scripts/bench_scale.py --scale $SCALE --models siren --out $out/bench_scale.json"
+    "papers|papers|150|60|$PAPERS --out $out/reproduce_papers.json"  # 6 runs: start-up 6 x 10 s, FINER's 5000 steps at 512 px
     "image|image|40|60|$PYTHON scripts/bench_image.py --scale $SCALE --models relu-pe siren hash dense --out $out/bench_image.json"
   )
 }

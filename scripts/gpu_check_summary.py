@@ -129,6 +129,13 @@ def bench_lines(name: str, report: dict[str, Any]) -> list[str]:
             for c in report.get("claims", [])
         ]
         return [f"{len(report.get('results', []))} runs at {report.get('budget', 0):,} parameters", *out]
+    if name == "papers":
+        return [
+            f"{r['key']}: {r['value']:.2f} dB ({r['metric']}), {r['train_seconds']:.0f} s"
+            if "value" in r
+            else f"{r['key']}: {r['error']}"
+            for r in report.get("results", [])
+        ]
     if name == "viewer":
         return [
             f"{r['kind']} {r['model']} with a {r['page']} page: training {r['slowdown_percent']:+.1f}% slower, "

@@ -133,3 +133,16 @@ def test_every_family_is_a_nerf_geometry_network(tmp_path, capsys):
     assert status == 0, err
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["field"]["encoding"]["otype"] == "FeaturePlanes" and np.isfinite(json.loads(lines[-1])["psnr"])
+
+
+def test_the_shifted_lattice_follows_the_image_and_other_tasks_keep_the_papers_target_range():
+    from nfield.presets.families import family_preset
+    from nfield.presets.image import resolve_image_preset
+    from nfield.presets.video import VIDEO_PRESETS
+
+    encoding = resolve_image_preset("shifted-gaussian", {}, 100, 60).field.encoding
+    assert encoding.n_samples == 100 and encoding.diagonals  # one sample per pixel along each of 4 directions
+    assert resolve_image_preset("shifted-gaussian", {}, 2000, 1000).field.encoding.n_samples == 512  # capped
+    assert resolve_image_preset("shifted-gaussian", {"n_samples": 32}, 100, 60).field.encoding.n_samples == 32
+    assert family_preset("siren", 3, "video", 32, VIDEO_PRESETS["relu-pe"]).target_range == (-1.0, 1.0)
+    assert family_preset("hash", 3, "video", 32, VIDEO_PRESETS["relu-pe"]).target_range is None

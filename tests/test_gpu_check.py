@@ -14,9 +14,24 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "gpu_check.sh"
 TESTS = ["tests-nerf", "tests-sdf", "tests-distill", "tests-grid", "tests-kilonerf-segment"]
-STEPS = ["nerf", *TESTS, "mlp", "kernels", "sdf", "tests-rest", "sanitizer", "kilonerf", "families", "viewer", "scale", "image"]
+STEPS = [
+    "nerf",
+    *TESTS,
+    "mlp",
+    "kernels",
+    "sdf",
+    "tests-rest",
+    "sanitizer",
+    "kilonerf",
+    "families",
+    "viewer",
+    "scale",
+    "papers",
+    "image",
+]
 BENCHMARKS = {"nerf": "bench_nerf", "kernels": "bench_kernels", "sdf": "bench_sphere_tracing", "kilonerf": "bench_kilonerf",
-              "families": "bench_families", "viewer": "bench_viewer", "scale": "bench_scale", "image": "bench_image"}  # fmt: skip
+              "families": "bench_families", "viewer": "bench_viewer", "scale": "bench_scale", "image": "bench_image",
+              "papers": "reproduce_papers"}  # fmt: skip
 
 
 def gpu_check(*argv, timeout=60):

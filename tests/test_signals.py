@@ -46,3 +46,15 @@ def test_discs_audio_and_video_are_deterministic_and_in_range():
     video = signals.moving_discs_video(6, 16)
     assert video.shape == (6, 16, 16, 3) and 0 <= video.min() and video.max() <= 1
     assert np.abs(video[0] - video[-1]).mean() > 0.01  # it moves
+
+
+def test_crossed_waves_are_separable_along_the_axes_and_not_when_turned():
+    def rank(image):  # singular values above float32 round-off
+        values = np.linalg.svd(image.astype(np.float64), compute_uv=False)
+        return int((values > 1e-4 * values[0]).sum())
+
+    straight, turned = signals.crossed_waves(64, 0.0), signals.crossed_waves(64, 45.0)
+    assert straight.shape == turned.shape == (64, 64) and straight.min() == 0 and straight.max() == 1
+    assert rank(straight) <= 4 + 1  # n_terms products, plus the constant of the [0, 1] normalisation
+    assert rank(turned) > 15  # band-limited, so not full rank, but far from separable
+    assert np.array_equal(straight, signals.crossed_waves(64, 0.0))

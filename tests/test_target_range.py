@@ -81,3 +81,38 @@ def test_audio_and_video_runs_keep_their_units(tmp_path, capsys):
     for frame, reported in zip(result["scored_frames"], result["psnr_per_frame"]):
         mse = (rendered[frame] - target[frame]).square().mean().item()
         assert -10 * np.log10(mse) == pytest.approx(reported, abs=1e-2)
+
+
+def test_a_run_made_before_target_ranges_resumes_as_before(tmp_path, capsys):
+    """A SIREN run whose config.json has no output map (every run before `field.output` existed,
+    when SIREN learned [0, 1] intensities) resumes unmapped, although the preset now maps to
+    [-1, 1]: it continues exactly as the same run made at once with the identity map."""
+    from safetensors.torch import load_file
+
+    from nfield.checkpoint import latest_checkpoint
+
+    y, x = np.mgrid[0:12, 0:12] / 11.0
+    iio.imwrite(tmp_path / "ramp.png", (255 * (0.2 + 0.6 * x * y)).astype(np.uint8))
+    common = ("--model", "siren", "--n-neurons", 16, "--n-hidden-layers", 2, "--checkpoint-every", 10, "--no-progress")
+    identity = ("--target-range", 0, 1)  # what every run did before: the network learns [0, 1], no map recorded
+    status, uninterrupted, _ = cli(
+        capsys, "fit-image", tmp_path / "ramp.png", *common, *identity, "--steps", 30, "--out", tmp_path / "a"
+    )
+    assert status == 0
+    assert cli(capsys, "fit-image", tmp_path / "ramp.png", *common, *identity, "--steps", 10, "--out", tmp_path / "b")[0] == 0
+    config_file = tmp_path / "b" / "config.json"
+    assert "output" not in json.loads(config_file.read_text())["field"]  # config.json as written before the change
+    status, out, err = cli(
+        capsys, "fit-image", tmp_path / "ramp.png", "--resume", "--steps", 30, "--out", tmp_path / "b", "--no-progress"
+    )
+    assert status == 0, err
+    assert "output" not in json.loads(config_file.read_text())["field"]  # still unmapped
+    a = load_file(str(latest_checkpoint(tmp_path / "a").model_file))
+    b = load_file(str(latest_checkpoint(tmp_path / "b").model_file))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    run = load_run(tmp_path / "b", "cpu", data=True)
+    from nfield.data.images import pixel_coordinates
+
+    coords = pixel_coordinates(torch.arange(144), 12, 12)
+    assert torch.equal(network_outputs(run, coords), run.task.model(coords))  # the network's own values are the image's
+    assert json.loads(out[-1])["psnr"] == json.loads(uninterrupted[-1])["psnr"]

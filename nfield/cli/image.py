@@ -30,8 +30,8 @@ class ImageModelOptions(FieldOptions):
     encoding or network that has it; a key the chosen model does not have is an error."""
 
     target_range: Annotated[Optional[tuple[float, float]], PRESET] = None
-    """LO HI: the range the network learns the signal in (fit-image's siren: -1 1; otherwise the signal's
-    own units); outputs and metrics stay in the signal's units"""
+    """LO HI: the range the network learns the signal in (siren, finer and gauss: -1 1, as their papers' code;
+    otherwise the signal's own units); outputs and metrics stay in the signal's units"""
     start_fraction: Annotated[Optional[float], PRESET] = None
     """progressive schedules: fraction of training where bands start opening"""
     end_fraction: Annotated[Optional[float], PRESET] = None  # progressive schedules: fraction of training where all are open
@@ -52,6 +52,7 @@ class ImageModelOptions(FieldOptions):
     basis: Annotated[Optional[str], PRESET] = None  # shifted-gaussian: gaussian, sinc or triangle
     n_samples: Annotated[Optional[int], PRESET] = None  # shifted-gaussian: lattice samples per axis
     width_factor: Annotated[Optional[float], PRESET] = None  # shifted-gaussian: basis width over the lattice spacing
+    diagonals: Annotated[Optional[bool], PRESET] = None  # shifted-gaussian: lattices along the diagonals too (4 directions)
     resolutions: Annotated[Optional[tuple[int, ...]], PRESET] = None  # planes: vertices per axis of each scale
     combine: Annotated[Optional[str], PRESET] = None  # planes: product or sum
     n_kernels: Annotated[Optional[int], PRESET] = None  # neurbf: adaptive radial basis kernels
@@ -81,6 +82,11 @@ class FitImage(TrainingCommand):
     """IGA: side in pixels of the patches that each give one eNTK sample"""
     iga_n_balanced: Annotated[Optional[int], tyro.conf.arg(help_behavior_hint=f"(default: {_IGA.n_balanced})")] = None
     """IGA: the n largest eNTK eigenvalues are lowered to the (n+1)-th"""
+    train_pixels: Annotated[Optional[str], tyro.conf.arg(help_behavior_hint="(default: all)")] = None
+    """all; even (the even rows and columns, a quarter; the odd-odd pixels held out) or random (--train-fraction of the
+    pixels; the rest held out): the papers' generalisation protocols, evaluations add psnr_held_out"""
+    train_fraction: Annotated[Optional[float], tyro.conf.arg(help_behavior_hint="(default: 0.25)")] = None
+    """--train-pixels random: the fraction of the pixels trained on (drawn from --seed)"""
     signals_per_batch: int = 0
     """folders and globs: images of one size trained together as one stacked model (0: as many as fit in memory)"""
     run: Annotated[RunFlags, tyro.conf.OmitArgPrefixes] = RunFlags()
@@ -88,10 +94,14 @@ class FitImage(TrainingCommand):
     model_options: Annotated[ImageModelOptions, tyro.conf.OmitArgPrefixes, tyro.conf.arg(name="model")] = ImageModelOptions()
 
     def __call__(self) -> None:
+        if self.train_fraction is not None and self.train_pixels != "random":
+            raise NfieldError("--train-fraction sets how many pixels --train-pixels random trains on; add --train-pixels random")
         task = {
             "batch_size": self.batch_size,
             "teaching": TeachingConfig(enabled=True) if self.teaching else None,
             "gradient_adjustment": gradient_adjustment_flags(self.iga, self.iga_patch_size, self.iga_n_balanced, _IGA),
+            "train_pixels": self.train_pixels,
+            "train_fraction": self.train_fraction,
         }
         if is_collection(self.image):
             self.submit_collection("image", self.image, task, {"downscale": self.downscale}, self.signals_per_batch)

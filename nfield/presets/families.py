@@ -36,7 +36,7 @@ Parameters are the stored values of the representation: every `nn.Parameter`, tr
 Adapting to a signal (`signal_size` = its largest side in samples): grids put their finest level
 at the signal's size (NeuRBF's grid part at half of it, as its paper), K-planes' resolutions
 (64 .. 512) are scaled so the finest is the signal's size, dense grids and NeuRBF start at most
-at a quarter of it, shifted bases sample one lattice point per signal sample up to 512 per axis.
+at a quarter of it, shifted bases sample one lattice point per signal sample up to 512 per direction.
 1-D audio (time in [-1, 1] over thousands of samples) takes SIREN's audio setting: first-layer
 w0 = 3000 for the sine families, 16 octaves for frequency encodings, sigma 2000 for Fourier
 features and CAM (whose grid gets 256 cells along time). 3-D signals (video, SDF, NeRF) give CAM a
@@ -168,14 +168,13 @@ def _adapt_grids(field: FieldConfig, signal_size: int) -> FieldConfig:
 
 def family_preset(family: str, in_dim: int, signal: str, signal_size: int, base: Preset) -> Preset:
     """The image family `family` as a model for another signal: its field (`family_field`, grids'
-    finest level at `signal_size`) and its image learning rate, with `base`'s schedule, task
-    settings and CPU sizes (`base` is that signal's own preset of the nearest kind)."""
+    finest level at `signal_size`), its image learning rate and target range, with `base`'s
+    schedule, task settings and CPU sizes (`base` is that signal's own preset of the nearest kind)."""
     image = IMAGE_PRESETS[family]
     field = _adapt_grids(family_field(family, in_dim, signal, signal_size), signal_size)
     mixed = base.train.mixed_precision and image.train.mixed_precision
-    return Preset(
-        field, dataclasses.replace(base.train, lr=image.train.lr, mixed_precision=mixed), base.task, image.description, base.cpu
-    )
+    train = dataclasses.replace(base.train, lr=image.train.lr, mixed_precision=mixed)
+    return Preset(field, train, base.task, image.description, base.cpu, image.target_range)
 
 
 def field_parameters(field: FieldConfig, in_dim: int, out_dim: int) -> int:

@@ -4,6 +4,14 @@ Small images train full-batch; larger ones on random pixel batches drawn from th
 its stored dtype on the device, so coordinates are only ever made for the pixels of one batch
 (an 8k x 8k image costs its pixels, not 64M coordinate pairs). Rendering at any resolution is
 chunked the same way.
+
+Held-out pixels (`ImageTaskConfig.train_pixels`): the generalisation protocols of the papers train
+on part of the image and score the rest. "even" trains on the pixels of even row and column (a
+quarter, the image at half resolution) and holds out the odd-odd ones, the pixels farthest from
+any trained one (Fourier features' test set; CAM's "generalisation"); "random" trains on a random
+`train_fraction` of the pixels (drawn from the run's seed) and holds out all the others (SAPE's and
+the shifted bases' setting). Evaluations then report ``psnr_held_out`` beside the whole image's
+``psnr``.
 """
 
 from __future__ import annotations
@@ -29,6 +37,8 @@ from nfield.progress import progress_bar
 from nfield.tasks.gradient_adjustment import GradientAdjuster, GradientAdjustmentConfig, patch_groups
 from nfield.tasks.teaching import Teacher, TeachingConfig
 
+#: How the pixels trained on are chosen (`ImageTaskConfig.train_pixels`).
+TRAIN_PIXELS = ("all", "even", "random")
 #: Absolute error mapped to the top of the error map's colour scale.
 ERROR_MAP_MAX = 0.1
 #: Most values (pixels x channels x levels of detail) of an evaluation's renders kept for the export after it (256 MB).
@@ -41,6 +51,17 @@ class ImageTaskConfig:
     render_chunk: int = 2**18  # coordinates per forward pass when rendering
     teaching: TeachingConfig = field(default_factory=TeachingConfig)  # INT: train on the worst-fitted pixels
     gradient_adjustment: GradientAdjustmentConfig = field(default_factory=GradientAdjustmentConfig)  # IGA: eNTK-balanced steps
+    train_pixels: str = "all"  # all, even (even rows and columns; odd-odd held out) or random (train_fraction of them)
+    train_fraction: float = 0.25  # train_pixels=random: the fraction of the pixels trained on
+
+    def __post_init__(self) -> None:
+        if self.train_pixels not in TRAIN_PIXELS:
+            raise NfieldError(f"--train-pixels must be one of {', '.join(TRAIN_PIXELS)}, got '{self.train_pixels}'")
+        if not 0.0 < self.train_fraction < 1.0:
+            raise NfieldError(f"--train-fraction must be between 0 and 1 (exclusive), got {self.train_fraction}")
+        held_out = self.train_pixels != "all"
+        if held_out and (self.teaching.enabled or self.gradient_adjustment.enabled):
+            raise NfieldError("--train-pixels even/random holds pixels out; INT (--teaching) and IGA (--iga) fit every pixel")
 
 
 class ImageTask:
@@ -92,11 +113,16 @@ class ImageTask:
             raise NfieldError("IGA needs every pixel of a batch in one process (its eNTK); train it without torchrun")
         self.global_batch = cfg.batch_size
         self._share = 1.0  # this rank's loss factor for the batch last sampled (`loss_share`)
+        self._trained: torch.Tensor | None = None  # (T,) row-major indices of the pixels trained on (None: all)
+        self._held_out: torch.Tensor | None = None  # (H,) the pixels scored as held out
         if image is not None:
             self.n_pixels = image.height * image.width
-            self.full_batch = self.n_pixels <= self.global_batch
+            if cfg.train_pixels != "all":
+                self._trained, self._held_out = split_pixels(image.height, image.width, cfg, seed, self.device)
+            n_trained = self.n_pixels if self._trained is None else len(self._trained)
+            self.full_batch = n_trained <= self.global_batch
             if self.full_batch:
-                index = torch.arange(self.n_pixels, device=self.device)
+                index = torch.arange(self.n_pixels, device=self.device) if self._trained is None else self._trained
                 self._coords = pixel_coordinates(index, image.height, image.width)
                 self._targets = self.image.values_at(index)
 
@@ -175,6 +201,9 @@ class ImageTask:
         image = self._data()
         if self.adjuster is not None:
             index = self._random_patches()
+        elif self._trained is not None:
+            pick = torch.randint(0, len(self._trained), (self.global_batch,), device=self.device, generator=self.generator)
+            index = self._trained[pick]
         else:
             index = torch.randint(0, self.n_pixels, (self.global_batch,), device=self.device, generator=self.generator)
         index = self._local(index)
@@ -239,13 +268,18 @@ class ImageTask:
 
     @torch.no_grad()
     def evaluate(self, progress: bool = False, leave: bool = True) -> dict[str, float]:
-        """PSNR (dB) and SSIM of the full-resolution reconstruction, plus PSNR per level of detail,
-        with a bar over the pixels rendered when `progress` is set (`leave`: keep it when done)."""
+        """PSNR (dB) and SSIM of the full-resolution reconstruction, plus PSNR per level of detail
+        and, with held-out pixels, ``psnr_held_out`` over them, with a bar over the pixels rendered
+        when `progress` is set (`leave`: keep it when done)."""
         image = self._data()
         target = image.as_float()
         renders = self._renders(progress, "eval", leave)
         finest = renders[self.model.n_lods - 1]
         metrics = {"psnr": psnr(finest, target, image.data_range), "ssim": ssim(finest, target, image.data_range)}
+        if self._held_out is not None:
+            channels = target.shape[-1]
+            held_out = finest.reshape(-1, channels)[self._held_out], target.reshape(-1, channels)[self._held_out]
+            metrics["psnr_held_out"] = psnr(*held_out, image.data_range)
         for lod in range(self.model.n_lods - 1):
             metrics[f"psnr_lod{lod}"] = psnr(renders[lod], target, image.data_range)
         return metrics
@@ -292,6 +326,28 @@ class ImageTask:
     def render(self, height: int, width: int, lod: int | None = None) -> torch.Tensor:
         """(height, width, channels) float32 at level of detail `lod` (None: the finest)."""
         return render_field(self.model, height, width, lod=lod, chunk=self.cfg.render_chunk)
+
+
+def split_pixels(
+    height: int, width: int, cfg: ImageTaskConfig, seed: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """((T,), (H,)) row-major indices of the pixels trained on and of those held out, by
+    `cfg.train_pixels`: "even" trains on even rows and columns and holds out the odd-odd pixels;
+    "random" trains on round(train_fraction * pixels) of them, drawn from `seed` alone (the same on
+    every rank and after a resume), and holds out the rest."""
+    n = height * width
+    if cfg.train_pixels == "even":
+        rows, cols = torch.arange(height, device=device)[:, None], torch.arange(width, device=device)[None, :]
+        index = (rows * width + cols).reshape(-1)
+        even = ((rows % 2 == 0) & (cols % 2 == 0)).reshape(-1)
+        odd = ((rows % 2 == 1) & (cols % 2 == 1)).reshape(-1)
+        if not odd.any():
+            raise NfieldError(f"--train-pixels even needs an image of at least 2x2 pixels, got {width}x{height}")
+        return index[even], index[odd]
+    n_trained = min(n - 1, max(1, round(cfg.train_fraction * n)))
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.randperm(n, generator=generator)
+    return order[:n_trained].sort().values.to(device), order[n_trained:].sort().values.to(device)
 
 
 @torch.no_grad()

@@ -48,6 +48,22 @@ def test_matches_the_formula(basis, d):
     torch.testing.assert_close(out, reference(x, basis, 7, 1.3), rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("d", [1, 2, 3])
+def test_diagonals_add_the_half_sums_and_half_differences_of_each_pair_of_axes(d):
+    cfg = ShiftedBasisConfig(basis="gaussian", n_samples=5, width_factor=0.77, diagonals=True)
+    x = random_points(6, d, seed=10 + d)
+    enc = ShiftedBasis(d, cfg)
+    pairs = [(i, j) for i in range(d) for j in range(i + 1, d)]
+    lines = (
+        [x[:, k] for k in range(d)] + [(x[:, i] + x[:, j]) / 2 for i, j in pairs] + [(x[:, i] - x[:, j]) / 2 for i, j in pairs]
+    )
+    expected = reference(torch.stack(lines, dim=1), "gaussian", 5, 0.77)
+    out = enc(x)
+    assert enc.out_dim == d * d * 5 and out.shape == (6, d * d * 5)  # d axes + d (d - 1) diagonals
+    torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
+    assert (torch.stack(lines, dim=1).abs() <= 1).all()  # the diagonals stay on the lattice's [-1, 1]
+
+
 def test_lattice_and_bandwidth_rule():
     m = 9  # spacing h = 0.25, samples at -1, -0.75, ..., 1
     h = 0.25
@@ -126,8 +142,10 @@ def test_config_validation():
 def test_registry_round_trip_and_shapes():
     cfg = ShiftedBasisConfig(basis="triangle", n_samples=12, width_factor=1.5)
     data = ENCODINGS.to_dict(cfg)
-    assert data == {"otype": "ShiftedBasis", "basis": "triangle", "n_samples": 12, "width_factor": 1.5}
+    assert data == {"otype": "ShiftedBasis", "basis": "triangle", "n_samples": 12, "width_factor": 1.5, "diagonals": False}
     assert ENCODINGS.from_dict(data) == cfg
+    # a config written before the diagonals existed loads as the axes alone
+    assert ENCODINGS.from_dict({k: v for k, v in data.items() if k != "diagonals"}) == cfg
     with pytest.raises(NfieldError, match="unknown key"):
         ENCODINGS.from_dict({"otype": "ShiftedBasis", "sigma": 0.1})
     for d in (2, 3):

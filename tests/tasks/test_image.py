@@ -129,3 +129,57 @@ def test_a_target_range_is_learned_by_the_network_and_mapped_back(tmp_path):
     plain, mapped = Field(2, 1, field_config_from_dict(legacy)), Field(2, 1, field_config_from_dict(config["field"]))
     mapped.load_state_dict(plain.state_dict())
     assert torch.allclose(mapped(x), 0.5 * plain(x) + 0.5)
+
+
+def _pixel_index(coords, image):
+    cols = ((coords[:, 0] + 1) / 2 * image.width - 0.5).round().long()
+    rows = ((coords[:, 1] + 1) / 2 * image.height - 0.5).round().long()
+    return rows, cols
+
+
+@pytest.mark.parametrize("batch_size", [10_000, 50])
+def test_even_pixels_train_on_even_rows_and_columns_and_score_the_odd_odd_ones(batch_size):
+    image = random_image(9, 8)
+    task = ImageTask(image, SMALL, ImageTaskConfig(batch_size=batch_size, train_pixels="even"), seed=2)
+    coords, targets = task.sample(0)
+    rows, cols = _pixel_index(coords, image)
+    assert (rows % 2 == 0).all() and (cols % 2 == 0).all()
+    assert torch.allclose(targets, image.pixels[rows, cols].float() / 255)
+    if task.full_batch:
+        assert len(coords) == 5 * 4  # every even-even pixel of 9 x 8, once
+    held_rows, held_cols = task._held_out // 8, task._held_out % 8
+    assert len(task._held_out) == 4 * 4 and (held_rows % 2 == 1).all() and (held_cols % 2 == 1).all()
+
+
+def test_held_out_psnr_is_scored_on_the_pixels_never_trained_on():
+    # a field that reproduces the image exactly on the trained pixels and is off by 0.1 on the
+    # others scores infinite PSNR there and exactly 20 dB on the held-out pixels
+    image = random_image(6, 6, channels=1)
+    task = ImageTask(image, SMALL, ImageTaskConfig(train_pixels="random", train_fraction=0.5), seed=5)
+    trained = set(task._trained.tolist())
+    assert len(trained) == 18 and trained.isdisjoint(task._held_out.tolist())
+    again = ImageTask(image, SMALL, ImageTaskConfig(train_pixels="random", train_fraction=0.5), seed=5)
+    assert torch.equal(again._trained, task._trained)  # drawn from the seed alone: the same after a resume
+    target = image.as_float().reshape(-1, 1)
+    off = torch.full_like(target, 0.1)
+    off[task._trained] = 0.0
+    render = (target + off).reshape(6, 6, 1)
+    task._renders = lambda *args, **kwargs: {0: render}
+    metrics = task.evaluate()
+    assert metrics["psnr_held_out"] == pytest.approx(20.0, abs=1e-5)
+    assert metrics["psnr"] == pytest.approx(10 * np.log10(1 / (0.5 * 0.01)), abs=1e-5)
+
+
+def test_held_out_pixels_refuse_int_and_iga():
+    from nfield.errors import NfieldError
+    from nfield.tasks.gradient_adjustment import GradientAdjustmentConfig
+    from nfield.tasks.teaching import TeachingConfig
+
+    with pytest.raises(NfieldError, match="fit every pixel"):
+        ImageTaskConfig(train_pixels="even", teaching=TeachingConfig(enabled=True))
+    with pytest.raises(NfieldError, match="fit every pixel"):
+        ImageTaskConfig(train_pixels="random", gradient_adjustment=GradientAdjustmentConfig(enabled=True))
+    with pytest.raises(NfieldError, match="--train-pixels must be one of"):
+        ImageTaskConfig(train_pixels="odd")
+    with pytest.raises(NfieldError, match="--train-fraction"):
+        ImageTaskConfig(train_pixels="random", train_fraction=1.0)
