@@ -156,8 +156,10 @@ def data_parallel(scale: Scale, model: str, device: torch.device, report: dict, 
             command += ["-m", "nfield.cli", "fit-image", str(image), "--out", str(Path(tmp) / f"r{ranks}"), *flags]
             env = {**os.environ, "OMP_NUM_THREADS": str(max(1, cores // ranks)), "PYTHONPATH": str(ROOT)}
             done = subprocess.run(command, capture_output=True, text=True, env=env)
-            if done.returncode != 0:
-                raise SystemExit(f"bench_scale: the {ranks}-process run failed: {done.stderr.strip().splitlines()[-1:]}")
+            if done.returncode != 0:  # torchrun's report ends in a banner: show the failing rank's exit code and error
+                lines = done.stderr.strip().splitlines()
+                cause = [line.strip() for line in lines if any(k in line for k in ("exitcode", "Error", "error:", "Signal"))]
+                raise SystemExit(f"bench_scale: the {ranks}-process run failed: {' | '.join(cause[-4:] or lines[-1:])}")
             result = json.loads(done.stdout.strip().splitlines()[-1])
             rows.append(
                 {"processes": ranks, "ms_per_step": 1000 * result["train_seconds"] / result["step"], "psnr": result["psnr"]}

@@ -243,7 +243,7 @@ def step_details(out_dir: Path, name: str) -> tuple[list[str], dict[str, float]]
     if name == "mlp":
         report = load(out_dir / "mlp_probe.json")
         return (probe_lines(report) if report else ["no JSON written"]), {}
-    file = {"sdf": "bench_sphere_tracing.json"}.get(name, f"bench_{name}.json")
+    file = {"sdf": "bench_sphere_tracing.json", "papers": "reproduce_papers.json"}.get(name, f"bench_{name}.json")
     report = load(out_dir / file)
     if report is None:
         return ["no JSON written"], {}

@@ -60,11 +60,14 @@ def test_dry_run_runs_every_step_in_the_gpu_order_and_writes_the_summary_headlin
     assert {r["component"] for r in kernels["kernels"]} == {"hash grid", "tiny MLP 64x2", "compositing", "ray marching (rays)"}
     probe = json.loads((out / "mlp_probe.json").read_text())
     assert probe["verdict"] == "wgmma-pipelined" and all(r["ok"] for r in probe["results"]) and len(probe["results"]) == 3
+    papers = json.loads((out / "reproduce_papers.json").read_text())
+    assert [r["key"] for r in papers["results"]] == ["ff-fourier", "siren"] and all("value" in r for r in papers["results"])
     tracing = json.loads((out / "bench_sphere_tracing.json").read_text())
     assert [r["path"] for r in tracing["results"]] == ["previous", "torch"]
     text = (out / "summary.txt").read_text()
     assert text.splitlines()[2].startswith("headline") and "ngp 800x800 PSNR" in text and ">= 60 fps" in text
     assert "verdict: wgmma-pipelined" in text and "checks passed: mlp" in text
+    assert "siren: " in text and "no JSON written" not in text  # the papers step's rows
     for test_step in TESTS:  # each in its own process, collected (and skipped here)
         assert "skipped" in (out / f"{test_step}.log").read_text(), test_step
     assert (tmp_path / "check.tgz").stat().st_size > 0

@@ -75,6 +75,10 @@ def _preset(
 
 
 IMAGE_PRESETS: dict[str, Preset] = {
+    # Fourier features' code (2d_image_regression.ipynb) is the reference for the plain MLPs too: [0, 1]
+    # targets through a sigmoid, constant lr (1e-2 without a mapping on natural images, 1e-3 with the
+    # positional encoding, whose 128 frequencies are log-spaced up to 2^6 cycles per unit of [0, 1)),
+    # 2000 full-batch steps on half the image's pixels (`scripts/reproduce_papers.py`, rows ff-*)
     "relu": _preset(FieldConfig(IdentityConfig(), _MLP), 1e-3, "ReLU MLP on raw coordinates (the spectral-bias baseline)"),
     "relu-pe": _preset(FieldConfig(FrequencyConfig(n_frequencies=10), _MLP), 1e-3, "ReLU MLP on NeRF positional encoding"),
     # Fourier features' code (tancik/fourier-feature-networks, 2d_image_regression.ipynb): targets in
@@ -83,6 +87,8 @@ IMAGE_PRESETS: dict[str, Preset] = {
     "fourier": _preset(
         FieldConfig(GaussianFourierConfig(n_features=256, sigma=5.0), _MLP), 1e-3, "ReLU MLP on Gaussian random Fourier features"
     ),
+    # trained frequencies have no image experiment of their own (Li et al. 2021 use them in
+    # Transformers): the preset is Fourier features' with B trained
     "learnable-fourier": _preset(
         FieldConfig(LearnableFourierConfig(n_features=256, sigma=5.0), _MLP), 1e-3, "ReLU MLP on trained Fourier features"
     ),
@@ -103,9 +109,12 @@ IMAGE_PRESETS: dict[str, Preset] = {
     "spder": _preset(
         FieldConfig(IdentityConfig(), SpderConfig()), 1e-4, "SPDER: sin(z) sqrt|z| activations", mixed_precision=False
     ),
+    # coarse-to-fine (BARF's schedule, SAPE's "progressive" baseline): SAPE's protocol, a random 25 % of
+    # the pixels at a constant 1e-3 for 5000 steps, is the one it is run under in the reproduction
     "progressive": _preset(
         FieldConfig(ProgressiveFrequencyConfig(n_frequencies=10), _MLP), 1e-3, "ReLU MLP on coarse-to-fine positional encoding"
     ),
+    # PINs: no official code or image table could be read; nfield's own settings
     "pins": _preset(FieldConfig(IdentityConfig(), ProgressiveNetworkConfig()), 1e-3, "PINs: hierarchical levels of detail"),
     # SAPE's code (tasks_image_2d.py): random Fourier features (256, std 20) under the progressive
     # mask, [0, 1] targets, constant 1e-3, 5000 iterations on a random 25 % of the pixels
@@ -114,11 +123,14 @@ IMAGE_PRESETS: dict[str, Preset] = {
         1e-3,
         "ReLU MLP on spatially adaptive progressive encoding",
     ),
+    # instant-ngp's image example (tiny-cuda-nn): 16 levels x 2 features, a 64 x 2 ReLU MLP, finest level
+    # at the image's size; the paper reports no image PSNR (CAM's table has one, 26.11 / 32.98 dB)
     "hash": _preset(
         FieldConfig(HashGridConfig(n_levels=16, n_features_per_level=2, log2_hashmap_size=16), _SMALL_MLP),
         1e-2,
         "multiresolution hash grid + 64x2 MLP",
     ),
+    # no paper of its own: the hash grid's layout without hashing (instant-ngp's dense baseline)
     "dense": _preset(
         FieldConfig(DenseGridConfig(n_levels=8, n_features_per_level=2), _SMALL_MLP),
         1e-2,
