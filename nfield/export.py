@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from nfield.errors import NfieldError
+from nfield.outputs import write_atomic
 from nfield.progress import progress_bar
 
 MESH_SUFFIXES = (".ply", ".obj", ".stl", ".off", ".glb")  # formats `write_mesh` writes, chosen by suffix
@@ -175,17 +176,7 @@ def write_mesh(path: str | os.PathLike, vertices: np.ndarray, faces: np.ndarray)
     import trimesh  # here, not at the top: it adds 0.7 s to every command's start
 
     data = trimesh.Trimesh(vertices, faces, process=False).export(file_type=suffix[1:])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as file:
-            file.write(data.encode() if isinstance(data, str) else data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return write_atomic(path, data, durable=True)
 
 
 class _SlabMesh:

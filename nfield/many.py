@@ -41,7 +41,7 @@ from nfield.data.meshes import MESH_SUFFIXES, POINT_SUFFIXES
 from nfield.distributed import barrier, device_for, init_from_environment, main_first
 from nfield.errors import Interrupted, NfieldError
 from nfield.export import available_memory_bytes
-from nfield.outputs import writable_directory
+from nfield.outputs import writable_directory, write_atomic
 from nfield.run import TASKS, RunRequest, new_config, read_config, train, train_config, write_config
 from nfield.stacked import StackedTrainer, unstackable
 from nfield.train import resolve_device, seed_everything
@@ -191,9 +191,7 @@ def _prepare(out: Path, request: CollectionRequest, files: list[Path]) -> None:
         "signals_per_batch": request.signals_per_batch,
         "files": [str(f) for f in files],
     }
-    tmp = out / f".{COLLECTION_FILE}.tmp"
-    tmp.write_text(json.dumps(settings, indent=2) + "\n")
-    os.replace(tmp, record)
+    write_atomic(record, json.dumps(settings, indent=2) + "\n")
 
 
 def _jsonable(options: dict[str, Any]) -> dict[str, Any]:
@@ -494,9 +492,7 @@ def merge_index(out: Path, files: list[Path]) -> list[dict[str, Any]]:
         if previous is None or entry.get("status") == "ok" or previous.get("status") != "ok":
             latest[entry.get("file")] = entry
     entries = [latest[str(f)] for f in files if str(f) in latest]
-    tmp = out / f".{INDEX_FILE}.tmp"
-    tmp.write_text("".join(json.dumps(e) + "\n" for e in entries))
-    os.replace(tmp, out / INDEX_FILE)
+    write_atomic(out / INDEX_FILE, "".join(json.dumps(e) + "\n" for e in entries))
     for partial in out.glob(".index-rank*.jsonl"):
         partial.unlink(missing_ok=True)
     return entries

@@ -1,19 +1,28 @@
-"""Where results go: a destination is checked before the work that fills it.
+"""Where results go: a destination is checked before the work that fills it, and a file is written
+whole or not at all.
 
 A command's ``--out`` (a run directory, or a file such as a rendered image or a mesh) is checked
 first, so a place that cannot be written (a read-only folder, a path under a file, /proc) or a file
 type the command cannot write stops it with one line before minutes of training or rendering, not
 after them.
 
+Every file nfield writes for others to read (config.json, index files, meshes, exports, plots,
+cached verdicts) goes through `write_atomic` or `atomic_path`: it is written under a temporary name
+beside its place and renamed into it, so a reader, or a run stopped half-way, never finds half a
+file; a write that fails leaves the file that was there before and no temporary behind.
+
 Example::
 
     >>> writable_file(Path("renders/x4.png"), IMAGE_SUFFIXES, "an image")   # doctest: +SKIP
+    >>> write_atomic(Path("runs/x/config.json"), "{}\\n")                  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from nfield.errors import NfieldError
@@ -62,3 +71,30 @@ def writable_file(path: Path | str, suffixes: tuple[str, ...], kind: str, flag: 
         raise NfieldError(f"{flag} {path}: is a directory; give a file name such as {path / ('out' + suffixes[0])}")
     check_writable_directory(path.parent, flag)
     return path
+
+
+@contextmanager
+def atomic_path(path: Path | str) -> Iterator[Path]:
+    """A temporary path beside `path` (same folder, so the rename cannot cross file systems) for a
+    writer that needs a file name (savefig, safetensors); when the block ends without an error the
+    file is renamed onto `path`, and in every case no temporary is left. Creates the folder."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        yield temporary
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def write_atomic(path: Path | str, data: bytes | str, durable: bool = False) -> Path:
+    """Write `data` (text as UTF-8) to `path` whole or not at all (`atomic_path`); `durable` also
+    flushes it to the disk before the rename (meshes and exports that outlive the process)."""
+    with atomic_path(path) as temporary:
+        with open(temporary, "wb") as file:
+            file.write(data.encode() if isinstance(data, str) else data)
+            if durable:
+                file.flush()
+                os.fsync(file.fileno())
+    return Path(path)

@@ -29,7 +29,6 @@ from __future__ import annotations
 import bisect
 import json
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -37,6 +36,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from nfield.errors import NfieldError
+from nfield.outputs import atomic_path
 
 METRICS_FILE = "metrics.jsonl"
 CURVES_FILE = "curves.png"
@@ -487,13 +487,10 @@ def _check_output(out: Path) -> None:
 
 def _save(figure, out: Path) -> Path:
     """Write `figure` to `out` atomically (a temporary file beside it, then renamed)."""
-    tmp = out.with_name(f".{out.name}.tmp")
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        figure.savefig(tmp, format=out.suffix.lower().lstrip("."))
-        os.replace(tmp, out)
+        with atomic_path(out) as temporary:
+            figure.savefig(temporary, format=out.suffix.lower().lstrip("."))
     except OSError as err:
-        tmp.unlink(missing_ok=True)
         raise NfieldError(f"{out}: cannot write it ({err.strerror or err})") from None
     return out
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import os
 import shutil
 import sys
 from dataclasses import dataclass, field
@@ -33,7 +32,7 @@ from nfield.components import config_from_dict
 from nfield.distributed import data_parallel, device_for, layout, main_first, writes_run_files
 from nfield.errors import NfieldError
 from nfield.fields.radiance import radiance_config_to_dict
-from nfield.outputs import check_writable_directory, writable_directory
+from nfield.outputs import check_writable_directory, writable_directory, write_atomic
 from nfield.presets.audio import DEFAULT_MODEL as AUDIO_DEFAULT
 from nfield.presets.audio import new_audio_run
 from nfield.presets.image import DEFAULT_MODEL as IMAGE_DEFAULT
@@ -404,11 +403,7 @@ def prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
 
 def write_config(run_dir: Path, config: dict[str, Any]) -> None:
     """Write ``config.json`` atomically."""
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    tmp = run_dir / f".{CONFIG_FILE}.tmp"
-    tmp.write_text(json.dumps(config, indent=2) + "\n")
-    os.replace(tmp, run_dir / CONFIG_FILE)
+    write_atomic(Path(run_dir) / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
 
 
 def read_config(run_dir: Path) -> dict[str, Any]:

@@ -91,3 +91,18 @@ def test_the_checks_themselves(tmp_path):
         writable_file(tmp_path / "b.png", IMAGE_SUFFIXES, "an image")
     with pytest.raises(NfieldError, match="without an extension"):
         writable_file(tmp_path / "c", IMAGE_SUFFIXES, "an image")
+
+
+def test_atomic_writes_leave_the_whole_file_or_the_old_one_and_no_temporary(tmp_path):
+    from nfield.outputs import atomic_path, write_atomic
+
+    target = tmp_path / "new" / "config.json"
+    assert write_atomic(target, '{"a": 1}\n') == target and target.read_text() == '{"a": 1}\n'  # folder made
+    write_atomic(target, b"\x00\x01", durable=True)
+    assert target.read_bytes() == b"\x00\x01"
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as temporary:
+            temporary.write_text("half")
+            raise RuntimeError("the writer failed half-way")
+    assert target.read_bytes() == b"\x00\x01"  # the file from before, untouched
+    assert sorted(p.name for p in target.parent.iterdir()) == ["config.json"]  # no temporary left

@@ -36,6 +36,7 @@ import torch
 
 from nfield.errors import NfieldError
 from nfield.kernels.tiny_mlp import FUSED_ACTIVATIONS, VARIANTS, FusedMLPVariant
+from nfield.outputs import write_atomic
 
 ENVIRONMENT_VARIABLE = "NFIELD_FUSED_MLP_VARIANT"
 _CHILD_TIMEOUT = 240  # seconds for one variant's child: start-up, compiles, checks and timing
@@ -92,11 +93,8 @@ def _store_verdict(key: str, verdict: dict[str, Any]) -> None:
     """Add one verdict to the cache file, atomically (a failure to write only costs a later probe)."""
     path = cache_file()
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
         verdicts = {**_read_verdicts(), key: verdict}
-        temporary = path.with_name(f".{path.name}.{os.getpid()}")
-        temporary.write_text(json.dumps(verdicts, indent=1) + "\n")
-        os.replace(temporary, path)
+        write_atomic(path, json.dumps(verdicts, indent=1) + "\n")
     except OSError:
         pass
 

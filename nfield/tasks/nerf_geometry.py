@@ -49,6 +49,7 @@ from torch import nn
 
 from nfield.errors import NfieldError
 from nfield.export import extract_mesh
+from nfield.outputs import write_atomic
 from nfield.progress import progress_bar
 from nfield.render.cameras import CameraSet, pixel_rays
 
@@ -270,7 +271,7 @@ def write_colored_mesh(path: str | os.PathLike, vertices: np.ndarray, faces: np.
 
     path = check_geometry_suffix(path)
     mesh = trimesh.Trimesh(vertices, faces, vertex_colors=_rgba8(colors, len(vertices)), process=False)
-    return _write_atomic(path, mesh.export(file_type=path.suffix.lower()[1:]))
+    return write_atomic(path, mesh.export(file_type=path.suffix.lower()[1:]), durable=True)
 
 
 def write_point_cloud(path: str | os.PathLike, points: np.ndarray, colors: np.ndarray) -> Path:
@@ -279,7 +280,7 @@ def write_point_cloud(path: str | os.PathLike, points: np.ndarray, colors: np.nd
 
     path = check_geometry_suffix(path, "a point cloud")
     cloud = trimesh.PointCloud(np.asarray(points, dtype=np.float32), colors=_rgba8(colors, len(points)))
-    return _write_atomic(path, cloud.export(file_type=path.suffix.lower()[1:]))
+    return write_atomic(path, cloud.export(file_type=path.suffix.lower()[1:]), durable=True)
 
 
 def _rgba8(colors: np.ndarray | Sequence, count: int) -> np.ndarray:
@@ -289,18 +290,3 @@ def _rgba8(colors: np.ndarray | Sequence, count: int) -> np.ndarray:
         raise NfieldError(f"need ({count}, 3) colours, got {colors.shape}")
     rgb = np.round(np.clip(colors, 0.0, 1.0) * 255).astype(np.uint8)
     return np.concatenate([rgb, np.full((count, 1), 255, np.uint8)], axis=1)
-
-
-def _write_atomic(path: Path, data: bytes | str) -> Path:
-    """Write `data` to `path` under a temporary name next to it, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as file:
-            file.write(data.encode() if isinstance(data, str) else data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from pathlib import Path
 
 import torch
 
 from nfield.errors import NfieldError
 from nfield.fields.kilonerf.field import KiloNeRFConfig, KiloNeRFField
+from nfield.outputs import atomic_path
 
 
 def save_kilonerf(path, field: KiloNeRFField, occupied: torch.Tensor | None = None) -> None:
@@ -31,9 +31,8 @@ def save_kilonerf(path, field: KiloNeRFField, occupied: torch.Tensor | None = No
         "layers": {name: list(tensor.shape) for name, tensor in tensors.items() if name.endswith("weight")},
     }
     path = Path(path)
-    temporary = path.with_name(f".{path.name}.tmp")
-    save_file(tensors, str(temporary), metadata={"kilonerf": json.dumps(header)})
-    os.replace(temporary, path)  # readers never see a half-written file
+    with atomic_path(path) as temporary:  # readers never see a half-written file
+        save_file(tensors, str(temporary), metadata={"kilonerf": json.dumps(header)})
 
 
 def load_kilonerf(path) -> tuple[KiloNeRFField, torch.Tensor | None]:
