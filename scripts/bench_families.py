@@ -51,7 +51,7 @@ from nfield.encodings import GaussianFourierConfig
 from nfield.errors import NfieldError
 from nfield.fields import FieldConfig
 from nfield.networks import MLPConfig
-from nfield.presets import mapped_field
+from nfield.presets import Preset, mapped_field
 from nfield.presets.families import NOT_FOR_AUDIO, sized_field
 from nfield.presets.image import IMAGE_PRESETS
 from nfield.tasks.audio import AudioTask, AudioTaskConfig
@@ -145,9 +145,9 @@ def image_signal(name: str, size: int) -> Image:
     return Image(pixels, 1.0, name)
 
 
-def build_task(signal: str, family: str, scale: Scale, device: torch.device, seed: int) -> tuple[Any, int, TrainConfig]:
-    """(the task fitting `family` (or a variant) to `signal` at the budget, its parameters, its
-    preset's training settings: learning rate and schedule)."""
+def build_task(signal: str, family: str, scale: Scale, device: torch.device, seed: int) -> tuple[Any, int, Preset]:
+    """(the task fitting `family` (or a variant) to `signal` at the budget, its parameters, the
+    image preset of its family: learning rate, schedule and target range)."""
     base = VARIANTS[family][0] if family in VARIANTS else family
     if signal == "audio":
         data = Audio(
@@ -166,7 +166,8 @@ def build_task(signal: str, family: str, scale: Scale, device: torch.device, see
         task_cfg = ImageTaskConfig(batch_size=data.height * data.width)
     field, n_params = sized_field(base, in_dim, out_dim, scale.params, kind, size)
     signal_range = (-1.0, 1.0) if kind == "audio" else (0.0, 1.0)  # full-scale samples; images and frames in [0, 1]
-    field = mapped_field(dataclasses.replace(IMAGE_PRESETS[base], field=field), None, signal_range)
+    preset = IMAGE_PRESETS[base]
+    field = mapped_field(dataclasses.replace(preset, field=field), None, signal_range)
     if family == "cam-base":  # CAM's own Fourier features and width, without the modulation grids
         cam = field.network
         field = FieldConfig(
@@ -194,7 +195,7 @@ def build_task(signal: str, family: str, scale: Scale, device: torch.device, see
         from nfield.presets.families import count_parameters
 
         n_params = count_parameters(task.model)
-    return task, n_params, IMAGE_PRESETS[base].train
+    return task, n_params, preset
 
 
 def applies(family: str, signal: str) -> str | None:
@@ -207,12 +208,12 @@ def applies(family: str, signal: str) -> str | None:
 
 def fit(signal: str, family: str, scale: Scale, device: torch.device, seed: int) -> dict[str, Any]:
     """Train one family on one signal; PSNR (and SNR/SSIM) at each checkpoint with the training time."""
-    task, n_params, preset_train = build_task(signal, family, scale, device, seed)
-    lr = preset_train.lr
+    task, n_params, preset = build_task(signal, family, scale, device, seed)
+    lr = preset.train.lr
     cfg = TrainConfig(
         steps=scale.steps[-1],
         lr=lr,
-        lr_schedule=preset_train.lr_schedule,
+        lr_schedule=preset.train.lr_schedule,
         mixed_precision=False,
         eval_every=0,
         checkpoint_every=0,
@@ -237,8 +238,8 @@ def fit(signal: str, family: str, scale: Scale, device: torch.device, seed: int)
         "family": family,
         "params": n_params,
         "lr": lr,
-        "lr_schedule": preset_train.lr_schedule,
-        "target_range": IMAGE_PRESETS[VARIANTS[family][0] if family in VARIANTS else family].target_range,
+        "lr_schedule": preset.train.lr_schedule,
+        "target_range": preset.target_range,
         "ms_per_step": 1000 * trainer.train_seconds / trainer.step,
         "curve": curve,
     }

@@ -65,7 +65,7 @@ from nfield.errors import NfieldError
 from nfield.fields import Field, FieldConfig
 from nfield.networks import CamConfig, FinerConfig, SirenConfig, SpderConfig
 from nfield.presets import Preset, apply_overrides
-from nfield.presets.image import IMAGE_PRESETS
+from nfield.presets.image import IMAGE_PRESETS, shifted_lattice_for
 
 SIGNALS = ("image", "audio", "video", "sdf", "nerf")
 #: Families without a form for a signal, and why.
@@ -81,9 +81,6 @@ NOT_FOR = {
 }
 NOT_FOR_AUDIO = NOT_FOR["audio"]
 _WIDTHS = range(2, 4097)
-#: Shifted bases sample one lattice point per signal sample up to this many per axis (an audio clip's
-#: thousands of samples would give a first layer larger than any budget).
-MAX_SHIFTED_SAMPLES = 512
 _GRID_MLP = 64  # the grids' decoder width (instant-ngp's 64 x 2)
 
 
@@ -105,7 +102,7 @@ def family_field(family: str, in_dim: int, signal: str = "image", signal_size: i
     field = IMAGE_PRESETS[family].field
     encoding, network = field.encoding, field.network
     if isinstance(encoding, ShiftedBasisConfig):
-        encoding = dataclasses.replace(encoding, n_samples=max(2, min(signal_size, MAX_SHIFTED_SAMPLES)))
+        encoding = shifted_lattice_for(encoding, signal_size)
     if signal == "audio":
         if isinstance(network, (SirenConfig, SpderConfig, FinerConfig)):
             network = dataclasses.replace(network, w0_initial=3000.0)

@@ -221,14 +221,25 @@ def resolve_image_preset(name: str, overrides: dict[str, Any], height: int, widt
     encoding = field.encoding
     if isinstance(encoding, (HashGridConfig, DenseGridConfig)) and "per_level_scale" not in overrides:
         encoding = dataclasses.replace(encoding, per_level_scale=grid_scale_for(encoding, max(height, width)))
-    if isinstance(encoding, ShiftedBasisConfig) and "n_samples" not in overrides:  # one lattice sample per pixel
-        encoding = dataclasses.replace(encoding, n_samples=max(2, min(max(height, width), encoding.n_samples)))
+    if isinstance(encoding, ShiftedBasisConfig) and "n_samples" not in overrides:
+        encoding = shifted_lattice_for(encoding, max(height, width))
     if isinstance(encoding, NeuRBFConfig) and "per_level_scale" not in overrides:
         # NeuRBF's official image setting puts the grid part's finest level at half the image size.
         finest = max(height, width) / 2
         scale = (finest / encoding.base_resolution) ** (1 / (encoding.n_levels - 1)) if encoding.n_levels > 1 else 1.0
         encoding = dataclasses.replace(encoding, per_level_scale=max(1.0, scale))
     return dataclasses.replace(preset, field=dataclasses.replace(field, encoding=encoding))
+
+
+#: Most lattice samples per direction of a shifted basis (an audio clip's thousands of samples would
+#: give a first layer larger than any budget).
+MAX_SHIFTED_SAMPLES = 512
+
+
+def shifted_lattice_for(encoding: ShiftedBasisConfig, signal_size: int) -> ShiftedBasisConfig:
+    """The shifted basis with one lattice sample per signal sample along each direction, at most
+    `MAX_SHIFTED_SAMPLES` (`signal_size`: the signal's largest side in samples)."""
+    return dataclasses.replace(encoding, n_samples=max(2, min(signal_size, MAX_SHIFTED_SAMPLES)))
 
 
 def grid_scale_for(grid: HashGridConfig | DenseGridConfig, finest_resolution: int) -> float:

@@ -199,14 +199,7 @@ class ImageTask:
         if self.full_batch:
             return self._local(self._coords), self._local(self._targets)
         image = self._data()
-        if self.adjuster is not None:
-            index = self._random_patches()
-        elif self._trained is not None:
-            pick = torch.randint(0, len(self._trained), (self.global_batch,), device=self.device, generator=self.generator)
-            index = self._trained[pick]
-        else:
-            index = torch.randint(0, self.n_pixels, (self.global_batch,), device=self.device, generator=self.generator)
-        index = self._local(index)
+        index = self._local(self._random_patches() if self.adjuster is not None else self._random_pixels())
         return pixel_coordinates(index, image.height, image.width), image.values_at(index)
 
     def _local(self, batch: torch.Tensor) -> torch.Tensor:
@@ -216,6 +209,14 @@ class ImageTask:
         local = shard(batch)
         self._share = loss_share(len(local), len(batch))
         return local
+
+    def _random_pixels(self) -> torch.Tensor:
+        """(B,) row-major indices of a step's whole batch, drawn uniformly (with replacement) from
+        the pixels trained on."""
+        if self._trained is None:
+            return torch.randint(0, self.n_pixels, (self.global_batch,), device=self.device, generator=self.generator)
+        pick = torch.randint(0, len(self._trained), (self.global_batch,), device=self.device, generator=self.generator)
+        return self._trained[pick]
 
     def _random_patches(self) -> torch.Tensor:
         """(B,) row-major indices of the pixels of batch_size // patch_size^2 (at least one) random
@@ -238,7 +239,7 @@ class ImageTask:
             elif self.adjuster is not None:  # IGA's groups must stay few: candidates are whole patches
                 index = self._random_patches()
             else:
-                index = torch.randint(0, self.n_pixels, (self.global_batch,), device=self.device, generator=self.generator)
+                index = self._random_pixels()
             coords, targets = pixel_coordinates(index, image.height, image.width), image.values_at(index)
             teacher.pick(step, self.total, index, coords, targets, self.model)
         picked = self._local(teacher.picked)
@@ -337,13 +338,10 @@ def split_pixels(
     every rank and after a resume), and holds out the rest."""
     n = height * width
     if cfg.train_pixels == "even":
-        rows, cols = torch.arange(height, device=device)[:, None], torch.arange(width, device=device)[None, :]
-        index = (rows * width + cols).reshape(-1)
-        even = ((rows % 2 == 0) & (cols % 2 == 0)).reshape(-1)
-        odd = ((rows % 2 == 1) & (cols % 2 == 1)).reshape(-1)
-        if not odd.any():
+        if min(height, width) < 2:
             raise NfieldError(f"--train-pixels even needs an image of at least 2x2 pixels, got {width}x{height}")
-        return index[even], index[odd]
+        index = torch.arange(n, device=device).reshape(height, width)
+        return index[0::2, 0::2].reshape(-1), index[1::2, 1::2].reshape(-1)
     n_trained = min(n - 1, max(1, round(cfg.train_fraction * n)))
     generator = torch.Generator().manual_seed(seed)
     order = torch.randperm(n, generator=generator)
