@@ -2,6 +2,6 @@
 
 from nfield.errors import NfieldError
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 __all__ = ["NfieldError", "__version__"]

@@ -121,6 +121,16 @@ def data_parallel() -> Layout | None:
     return _DATA_PARALLEL
 
 
+def whole_step_batch(task_config: dict[str, Any], key: str, ranks: int) -> dict[str, Any]:
+    """Make a new data-parallel run's task settings record the batch of a whole step: the flag's
+    batch `task_config[key]` is one rank's, so it becomes that times `ranks` (each rank then draws
+    the whole step's batch and keeps its `shard`, so the step is the single-process one). Returns
+    config.json's ``data_parallel`` section, which says so."""
+    per_rank = task_config[key]
+    task_config[key] = per_rank * ranks
+    return {"data_parallel": {"ranks": ranks, f"{key}_per_rank": per_rank}}
+
+
 def writes_run_files() -> bool:
     """Whether this process writes its run directory: every process, except the ranks other than 0 of
     a data-parallel run (whose run is rank 0's)."""

@@ -98,3 +98,29 @@ def write_atomic(path: Path | str, data: bytes | str, durable: bool = False) -> 
                 file.flush()
                 os.fsync(file.fileno())
     return Path(path)
+
+
+#: The suffixes a matplotlib figure can be written as.
+FIGURE_FORMATS = ("png", "pdf", "svg", "jpg", "jpeg", "webp", "tif", "tiff", "eps", "ps")
+
+
+def check_figure_path(out: Path) -> None:
+    """NfieldError unless matplotlib can write a figure to `out` (known suffix, not a directory)."""
+    suffix = out.suffix.lower().lstrip(".")
+    shown = ", ".join(f".{f}" for f in FIGURE_FORMATS[:4])
+    if not suffix:
+        raise NfieldError(f"{out}: no file extension to choose the format by; use {shown}")
+    if suffix not in FIGURE_FORMATS:
+        raise NfieldError(f"{out}: cannot write '.{suffix}' figures; use {shown} (or .webp, .tif, .eps, .ps)")
+    if out.is_dir():
+        raise NfieldError(f"{out}: is a directory; give a file name such as {out / 'curves.png'}")
+
+
+def write_figure(figure, out: Path) -> Path:
+    """Write `figure` to `out` atomically (a temporary file beside it, then renamed)."""
+    try:
+        with atomic_path(out) as temporary:
+            figure.savefig(temporary, format=out.suffix.lower().lstrip("."))
+    except OSError as err:
+        raise NfieldError(f"{out}: cannot write it ({err.strerror or err})") from None
+    return out

@@ -58,7 +58,7 @@ from nfield.tasks.audio import AudioTask, AudioTaskConfig
 from nfield.tasks.image import ImageTask, ImageTaskConfig
 from nfield.tasks.teaching import TeachingConfig
 from nfield.tasks.video import VideoTask, VideoTaskConfig
-from nfield.train import TrainConfig, resolve_device, seed_everything
+from nfield.training.trainer import TrainConfig, resolve_device, seed_everything
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from scenes import signals  # noqa: E402

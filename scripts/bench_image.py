@@ -27,7 +27,7 @@ from bench_report import device_name, report_header, synchronize, write_report
 from nfield.data.images import load_image
 from nfield.presets.image import IMAGE_PRESETS, resolve_image_preset
 from nfield.tasks.image import ImageTask, ImageTaskConfig
-from nfield.train import TrainConfig, Trainer, resolve_device, seed_everything
+from nfield.training.trainer import TrainConfig, Trainer, resolve_device, seed_everything
 
 SCALES = {
     # name: (images as (bundled name, downscale), PSNR checkpoints, overhead-benchmark steps)

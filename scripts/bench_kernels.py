@@ -46,10 +46,11 @@ from nfield.encodings import HashGrid, HashGridConfig
 from nfield.kernels import triton_available
 from nfield.networks import MLP, MLPConfig
 from nfield.presets.nerf import resolve_nerf_preset
-from nfield.render.samplers import OccupancyGrid, OccupancyGridConfig, RaySamples
+from nfield.render.occupancy import OccupancyGrid, OccupancyGridConfig
+from nfield.render.rays import RaySamples
 from nfield.render.volume import composite
 from nfield.tasks.nerf import NeRFTask, NeRFTaskConfig
-from nfield.train import resolve_device, seed_everything
+from nfield.training.trainer import resolve_device, seed_everything
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository's scenes/ generators
 from scenes.synthetic import generate  # noqa: E402

@@ -32,16 +32,17 @@ from pathlib import Path
 import torch
 from bench_report import device_name, report_header, synchronize
 
-from nfield.checkpoint import latest_checkpoint
 from nfield.cli import main as nfield_main
 from nfield.data.scenes import load_scene
 from nfield.fields.kilonerf import STRATEGIES, cell_corners, occupied_cells
 from nfield.render.cameras import image_rays
-from nfield.run import load_run
+from nfield.render.radiance import half_precision, render_image
+from nfield.run_directory import RunDirectory
+from nfield.runs.single import load_run
+from nfield.runs.views import evaluate
 from nfield.tasks.distill import teacher_occupancy
-from nfield.tasks.nerf import BACKGROUNDS, half_precision, render_image
-from nfield.train import resolve_device
-from nfield.views import evaluate
+from nfield.tasks.nerf import BACKGROUNDS
+from nfield.training.trainer import resolve_device
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository's scenes/ generators
 from scenes.synthetic import generate  # noqa: E402
@@ -135,12 +136,13 @@ def render_fps(
         model["grid"].occupied.copy_(fresh.occupied)
     origins, directions = image_rays(scene.test.cameras.to(device), 0)
     background = torch.tensor(BACKGROUNDS["white"], device=device)
+    settings = task_cfg.render_settings()
     with half_precision(device, half):
-        render_image(model, task_cfg, scene.near, origins, directions, background)
+        render_image(model, settings, scene.near, origins, directions, background)
         synchronize(device)
         start = time.perf_counter()
         for _ in range(repeats):
-            render_image(model, task_cfg, scene.near, origins, directions, background)
+            render_image(model, settings, scene.near, origins, directions, background)
         synchronize(device)
     return repeats / (time.perf_counter() - start)
 
@@ -229,7 +231,7 @@ def main() -> int:
             for name in STRATEGIES
         }
         sizes = {
-            "teacher_weights_mb": latest_checkpoint(teacher_dir).model_file.stat().st_size / 2**20,
+            "teacher_weights_mb": RunDirectory(teacher_dir).latest_checkpoint().model_file.stat().st_size / 2**20,
             "kilonerf_export_mb": (kilo_dir / "kilonerf.safetensors").stat().st_size / 2**20,
         }
     report.update(

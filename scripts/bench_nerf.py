@@ -36,8 +36,9 @@ from bench_report import UncheckpointedTrainer, device_name, report_header, sync
 from nfield.data.scenes import load_scene
 from nfield.presets.nerf import resolve_nerf_preset
 from nfield.render.cameras import image_rays
-from nfield.tasks.nerf import BACKGROUNDS, NeRFTask, render_image
-from nfield.train import TrainConfig, resolve_device, seed_everything
+from nfield.render.radiance import render_image
+from nfield.tasks.nerf import BACKGROUNDS, NeRFTask
+from nfield.training.trainer import TrainConfig, resolve_device, seed_everything
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository's scenes/ generators
 from scenes.synthetic import generate  # noqa: E402
@@ -123,11 +124,12 @@ def render_fps(task: NeRFTask, repeats: int = 2) -> float:
     background = torch.tensor(BACKGROUNDS["white"], device=task.device)
     origins, directions = image_rays(cameras, 0)
     task.model.eval()
-    render_image(task.model, task.cfg, task.scene.near, origins, directions, background)
+    settings = task.cfg.render_settings()
+    render_image(task.model, settings, task.scene.near, origins, directions, background)
     synchronize(task.device)
     start = time.perf_counter()
     for _ in range(repeats):
-        render_image(task.model, task.cfg, task.scene.near, origins, directions, background)
+        render_image(task.model, settings, task.scene.near, origins, directions, background)
     synchronize(task.device)
     return repeats / (time.perf_counter() - start)
 

@@ -5,7 +5,7 @@ For each run (an occupancy-grid NeRF: ngp, KiloNeRF, the families), on its first
 - ``two-pass``, the baseline: the training's sampler without autograd (every occupied sample's
   density, the samples behind a ray's opaque point dropped, the whole field again at the rest), the
   way held-out views were rendered before;
-- ``culled``: `nfield.tasks.nerf.render_culled`, what evaluations and renders use now (the density
+- ``culled``: `nfield.render.radiance.render_culled`, what evaluations and renders use now (the density
   network once per occupied sample, colours only at the kept ones);
 
 in milliseconds per ray (median of `--repeats`), with the occupied and kept samples per ray, and
@@ -28,8 +28,8 @@ import torch
 from bench_report import device_name, report_header, synchronize, write_report
 
 from nfield.render.cameras import image_rays
-from nfield.run import load_run
-from nfield.tasks.nerf import march_step, ray_bounds, render_nerf_rays
+from nfield.render.radiance import march_step, ray_bounds, render_nerf_rays
+from nfield.runs.single import load_run
 
 
 def timed(device: torch.device, repeats: int, work) -> tuple[float, object]:
@@ -48,9 +48,10 @@ def timed(device: torch.device, repeats: int, work) -> tuple[float, object]:
 def render_by_chunks(task, origins, directions, background, two_pass: bool) -> torch.Tensor:
     """(N, 3) colours of rays (N, 3), `task.cfg.render_chunk` rays at a time, without autograd;
     `two_pass` takes the training's sampler (``train=True``), else the culled path."""
+    settings = task.cfg.render_settings()
     with torch.no_grad():
         parts = [
-            render_nerf_rays(task.model, task.cfg, task.near, o, d, background, train=two_pass)[0]["rgb"].float()
+            render_nerf_rays(task.model, settings, task.near, o, d, background, train=two_pass)[0]["rgb"].float()
             for o, d in zip(origins.split(task.cfg.render_chunk), directions.split(task.cfg.render_chunk))
         ]
     return torch.cat(parts)
@@ -60,7 +61,7 @@ def samples_per_ray(task, origins, directions) -> tuple[float, float]:
     """(occupied samples, samples kept after early termination) per ray."""
     field = task.model["field"]
     t_near, t_far = ray_bounds(origins, directions, field.aabb, task.near)
-    step = march_step(field.aabb, task.cfg)
+    step = march_step(field.aabb, task.cfg.steps_per_ray)
     with torch.no_grad():
         occupied = task.model["grid"].march(origins, directions, t_near, t_far, step)
         kept = task.model["grid"].march(

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from nfield.train import Trainer
+from nfield.training.trainer import Trainer
 
 
 def synchronize(device: torch.device) -> None:

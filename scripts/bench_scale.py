@@ -2,7 +2,7 @@
 image trained data-parallel on 1 against 2 processes.
 
 Many signals: N crops of the bundled photographs (each its own image) are fitted twice through
-`nfield.many.fit_collection`, which is what ``nfield fit-image FOLDER`` runs: with
+`nfield.runs.collection.fit_collection`, which is what ``nfield fit-image FOLDER`` runs: with
 ``--signals-per-batch 1`` (N single runs, one after another, in one process: the baseline, without
 the start-up a process per file would add) and with all N stacked. Reported: signals per second
 end to end (setup, training, evaluation, the files of every run) and in training alone, their ratio
@@ -41,9 +41,9 @@ import torch
 from bench_report import report_header, write_report
 
 from nfield.data.images import BUNDLED_IMAGES, load_image
-from nfield.many import CollectionRequest, fit_collection, read_index
-from nfield.run import RunRequest
-from nfield.train import resolve_device
+from nfield.runs.collection import CollectionRequest, fit_collection, read_index
+from nfield.runs.single import RunRequest
+from nfield.training.trainer import resolve_device
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -25,14 +25,15 @@ from pathlib import Path
 import torch
 from bench_report import device_name, report_header, synchronize, write_report
 
-from nfield.data.meshes import load_shape, signed_distance
-from nfield.export import extract_mesh
+from nfield.data.meshes import load_shape
 from nfield.fields.sdf import NGLODField, distance_fn
+from nfield.geometry.distance import signed_distance
+from nfield.geometry.marching_cubes import extract_mesh
 from nfield.presets.sdf import SDF_PRESETS, resolve_sdf_preset
 from nfield.render.camera_paths import orbit_poses
 from nfield.tasks.sdf import SDFTask, SDFTaskConfig, geometry_report
 from nfield.tasks.sdf_views import render_view
-from nfield.train import TrainConfig, Trainer, resolve_device, seed_everything
+from nfield.training.trainer import TrainConfig, Trainer, resolve_device, seed_everything
 
 DEFAULT_MESH = Path(__file__).resolve().parents[2] / "shared" / "data" / "sdf" / "bunny.obj"
 

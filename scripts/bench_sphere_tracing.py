@@ -2,7 +2,7 @@
 
 For each path, along a turntable of the fitted bunny at its finest LOD: frames per second (median
 over the frames, after a warm-up frame), SDF evaluations per ray, and per frame the launches and
-host synchronisations a GPU would see (`nfield.dispatch_counter`, counted on one frame apart from
+host synchronisations a GPU would see (`nfield.kernels.dispatch_counter`, counted on one frame apart from
 the timing). The baseline is the previous tracer in the same run (``sphere_trace`` compacting every
 iteration, hits at |sdf| < 1e-3 whatever the pixel size, normals by autograd): the fps ratio, and
 how the images agree with it (hit IoU, the share of hits within 2 eps of each other along the
@@ -35,7 +35,7 @@ from nfield.fields.sdf import distance_fn
 from nfield.render.camera_paths import orbit_poses
 from nfield.render.cameras import PinholeCamera, camera_rays
 from nfield.render.sphere_tracing import render_sdf
-from nfield.train import resolve_device
+from nfield.training.trainer import resolve_device
 
 SCALES = {
     # frame size, timed frames, paths by default, fit steps when no run is given
@@ -97,7 +97,7 @@ def measure(path: str, model, lod: int, camera: PinholeCamera, poses: torch.Tens
         times.append(time.perf_counter() - started)
     row = {"path": path, "fps": 1.0 / statistics.median(times), "evaluations_per_ray": float(first["evaluations"].float().mean())}
     try:
-        from nfield.dispatch_counter import DispatchCounter
+        from nfield.kernels.dispatch_counter import DispatchCounter
     except ImportError:  # the previous commit's code has no counter
         return row, first
     with DispatchCounter() as counter:
@@ -132,7 +132,7 @@ def main() -> int:
     scale = SCALES[args.scale]
     paths = args.paths or list(scale["paths"])
     if args.run:
-        from nfield.run import load_run
+        from nfield.runs.single import load_run
 
         model = load_run(args.run, str(device)).task.model.eval()
     else:

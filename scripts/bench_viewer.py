@@ -49,8 +49,9 @@ import skimage.transform
 import torch
 from bench_report import report_header, synchronize, write_report
 
-from nfield.run import TASKS, build, new_config, prepare_run_dir, write_config
-from nfield.train import resolve_device
+from nfield.run_directory import RunDirectory
+from nfield.runs.single import TASKS, build, new_config
+from nfield.training.trainer import resolve_device
 from nfield.viewer.live import RENDER_SHARE, LiveViewer
 from nfield.viewer.server import free_port
 
@@ -127,8 +128,8 @@ def train_once(kind: str, model: str, steps: int, options: dict, source: str, ou
     train_cfg, task_part, data = TASKS[kind][2](source, model, {}, options, device)
     train_cfg = dataclasses.replace(train_cfg, steps=steps, progress=False, eval_every=0, checkpoint_every=0, log_every=25)
     config = new_config(kind, model, train_cfg, task_part)
-    prepare_run_dir(out, False, True)
-    write_config(out, config)
+    RunDirectory(out).prepare(resume=False, overwrite=True)
+    RunDirectory(out).write_config(config)
     task, trainer = build(config, device, data, out)
     if callable(getattr(task, "write_run_files", None)):
         task.write_run_files(out)
@@ -226,7 +227,7 @@ class SimulatedPage:
         from nfield.viewer.server import _Browser
 
         self.viewer, self.frames = live.viewer, 0
-        framing = self.viewer.scene.framing()
+        framing = self.viewer.display.framing()
         self.centre, self.up = np.asarray(framing.look_at), np.asarray(framing.up) / np.linalg.norm(framing.up)
         self.offset, self.fov, self.aspect = np.asarray(framing.position) - self.centre, framing.fov_y, aspect
         self.look_at, self.browser_pose = look_at, browser_pose

@@ -37,7 +37,7 @@ from typing import Any, Callable
 import torch
 from bench_report import report_header, write_report
 
-from nfield.train import resolve_device
+from nfield.training.trainer import resolve_device
 
 
 @dataclass(frozen=True)

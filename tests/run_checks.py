@@ -6,9 +6,9 @@ import imageio.v3 as iio
 import torch
 from safetensors.torch import load_file
 
-from nfield.checkpoint import latest_checkpoint
 from nfield.cli import main
-from nfield.run import load_run
+from nfield.run_directory import RunDirectory
+from nfield.runs.single import load_run
 
 TASK_CLASSES = {"image": "ImageTask", "sdf": "SDFTask", "nerf": "NeRFTask"}
 
@@ -25,7 +25,7 @@ def check_run_commands(run_dir, kind, capsys, tmp_path):
     mesh (or its one-line refusal) work on it; returns eval's metrics."""
     loaded = load_run(run_dir, "cpu")
     assert type(loaded.task).__name__ == TASK_CLASSES[kind] and loaded.kind == kind
-    saved, state = load_file(str(latest_checkpoint(run_dir).model_file)), loaded.task.model.state_dict()
+    saved, state = load_file(str(RunDirectory(run_dir).latest_checkpoint().model_file)), loaded.task.model.state_dict()
     assert saved.keys() == state.keys() and all(torch.equal(state[k], saved[k]) for k in saved)
 
     status, out, err = cli(capsys, "info", run_dir)

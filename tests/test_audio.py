@@ -68,7 +68,7 @@ def test_siren_fits_a_chirp_and_the_run_renders_evaluates_and_resamples(tmp_path
 def test_the_comparison_figure_titles_and_labels_every_panel(seconds):
     """comparison.png: each panel has a title and axis labels with units, and the panel with two
     waveforms has a legend naming them."""
-    from nfield.plots import audio_comparison_figure
+    from nfield.data.audio_figure import audio_comparison_figure
 
     target = torch.from_numpy(chirp(seconds)[:, 0])
     fitted = target + 0.01 * torch.randn(len(target), generator=torch.Generator().manual_seed(0))

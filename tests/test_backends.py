@@ -9,8 +9,6 @@ import torch
 from safetensors.torch import save_file
 
 from nfield.backends import BACKENDS, backends_in_use, choose_backend, reset_backends, set_backend, tcnn_installed
-from nfield.backends.tcnn import encoding_config, network_config
-from nfield.checkpoint import Checkpoint, load_model_weights
 from nfield.cli import main
 from nfield.encodings import (
     DenseGrid,
@@ -20,12 +18,15 @@ from nfield.encodings import (
     HashGrid,
     HashGridConfig,
     SphericalHarmonicsConfig,
+    tcnn_encoding_config,
 )
 from nfield.errors import NfieldError
 from nfield.fields import Field, FieldConfig
-from nfield.networks import MLP, MLPConfig
-from nfield.render.samplers import OccupancyGrid, OccupancyGridConfig, RaySamples
+from nfield.networks import MLP, MLPConfig, tcnn_network_config
+from nfield.render.occupancy import OccupancyGrid, OccupancyGridConfig
+from nfield.render.rays import RaySamples
 from nfield.render.volume import composite
+from nfield.training.checkpoint import Checkpoint, load_model_weights
 
 CPU = torch.device("cpu")
 
@@ -98,7 +99,7 @@ def test_mlps_the_fused_kernel_cannot_run_are_named():
 
 def test_tcnn_config_translation_uses_tiny_cuda_nns_keys():
     grid = HashGridConfig(n_levels=8, n_features_per_level=4, log2_hashmap_size=15, base_resolution=8, per_level_scale=1.5)
-    assert encoding_config(grid) == {
+    assert tcnn_encoding_config(grid) == {
         "otype": "HashGrid",
         "n_levels": 8,
         "n_features_per_level": 4,
@@ -107,25 +108,28 @@ def test_tcnn_config_translation_uses_tiny_cuda_nns_keys():
         "per_level_scale": 1.5,
         "interpolation": "Linear",
     }
-    dense = encoding_config(DenseGridConfig(n_levels=3, backend="torch"))
+    dense = tcnn_encoding_config(DenseGridConfig(n_levels=3, backend="torch"))
     assert dense["otype"] == "DenseGrid" and "backend" not in dense and dense["n_levels"] == 3
-    assert encoding_config(SphericalHarmonicsConfig(degree=4)) == {"otype": "SphericalHarmonics", "degree": 4}
-    assert encoding_config(FrequencyConfig(n_frequencies=6, include_input=False)) == {"otype": "Frequency", "n_frequencies": 6}
+    assert tcnn_encoding_config(SphericalHarmonicsConfig(degree=4)) == {"otype": "SphericalHarmonics", "degree": 4}
+    assert tcnn_encoding_config(FrequencyConfig(n_frequencies=6, include_input=False)) == {
+        "otype": "Frequency",
+        "n_frequencies": 6,
+    }
     with pytest.raises(NfieldError, match="include_input=False"):
-        encoding_config(FrequencyConfig())
+        tcnn_encoding_config(FrequencyConfig())
     with pytest.raises(NfieldError, match="GaussianFourier encoding has no tiny-cuda-nn counterpart"):
-        encoding_config(GaussianFourierConfig())
-    assert network_config(MLPConfig(n_neurons=64, n_hidden_layers=2, output_activation="sigmoid")) == {
+        tcnn_encoding_config(GaussianFourierConfig())
+    assert tcnn_network_config(MLPConfig(n_neurons=64, n_hidden_layers=2, output_activation="sigmoid")) == {
         "otype": "FullyFusedMLP",
         "activation": "ReLU",
         "output_activation": "Sigmoid",
         "n_neurons": 64,
         "n_hidden_layers": 2,
     }
-    assert network_config(MLPConfig(n_neurons=256, activation="leaky_relu"))["otype"] == "CutlassMLP"
-    assert network_config(MLPConfig(activation="leaky_relu"))["activation"] == "LeakyReLU"
+    assert tcnn_network_config(MLPConfig(n_neurons=256, activation="leaky_relu"))["otype"] == "CutlassMLP"
+    assert tcnn_network_config(MLPConfig(activation="leaky_relu"))["activation"] == "LeakyReLU"
     with pytest.raises(NfieldError, match="no 'gelu' activation"):
-        network_config(MLPConfig(activation="gelu"))
+        tcnn_network_config(MLPConfig(activation="gelu"))
     with pytest.raises(NfieldError, match="not installed"):
         MLP(3, 1, MLPConfig(n_neurons=16, backend="tcnn"))
 

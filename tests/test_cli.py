@@ -13,9 +13,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from nfield.checkpoint import latest_checkpoint
 from nfield.cli import main
 from nfield.presets.image import IMAGE_PRESETS
+from nfield.run_directory import RunDirectory
 
 
 def run(capsys, *argv):
@@ -140,8 +140,8 @@ def test_cli_resume_equals_an_uninterrupted_run(tmp_path, capsys, tiny_image):
     status, out, err = run(capsys, "fit-image", tiny_image, "--resume", "--steps", 40, "--out", tmp_path / "b", "--no-progress")
     assert status == 0, err
     assert last_json(out)["step"] == 40
-    a = load_file(str(latest_checkpoint(tmp_path / "a").model_file))
-    b = load_file(str(latest_checkpoint(tmp_path / "b").model_file))
+    a = load_file(str(RunDirectory(tmp_path / "a").latest_checkpoint().model_file))
+    b = load_file(str(RunDirectory(tmp_path / "b").latest_checkpoint().model_file))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     # an existing run is never silently replaced
     status, _, err = run(capsys, "fit-image", tiny_image, "--steps", 5, "--out", tmp_path / "a", "--no-progress")
@@ -499,7 +499,7 @@ def test_sigterm_saves_a_checkpoint_and_says_how_to_resume(tmp_path, tiny_image,
     job.send_signal(signal.SIGTERM)
     _, err = job.communicate(timeout=120)
     assert job.returncode == 130, err
-    step = latest_checkpoint(out).step
+    step = RunDirectory(out).latest_checkpoint().step
     assert f"interrupted at step {step}; checkpoint saved in {out}; continue with --resume" in err and "Traceback" not in err
     status, lines, err = run(capsys, "fit-image", tiny_image, "--resume", "--steps", step + 3, "--out", out, "--no-progress")
     assert status == 0 and last_json(lines)["step"] == step + 3, err

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from safetensors.torch import load_file
 
-from nfield.checkpoint import latest_checkpoint
 from nfield.cli import main
 from nfield.fields.kilonerf import load_kilonerf
+from nfield.run_directory import RunDirectory
 
 # sized for a 2-core CPU: distillation and fine-tuning take about 12 s; the teacher is the shared `ngp_run`
 STUDENT = ("--longest-axis-cells", 8, "--position-frequencies", 6, "--batch-points", 2048, "--no-progress")
@@ -84,7 +84,7 @@ def test_distillation_resumes_from_its_checkpoints(teacher, tmp_path, capsys):
     status, _, err = run(capsys, "distill", tmp_path / "a", "--resume", "--out", tmp_path / "b", "--no-progress")
     assert status == 1 and "resume it with the same teacher" in err
     assert run(capsys, "distill", teacher, "--longest-axis-cells", 4, *common, "--seed", 1, "--out", tmp_path / "c")[0] == 0
-    a, b, c = (load_file(str(latest_checkpoint(tmp_path / name).model_file)) for name in "abc")
+    a, b, c = (load_file(str(RunDirectory(tmp_path / name).latest_checkpoint().model_file)) for name in "abc")
     assert a.keys() == b.keys() == c.keys()
 
     def moved(x, y):
@@ -133,3 +133,21 @@ def test_info_on_a_run_distilled_without_fine_tuning_reports_both_phases(teacher
     status, lines, _ = run(capsys, "info", out)
     assert status == 0 and "distillation: step 5 of 5" in lines, lines
     assert "fine-tuning: step 0 of 0 (none asked for)" in lines and not any("of 1" in line for line in lines)
+
+
+def test_hidden_is_a_hidden_alias_of_n_neurons(capsys):
+    """The student's width is tiny-cuda-nn's --n-neurons; the older --hidden still parses but --help
+    shows only the new name."""
+    import re
+
+    import tyro
+
+    from nfield.cli import COMMANDS
+
+    with pytest.raises(SystemExit):
+        main(["distill", "--help"])
+    shown = capsys.readouterr().out
+    assert "--n-neurons" in shown and not re.search(r"(?<![\w-])--hidden\b", shown), shown
+    config = (tyro.conf.DisallowNone, tyro.conf.PositionalMetavarFromFieldName)
+    assert tyro.cli(COMMANDS["distill"], args=["teacher", "--hidden", "8"], config=config).n_neurons == 8
+    assert tyro.cli(COMMANDS["distill"], args=["teacher", "--n-neurons", "8"], config=config).n_neurons == 8

@@ -9,11 +9,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from nfield.checkpoint import latest_checkpoint
 from nfield.cli import main
+from nfield.run_directory import RunDirectory
 from scenes.synthetic import generate
 
-SMALL = ("--n-levels", 6, "--log2-hashmap-size", 12, "--grid-resolution", 16, "--grid-warmup", 8, "--steps-per-ray", 64)
+SMALL = ("--n-levels", 6, "--log2-hashmap-size", 12, "--occupancy-resolution", 16, "--occupancy-warmup", 8, "--steps-per-ray", 64)
 SMALL += ("--batch-rays", 256, "--no-progress")
 
 
@@ -102,8 +102,8 @@ def test_nerf_resume_equals_an_uninterrupted_run(scene, tmp_path, capsys):
     assert run(capsys, "train-nerf", scene, "--steps", 5, "--out", tmp_path / "b", *common)[0] == 0
     status, lines, err = run(capsys, "train-nerf", scene, "--resume", "--steps", 10, "--out", tmp_path / "b", "--no-progress")
     assert status == 0, err
-    a = load_file(str(latest_checkpoint(tmp_path / "a").model_file))
-    b = load_file(str(latest_checkpoint(tmp_path / "b").model_file))
+    a = load_file(str(RunDirectory(tmp_path / "a").latest_checkpoint().model_file))
+    b = load_file(str(RunDirectory(tmp_path / "b").latest_checkpoint().model_file))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
@@ -119,8 +119,14 @@ def test_bad_nerf_input_gives_one_clear_line_and_nonzero_exit(scene, tmp_path, c
         (("train-nerf", tmp_path / "broken"), "transforms.json"),
         (("train-nerf", tmp_path / "missing"), "a.png); restore them, or drop those frames with --skip-missing-images"),
         (("train-nerf", scene, "--model", "octree"), "unknown model"),
-        (("train-nerf", scene, "--model", "vanilla", "--n-levels", 4), "ngp model only"),
-        (("train-nerf", scene, "--longest-axis-cells", 8), "kilonerf model only"),
+        (
+            ("train-nerf", scene, "--model", "vanilla", "--n-levels", 4),
+            "--n-levels does not apply to model 'vanilla'; it applies to the ngp model only",
+        ),
+        (
+            ("train-nerf", scene, "--longest-axis-cells", 8),
+            "--longest-axis-cells does not apply to model 'ngp'; it applies to the kilonerf model only",
+        ),
         (("train-nerf", scene, "--model", "kilonerf", "--longest-axis-cells", 0), "positive integer"),
         (("train-nerf", scene, "--downscale", 0), "--downscale"),
     ]
@@ -152,7 +158,7 @@ def test_vanilla_nerf_trains_checkpoints_and_renders_from_the_cli(scene, tmp_pat
     assert status == 0, err
     final = json.loads(lines[-1])
     assert np.isfinite(final["psnr"]) and (final["eval_views"], final["test_views"]) == (1, 2)  # says what it scored
-    weights = load_file(str(latest_checkpoint(tmp_path / "v").model_file))
+    weights = load_file(str(RunDirectory(tmp_path / "v").latest_checkpoint().model_file))
     assert {key.split(".")[0] for key in weights} == {"field", "coarse"}
     status, _, err = run(capsys, "render", tmp_path / "v", "--frames", 2, "--width", 8, "--height", 8, "--no-progress")
     assert status == 0, err
@@ -168,10 +174,36 @@ def test_one_loader_serves_nerf_runs(trained, capsys, tmp_path):
 def test_one_loader_serves_kilonerf_runs_trained_from_images(scene, capsys, tmp_path):
     from tests.run_checks import check_run_commands
 
-    small = ("--grid-resolution", 16, "--grid-warmup", 8, "--steps-per-ray", 64, "--batch-rays", 256, "--longest-axis-cells", 4)
+    small = ("--occupancy-resolution", 16, "--occupancy-warmup", 8, "--steps-per-ray", 64, "--batch-rays", 256)
+    small += ("--longest-axis-cells", 4)
     status, _, err = run(
         capsys, "train-nerf", scene, "--model", "kilonerf", *small, "--steps", 4, "--out", tmp_path / "k", "--no-progress"
     )
     assert status == 0, err
     check_run_commands(tmp_path / "k", "nerf", capsys, tmp_path)
     assert (tmp_path / "k" / "kilonerf.safetensors").is_file()
+
+
+def test_the_occupancy_grid_flags_keep_their_old_spellings_out_of_help(capsys):
+    """--grid-resolution and --grid-warmup became --occupancy-resolution and --occupancy-warmup (fit-image's
+    --grid-resolution is SAPE's grid): the old spellings still parse, and --help shows the new ones only."""
+    import re
+
+    import tyro
+
+    from nfield.cli import COMMANDS
+    from nfield.presets.nerf import resolve_nerf_preset
+
+    with pytest.raises(SystemExit):
+        main(["train-nerf", "--help"])
+    shown = capsys.readouterr().out
+    assert "--occupancy-resolution" in shown and "--occupancy-warmup" in shown
+    assert not re.search(r"(?<![\w-])--grid-(resolution|warmup)\b", shown), shown
+    config = (tyro.conf.DisallowNone, tyro.conf.PositionalMetavarFromFieldName)
+    old = tyro.cli(COMMANDS["train-nerf"], args=["s", "--grid-resolution", "16", "--grid-warmup", "4"], config=config)
+    new = tyro.cli(COMMANDS["train-nerf"], args=["s", "--occupancy-resolution", "16", "--occupancy-warmup", "4"], config=config)
+    assert old.model_options.overrides() == new.model_options.overrides() == {"occupancy_resolution": 16, "occupancy_warmup": 4}
+    # the override keys of runs and scripts before 0.3 too
+    for overrides in ({"grid_resolution": 16, "grid_warmup": 4}, {"occupancy_resolution": 16, "occupancy_warmup": 4}):
+        occupancy = resolve_nerf_preset("kilonerf", overrides).task.occupancy
+        assert (occupancy.resolution, occupancy.warmup_steps) == (16, 4)

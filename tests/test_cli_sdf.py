@@ -11,12 +11,12 @@ import torch
 import trimesh
 from safetensors.torch import load_file
 
-from nfield.checkpoint import latest_checkpoint
 from nfield.cli import main
+from nfield.run_directory import RunDirectory
 
 BUNNY = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "sdf" / "bunny.obj"
 pytestmark = pytest.mark.skipif(not BUNNY.exists(), reason="shared data not available")
-SMALL_NGLOD = ("--lods", 4, "--feature-dim", 16, "--batch-size", 4096)  # bunny_run's (tests/conftest.py)
+SMALL_NGLOD = ("--n-lods", 4, "--feature-dim", 16, "--batch-size", 4096)  # bunny_run's (tests/conftest.py)
 
 
 def run(capsys, *argv):
@@ -128,11 +128,11 @@ def test_render_writes_a_view_with_depth_and_a_turntable(bunny_run, capsys, tmp_
 
 def test_sdf_resume_equals_an_uninterrupted_run(tmp_path, capsys, small_previews):
     common = (
-        "--lods",
+        "--n-lods",
         2,
         "--feature-dim",
         4,
-        "--hidden-dim",
+        "--n-neurons",
         16,
         "--batch-size",
         1024,
@@ -149,8 +149,8 @@ def test_sdf_resume_equals_an_uninterrupted_run(tmp_path, capsys, small_previews
     status, lines, err = run(capsys, "fit-sdf", BUNNY, "--resume", "--steps", 10, "--out", tmp_path / "b", "--no-progress")
     assert status == 0, err
     assert json.loads(lines[-1])["step"] == 10
-    a = load_file(str(latest_checkpoint(tmp_path / "a").model_file))
-    b = load_file(str(latest_checkpoint(tmp_path / "b").model_file))
+    a = load_file(str(RunDirectory(tmp_path / "a").latest_checkpoint().model_file))
+    b = load_file(str(RunDirectory(tmp_path / "b").latest_checkpoint().model_file))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
@@ -162,7 +162,7 @@ def test_oriented_point_cloud_fits_without_distances(tmp_path, capsys, small_pre
         capsys,
         "fit-sdf",
         tmp_path / "bunny.xyz",
-        "--lods",
+        "--n-lods",
         4,
         "--feature-dim",
         16,
@@ -204,7 +204,18 @@ def test_bad_sdf_input_gives_one_clear_line_and_nonzero_exit(tmp_path, capsys):
         (("fit-sdf", tmp_path / "garbage.stl"), "garbage.stl"),
         (("fit-sdf", tmp_path / "bare.ply"), "without normals"),
         (("fit-sdf", BUNNY, "--model", "octree"), "unknown model"),
-        (("fit-sdf", BUNNY, "--model", "siren", "--lods", 3), "nglod model only"),
+        (
+            ("fit-sdf", BUNNY, "--model", "siren", "--n-lods", 3),
+            "--n-lods does not apply to model 'siren'; it applies to the nglod model only",
+        ),
+        (
+            ("fit-sdf", BUNNY, "--model", "hash", "--feature-dim", 8),
+            "--feature-dim does not apply to model 'hash'; it applies to the nglod",
+        ),
+        (
+            ("fit-sdf", BUNNY, "--model", "nglod", "--n-levels", 8),
+            "--n-levels does not apply to model 'nglod'; it applies to the hash",
+        ),
         (("fit-sdf", BUNNY, "--mesh-resolution", 100000), "largest resolution that fits"),
         (("fit-sdf", BUNNY, "--steps", 0), "--steps"),
         (("render", tmp_path / "image"), "has no checkpoint"),
@@ -221,7 +232,7 @@ def test_bad_sdf_input_gives_one_clear_line_and_nonzero_exit(tmp_path, capsys):
 
 @pytest.mark.parametrize("model", ["nglod", "siren", "hash", "dense", "relu-pe"])
 def test_every_sdf_model_trains_from_the_cli(tmp_path, capsys, model, small_previews):
-    small = ("--hidden-dim", 16, "--hidden-layers", 1, "--batch-size", 1024, "--mesh-resolution", 24, "--metric-points", 4096)
+    small = ("--n-neurons", 16, "--n-hidden-layers", 1, "--batch-size", 1024, "--mesh-resolution", 24, "--metric-points", 4096)
     small += ("--pool-size", 4096)
     status, lines, err = run(
         capsys, "fit-sdf", BUNNY, "--model", model, *small, "--steps", 20, "--out", tmp_path / model, "--no-progress"
@@ -240,3 +251,46 @@ def test_one_loader_serves_sdf_runs(bunny_run, capsys, tmp_path):
     out, _ = bunny_run
     metrics = check_run_commands(out, "sdf", capsys, tmp_path)
     assert metrics["lod"] == 3 and metrics["resolution"] == 32 and metrics["chamfer_l1"] < 0.05
+
+
+def test_renamed_sdf_flags_keep_their_old_spellings_out_of_help(capsys):
+    """--lods became --n-lods (as on fit-image), --hidden-dim and --hidden-layers tiny-cuda-nn's
+    --n-neurons and --n-hidden-layers: the old spellings still parse, and --help shows the new ones only."""
+    import re
+
+    import tyro
+
+    from nfield.cli import COMMANDS
+
+    with pytest.raises(SystemExit):
+        main(["fit-sdf", "--help"])
+    shown = capsys.readouterr().out
+    assert all(flag in shown for flag in ("--n-lods", "--n-neurons", "--n-hidden-layers"))
+    assert not re.search(r"(?<![\w-])--(lods|hidden-dim|hidden-layers)\b", shown), shown
+    config = (tyro.conf.DisallowNone, tyro.conf.PositionalMetavarFromFieldName)
+    old = tyro.cli(COMMANDS["fit-sdf"], args=["s.obj", "--lods", "3", "--hidden-dim", "8", "--hidden-layers", "2"], config=config)
+    new = tyro.cli(
+        COMMANDS["fit-sdf"], args=["s.obj", "--n-lods", "3", "--n-neurons", "8", "--n-hidden-layers", "2"], config=config
+    )
+    assert old.model_options.overrides() == new.model_options.overrides() == {"n_lods": 3, "n_neurons": 8, "n_hidden_layers": 2}
+
+
+def test_lod_and_level_are_one_flag_each_in_help(capsys):
+    """render-image's --lod also answers to --level, which --help does not show: `mesh --level` is a
+    density threshold, and both commands show --lod for a level of detail."""
+    import re
+
+    import tyro
+
+    from nfield.cli import COMMANDS
+
+    shown = {}
+    for command in ("render-image", "mesh"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        shown[command] = capsys.readouterr().out
+    assert "--lod" in shown["render-image"] and not re.search(r"(?<![\w-])--level\b", shown["render-image"])
+    assert "--lod" in shown["mesh"] and "--level FLOAT" in shown["mesh"]
+    config = (tyro.conf.DisallowNone, tyro.conf.PositionalMetavarFromFieldName)
+    assert tyro.cli(COMMANDS["render-image"], args=["run", "--level", "2"], config=config).lod == 2
+    assert tyro.cli(COMMANDS["mesh"], args=["run", "--level", "2"], config=config).level == 2.0

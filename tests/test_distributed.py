@@ -8,9 +8,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from nfield.checkpoint import list_checkpoints
 from nfield.cli import main
 from nfield.distributed import Layout, shard, shard_bounds
+from nfield.run_directory import RunDirectory
 from scenes.synthetic import generate
 from tests.test_many import torchrun
 from tests.test_stacked import relative_difference, write_images
@@ -23,7 +23,7 @@ def run(capsys, *argv):
 
 
 def weights_at(run_dir, step):
-    (checkpoint,) = [c for c in list_checkpoints(run_dir) if c.step == step]
+    (checkpoint,) = [c for c in RunDirectory(run_dir).list_checkpoints() if c.step == step]
     return load_file(str(checkpoint.model_file))
 
 
@@ -50,7 +50,7 @@ def test_two_ranks_with_half_the_batch_train_the_model_of_one_process_and_resume
     for step in (10, 20):
         assert relative_difference(weights_at(tmp_path / "two", step), weights_at(tmp_path / "one", step)) < 1e-5
     # from the 2-rank run's step-10 checkpoint, one process continues as the 1-process run did
-    shutil.rmtree(list_checkpoints(tmp_path / "two")[-1].path)
+    shutil.rmtree(RunDirectory(tmp_path / "two").list_checkpoints()[-1].path)
     status, _, err = run(capsys, "fit-image", image, "--resume", "--out", tmp_path / "two", "--no-progress")
     assert status == 0, err
     assert relative_difference(weights_at(tmp_path / "two", 20), weights_at(tmp_path / "one", 20)) < 1e-5
@@ -70,7 +70,7 @@ def test_a_nerf_trained_on_two_ranks_matches_one_process(tmp_path, capsys):
 
 
 def test_tasks_without_data_parallel_training_refuse_it_in_one_line(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr("nfield.run.data_parallel", lambda: Layout(0, 2))  # as under torchrun with 2 ranks
+    monkeypatch.setattr("nfield.runs.single.data_parallel", lambda: Layout(0, 2))  # as under torchrun with 2 ranks
     status, _, err = run(capsys, "fit-sdf", tmp_path / "missing.obj", "--device", "cpu", "--out", tmp_path / "s")
     assert status == 1 and "fit-sdf trains in one process" in err and len(err.strip().splitlines()) == 1
     monkeypatch.setenv("WORLD_SIZE", "2")

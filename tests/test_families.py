@@ -128,7 +128,7 @@ def test_every_family_is_a_nerf_geometry_network(tmp_path, capsys):
     with pytest.raises(NfieldError, match="a NeRF's is per ray"):
         resolve_nerf_preset("sape", {})
     scene = generate("textured", tmp_path / "scene", size=16, n_train=4, n_val=1, n_test=1)
-    small = ("--grid-resolution", 16, "--grid-warmup", 4, "--steps-per-ray", 32, "--batch-rays", 128, "--no-progress")
+    small = ("--occupancy-resolution", 16, "--occupancy-warmup", 4, "--steps-per-ray", 32, "--batch-rays", 128, "--no-progress")
     status, lines, err = cli(capsys, "train-nerf", scene, "--model", "planes", *small, "--steps", 4, "--out", tmp_path / "run")
     assert status == 0, err
     config = json.loads((tmp_path / "run" / "config.json").read_text())

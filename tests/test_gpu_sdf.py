@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from nfield.cli import main
-from nfield.data.meshes import load_shape, sample_surface, signed_distance
+from nfield.data.meshes import load_shape, sample_surface
+from nfield.geometry.distance import signed_distance
 
 BUNNY = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "sdf" / "bunny.obj"
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not BUNNY.exists(), reason="shared data not available")]

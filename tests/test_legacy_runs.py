@@ -83,3 +83,12 @@ def test_runs_resume_past_their_last_step(version, run, capsys):
     assert json.loads(out[-1])["step"] == 24
     steps = [json.loads(line)["step"] for line in (Path(run) / "metrics.jsonl").read_text().splitlines() if line.strip()]
     assert steps == sorted(steps) and steps[-1] == 24
+
+
+def test_a_collection_resumes_from_what_it_recorded(version, capsys):
+    recorded = json.loads(Path("collection/collection.json").read_text())
+    argv = ("fit-image", recorded["pattern"], "--out", "collection", "--resume", "--no-progress", "--device", "cpu")
+    status, out, err = cli(capsys, *argv)
+    assert status == 0, err
+    assert "2 done before, 0 to fit" in err
+    assert json.loads(out[-1])["ok"] == 2

@@ -1,4 +1,4 @@
-"""Fitting a folder or glob of files (`nfield.many`): one run per file, index.jsonl, bad files skipped,
+"""Fitting a folder or glob of files (`nfield.runs.collection`): one run per file, index.jsonl, bad files skipped,
 ranks under torchrun, and --resume after a rank is killed."""
 
 import json
@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from nfield.checkpoint import latest_checkpoint
 from nfield.cli import main
-from nfield.many import CollectionRequest, find_files, fit_collection, run_names
-from nfield.run import RunRequest
+from nfield.run_directory import RunDirectory
+from nfield.runs.collection import CollectionRequest, find_files, fit_collection, run_names
+from nfield.runs.single import RunRequest
 from tests.run_checks import check_run_commands
 from tests.test_stacked import SMALL_SDF, write_images, write_meshes
 
@@ -105,7 +105,7 @@ def test_shapes_stack_or_fall_back_to_one_at_a_time(tmp_path, capsys):
     """SIREN SDFs stack; NGLOD's octree follows each shape, so its fits run one after another."""
     meshes = write_meshes(tmp_path / "shapes")
     (tmp_path / "shapes" / "empty.obj").write_text("# no geometry\n")
-    common = dict(train={"steps": 3, "progress": False}, task_options=SMALL_SDF, device="cpu")
+    common = dict(train={"steps": 3, "progress": False}, task_overrides=SMALL_SDF, device="cpu")
     siren = fit_collection(CollectionRequest(RunRequest("sdf", str(tmp_path / "shapes"), "siren", tmp_path / "s", **common)))
     nglod = fit_collection(CollectionRequest(RunRequest("sdf", str(tmp_path / "shapes"), "nglod", tmp_path / "n", **common)))
     err = capsys.readouterr().err
@@ -151,14 +151,14 @@ def test_resume_picks_up_the_signals_of_a_killed_rank(folder, tmp_path, capsys):
     job = torchrun(*argv, "--out", out, background=True)
     victim_run = out / "img1"  # rank 1 fits img1 and img3
     deadline = time.monotonic() + 120
-    while latest_checkpoint(victim_run) is None and time.monotonic() < deadline and job.poll() is None:
+    while RunDirectory(victim_run).latest_checkpoint() is None and time.monotonic() < deadline and job.poll() is None:
         time.sleep(0.2)
     pid = _worker_of_rank(1, str(out))
-    assert latest_checkpoint(victim_run) is not None and pid is not None, job.communicate()[1][-2000:]
+    assert RunDirectory(victim_run).latest_checkpoint() is not None and pid is not None, job.communicate()[1][-2000:]
     os.kill(pid, signal.SIGKILL)
     job.communicate(timeout=120)
     assert job.returncode != 0
-    killed_at = latest_checkpoint(victim_run).step
+    killed_at = RunDirectory(victim_run).latest_checkpoint().step
     assert 0 < killed_at < 1000 and not (out / "index.jsonl").exists()
     status, lines, err = run(capsys, "fit-image", str(folder / "img*.png"), "--out", out, "--resume", "--no-progress")
     assert status == 0, err

@@ -76,7 +76,7 @@ def test_outputs_of_a_type_the_command_cannot_write_are_refused_before_the_work(
 
 def test_render_image_is_limited_by_the_free_memory(runs, capsys, monkeypatch):
     root, _, _ = runs
-    monkeypatch.setattr("nfield.views.available_memory_bytes", lambda: 12 * 10_000)  # 10,000 values fit
+    monkeypatch.setattr("nfield.runs.views.available_memory_bytes", lambda: 12 * 10_000)  # 10,000 values fit
     status, _, err = run(capsys, "render-image", root / "image", "--scale", 8)
     assert status == 1 and "GiB of free memory" in err and "the largest --scale for this run is 3.6" in err
 

@@ -13,8 +13,8 @@ from torch import nn
 
 from nfield.cli import main
 from nfield.errors import NfieldError
-from nfield.plots import plot_runs, read_metrics, run_labels, write_curves
-from nfield.train import TrainConfig, Trainer
+from nfield.runs.plots import CurvesDrawer, plot_runs, read_metrics, run_labels, write_curves
+from nfield.training.trainer import TrainConfig, Trainer
 
 
 def run(capsys, *argv):
@@ -70,6 +70,19 @@ def runs(tmp_path_factory):
         argv += ["--n-neurons", 32, "--log-every", 5, "--eval-every", 10, "--device", "cpu", "--no-progress"]
         assert main([str(a) for a in argv]) == 0
     return root / "siren", root / "relu"
+
+
+def test_every_signal_of_a_stacked_collection_writes_its_curves(runs, tmp_path):
+    """The signals of a folder train as one stacked model; each run still draws its own curves."""
+    folder = tmp_path / "pair"
+    folder.mkdir()
+    tiny = iio.imread(runs[0].parent / "tiny.png")
+    iio.imwrite(folder / "a.png", tiny)
+    iio.imwrite(folder / "b.png", tiny[::-1])
+    argv = ["fit-image", folder, "--model", "siren", "--n-neurons", 16, "--steps", 10, "--log-every", 5]
+    assert main([str(a) for a in (*argv, "--out", tmp_path / "both", "--device", "cpu", "--no-progress")]) == 0
+    for name in ("a", "b"):
+        assert_real_plot(picture(tmp_path / "both" / name / "curves.png"))
 
 
 def test_every_run_writes_its_curves(runs):
@@ -253,7 +266,7 @@ class LineTask:
         with torch.no_grad():
             return {"mse": float(((self.model(x) - 3 * x - 1) ** 2).mean())}
 
-    def export(self, run_dir, progress=False):
+    def write_outputs(self, run_dir, progress=False):
         pass
 
     def state_dict(self):
@@ -263,19 +276,23 @@ class LineTask:
         pass
 
 
-def test_trainer_draws_curves_when_interrupted_and_never_fails_on_them(tmp_path, capsys, monkeypatch):
+def test_a_run_draws_its_curves_when_interrupted_and_never_fails_on_them(tmp_path, capsys, monkeypatch):
     cfg = TrainConfig(steps=20, lr=1e-2, log_every=2, eval_every=5, progress=False)
+    stopped = Trainer(LineTask(interrupt_at=12), cfg, tmp_path / "stopped")
+    stopped.observers.append(CurvesDrawer())  # what a run's trainer is given (`nfield.runs.single.build`)
     with pytest.raises(NfieldError, match="interrupted at step 12"):
-        Trainer(LineTask(interrupt_at=12), cfg, tmp_path / "stopped").fit()
+        stopped.fit()
     assert_real_plot(picture(tmp_path / "stopped" / "curves.png"))
     assert read_metrics(tmp_path / "stopped").main_metric() == "mse"
 
     def broken(run_dir, out=None):
         raise RuntimeError("no fonts\nsecond line")
 
-    monkeypatch.setattr("nfield.plots.write_curves", broken)
+    monkeypatch.setattr("nfield.runs.plots.write_curves", broken)
     capsys.readouterr()
-    assert "mse" in Trainer(LineTask(), cfg, tmp_path / "done").fit()
+    done = Trainer(LineTask(), cfg, tmp_path / "done")
+    done.observers.append(CurvesDrawer())
+    assert "mse" in done.fit()
     err = [line for line in capsys.readouterr().err.splitlines() if "curves.png" in line]
     assert err == [f"nfield: warning: could not write {tmp_path / 'done' / 'curves.png'}: no fonts"]
     assert (tmp_path / "done" / "metrics.jsonl").is_file() and not (tmp_path / "done" / "curves.png").exists()
@@ -284,7 +301,9 @@ def test_trainer_draws_curves_when_interrupted_and_never_fails_on_them(tmp_path,
 def test_nfield_curves_0_skips_the_drawing_and_nfield_plot_draws_it_later(tmp_path, capsys, monkeypatch):
     cfg = TrainConfig(steps=10, lr=1e-2, log_every=2, eval_every=5, progress=False)
     monkeypatch.setenv("NFIELD_CURVES", "0")
-    assert "mse" in Trainer(LineTask(), cfg, tmp_path / "quiet").fit()
+    quiet = Trainer(LineTask(), cfg, tmp_path / "quiet")
+    quiet.observers.append(CurvesDrawer())
+    assert "mse" in quiet.fit()
     assert (tmp_path / "quiet" / "metrics.jsonl").is_file() and not (tmp_path / "quiet" / "curves.png").exists()
     capsys.readouterr()
     assert run(capsys, "plot", tmp_path / "quiet") == (0, [f"wrote {tmp_path / 'quiet' / 'curves.png'}"])

@@ -14,10 +14,10 @@ import pytest
 import torch
 import trimesh
 
-from nfield.run import load_run
+from nfield.runs.single import load_run
 from nfield.tasks import image as image_task
 from nfield.tasks import nerf as nerf_task
-from nfield.train import RunClock
+from nfield.training.trainer import RunClock
 from scenes.synthetic import generate
 
 NERF_SMALL = ("--n-levels", 4, "--log2-hashmap-size", 10, "--grid-resolution", 16, "--grid-warmup", 4, "--steps-per-ray", 32)
@@ -154,16 +154,16 @@ def test_a_closing_evaluation_renders_each_view_once(ngp_run, monkeypatch):
     monkeypatch.setattr(nerf_task, "render_image", lambda *a, **k: calls.append(1) or real(*a, **k))
     metrics = task.evaluate()
     assert len(calls) == 2 and metrics["psnr"] > 15
-    task.export(ngp_run.parent / "export")
+    task.write_outputs(ngp_run.parent / "export")
     assert len(calls) == 3  # the third view only
     with torch.no_grad():
         next(task.model.parameters()).add_(0.0)  # an optimiser step
-    task.export(ngp_run.parent / "export")
+    task.write_outputs(ngp_run.parent / "export")
     assert len(calls) == 6
 
 
 def test_an_image_run_renders_once_for_its_evaluation_and_outputs(tmp_path, monkeypatch):
-    from nfield.run import RunRequest, train
+    from nfield.runs.single import RunRequest, train
 
     calls = []
     real = image_task.render_field

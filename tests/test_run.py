@@ -1,4 +1,4 @@
-"""nfield.run as a library: train a run from a request, load it back with or without its data."""
+"""nfield.runs.single as a library: train a run from a request, load it back with or without its data."""
 
 import json
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from nfield.errors import NfieldError
-from nfield.run import RunRequest, load_run, train
+from nfield.runs.single import RunRequest, load_run, train
 from nfield.tasks.image import ImageTask
 
 
@@ -37,7 +37,7 @@ def test_resuming_refuses_what_cannot_change(tmp_path):
     train(RunRequest("image", "camera", model="relu", **base))
     cases = [
         (dict(model="siren"), "without changing the model"),
-        (dict(model_options={"n_neurons": 8}), "model options cannot change"),
+        (dict(overrides={"n_neurons": 8}), "model options cannot change"),
         (dict(train={"seed": 3}), "without changing the seed"),
         (dict(overwrite=True), "contradict"),
     ]

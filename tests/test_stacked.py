@@ -1,4 +1,4 @@
-"""nfield.stacked: n signals trained as one stacked model end with the weights of n single runs."""
+"""nfield.training.stacked: n signals trained as one stacked model end with the weights of n single runs."""
 
 import json
 
@@ -9,11 +9,11 @@ import torch
 import trimesh
 from safetensors.torch import load_file
 
-from nfield.checkpoint import latest_checkpoint
 from nfield.errors import NfieldError
-from nfield.run import TASKS, RunRequest, build, new_config, train, write_config
-from nfield.stacked import StackedTrainer, unstackable
-from nfield.train import TrainConfig, seed_everything
+from nfield.run_directory import RunDirectory
+from nfield.runs.single import TASKS, RunRequest, build, new_config, train
+from nfield.training.stacked import StackedTrainer, unstackable
+from nfield.training.trainer import TrainConfig, seed_everything
 
 SIZE = 16
 
@@ -33,7 +33,7 @@ def write_images(folder, n, size=SIZE):
 
 
 def configs_for(kind, sources, model, task_options, steps, **train):
-    """(config, data) of a single run of each source, as `nfield.run.train` makes them."""
+    """(config, data) of a single run of each source, as `nfield.runs.single.train` makes them."""
     _, _, new_run = TASKS[kind]
     made = []
     for source in sources:
@@ -47,7 +47,7 @@ def single_fits(made, root):
     """Each signal fitted alone with the one-run trainer: its final state dict."""
     states = []
     for i, (config, data) in enumerate(made):
-        write_config(root / f"single{i}", config)
+        RunDirectory(root / f"single{i}").write_config(config)
         task, trainer = build(config, torch.device("cpu"), data, root / f"single{i}")
         trainer.fit()
         states.append({k: v.clone() for k, v in task.model.state_dict().items()})
@@ -58,7 +58,7 @@ def stacked_tasks(made, root, name="stacked"):
     tasks, dirs = [], []
     for i, (config, data) in enumerate(made):
         dirs.append(root / f"{name}{i}")
-        write_config(dirs[-1], config)
+        RunDirectory(dirs[-1]).write_config(config)
         seed_everything(config["train"]["seed"])
         tasks.append(TASKS[config["task"]][0].from_config(config, "cpu", data))
     return tasks, dirs
@@ -81,7 +81,7 @@ def test_stacked_images_end_with_the_weights_of_their_single_fits(tmp_path, mode
     results = trainer.fit()
     for i, task in enumerate(tasks):
         assert relative_difference(task.model.state_dict(), singles[i]) < 1e-4, f"signal {i}"
-        saved = load_file(str(latest_checkpoint(dirs[i]).model_file))
+        saved = load_file(str(RunDirectory(dirs[i]).latest_checkpoint().model_file))
         assert all(torch.equal(saved[k], v) for k, v in task.model.state_dict().items())
         assert results[i]["step"] == 8 and (dirs[i] / "reconstruction.png").is_file()
         kinds = [
@@ -101,12 +101,12 @@ def test_a_stacked_checkpoint_resumes_as_a_single_run(tmp_path, capsys):
     tasks, dirs = stacked_tasks(made, tmp_path)
     StackedTrainer(tasks, TrainConfig(**made[0][0]["train"]), dirs).fit()
     train_flags = {"steps": 12, "progress": False, "lr_schedule": "constant", "eval_every": 0, "checkpoint_every": 0}
-    request = dict(model="relu-pe", task_options={"batch_size": 64}, train=train_flags)
+    request = dict(model="relu-pe", task_overrides={"batch_size": 64}, train=train_flags)
     resumed = train(RunRequest("image", str(paths[1]), out=dirs[1], resume=True, **request))
     straight = train(RunRequest("image", str(paths[1]), out=tmp_path / "straight", **request))
     assert resumed["step"] == 12
-    a = load_file(str(latest_checkpoint(dirs[1]).model_file))
-    b = load_file(str(latest_checkpoint(tmp_path / "straight").model_file))
+    a = load_file(str(RunDirectory(dirs[1]).latest_checkpoint().model_file))
+    b = load_file(str(RunDirectory(tmp_path / "straight").latest_checkpoint().model_file))
     assert relative_difference(a, b) < 1e-4
     assert resumed["psnr"] == pytest.approx(straight["psnr"], abs=1e-3)
 

@@ -11,7 +11,7 @@ import torch
 
 from nfield.errors import NfieldError
 from nfield.fields.field import output_map
-from nfield.run import load_run
+from nfield.runs.single import load_run
 from tests.run_checks import cli
 
 
@@ -89,7 +89,7 @@ def test_a_run_made_before_target_ranges_resumes_as_before(tmp_path, capsys):
     [-1, 1]: it continues exactly as the same run made at once with the identity map."""
     from safetensors.torch import load_file
 
-    from nfield.checkpoint import latest_checkpoint
+    from nfield.run_directory import RunDirectory
 
     y, x = np.mgrid[0:12, 0:12] / 11.0
     iio.imwrite(tmp_path / "ramp.png", (255 * (0.2 + 0.6 * x * y)).astype(np.uint8))
@@ -107,8 +107,8 @@ def test_a_run_made_before_target_ranges_resumes_as_before(tmp_path, capsys):
     )
     assert status == 0, err
     assert "output" not in json.loads(config_file.read_text())["field"]  # still unmapped
-    a = load_file(str(latest_checkpoint(tmp_path / "a").model_file))
-    b = load_file(str(latest_checkpoint(tmp_path / "b").model_file))
+    a = load_file(str(RunDirectory(tmp_path / "a").latest_checkpoint().model_file))
+    b = load_file(str(RunDirectory(tmp_path / "b").latest_checkpoint().model_file))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     run = load_run(tmp_path / "b", "cpu", data=True)
     from nfield.data.images import pixel_coordinates

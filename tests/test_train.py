@@ -8,9 +8,17 @@ import pytest
 import torch
 from torch import nn
 
-from nfield.checkpoint import latest_checkpoint, list_checkpoints, load_model_weights
 from nfield.errors import NfieldError, TrainingDiverged
-from nfield.train import TrainConfig, Trainer, learning_rate_factor, progress_aware_modules, resolve_device, seed_everything
+from nfield.run_directory import RunDirectory
+from nfield.training.checkpoint import load_model_weights
+from nfield.training.trainer import (
+    TrainConfig,
+    Trainer,
+    learning_rate_factor,
+    progress_aware_modules,
+    resolve_device,
+    seed_everything,
+)
 
 
 class Recorder(nn.Module):
@@ -65,7 +73,7 @@ class RegressionTask:
         with torch.no_grad():
             return {"psnr": float(-10 * torch.log10(((self.model(x) - torch.sin(3 * x)) ** 2).mean()))}
 
-    def export(self, run_dir, progress=False):
+    def write_outputs(self, run_dir, progress=False):
         (Path(run_dir) / "exported.txt").write_text("ok")
 
     def state_dict(self):
@@ -109,7 +117,7 @@ def test_interrupted_and_resumed_run_equals_uninterrupted_run(tmp_path, schedule
 
     task_b, trainer_b = make(tmp_path / "b", 30, lr_schedule=schedule)
     assert trainer_b.fit(stop_after=20) == {}
-    assert latest_checkpoint(tmp_path / "b").step == 20
+    assert RunDirectory(tmp_path / "b").latest_checkpoint().step == 20
     task_c, trainer_c = make(tmp_path / "b", 30, seed=123, lr_schedule=schedule)  # different init, restored from disk
     assert trainer_c.resume() == 20
     trainer_c.fit()
@@ -130,7 +138,7 @@ def test_extending_a_finished_run_with_more_steps(tmp_path):
     task2, trainer2 = make(tmp_path, 40, lr_schedule="constant")
     trainer2.resume()
     trainer2.fit()
-    assert trainer2.step == 40 and latest_checkpoint(tmp_path).step == 40
+    assert trainer2.step == 40 and RunDirectory(tmp_path).latest_checkpoint().step == 40
     ref, ref_trainer = make(tmp_path / "ref", 40, lr_schedule="constant")
     ref_trainer.fit()
     for key, value in weights(ref.model).items():
@@ -140,7 +148,7 @@ def test_extending_a_finished_run_with_more_steps(tmp_path):
 def test_checkpoints_hold_safetensors_weights_and_only_the_newest_are_kept(tmp_path):
     task, trainer = make(tmp_path, 50, keep_checkpoints=2)
     trainer.fit()
-    kept = list_checkpoints(tmp_path)
+    kept = RunDirectory(tmp_path).list_checkpoints()
     assert [c.step for c in kept] == [40, 50]
     assert not [p for p in (tmp_path / "checkpoints").iterdir() if p.name.startswith(".tmp")]
     fresh = RegressionTask().model
@@ -155,16 +163,16 @@ def test_a_half_written_checkpoint_is_ignored(tmp_path):
     broken = tmp_path / "checkpoints" / "step_0000030"
     broken.mkdir()
     (broken / "model.safetensors").write_bytes(b"partial")  # no trainer.pt: never completed
-    assert latest_checkpoint(tmp_path).step == 20
+    assert RunDirectory(tmp_path).latest_checkpoint().step == 20
 
 
 def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(tmp_path):
     task, trainer = make(tmp_path, 40, poison_at=23)
     with pytest.raises(TrainingDiverged, match=r"loss became nan at step 24.*last good checkpoint \(step 20\)"):
         trainer.fit()
-    assert [c.step for c in list_checkpoints(tmp_path)] == [10, 20]
+    assert [c.step for c in RunDirectory(tmp_path).list_checkpoints()] == [10, 20]
     good = RegressionTask().model
-    load_model_weights(good, latest_checkpoint(tmp_path))
+    load_model_weights(good, RunDirectory(tmp_path).latest_checkpoint())
     assert all(torch.isfinite(v).all() for v in good.state_dict().values())
 
 
@@ -174,7 +182,7 @@ def test_no_checkpoint_is_written_after_an_unchecked_nan(tmp_path):
     cfg = TrainConfig(steps=40, lr=1e-2, eval_every=0, checkpoint_every=5, log_every=25, progress=False)
     with pytest.raises(TrainingDiverged, match="at step 13"):
         Trainer(task, cfg, tmp_path).fit()
-    assert [c.step for c in list_checkpoints(tmp_path)] == [5, 10]
+    assert [c.step for c in RunDirectory(tmp_path).list_checkpoints()] == [5, 10]
 
 
 def test_ctrl_c_saves_a_checkpoint_and_says_how_to_resume(tmp_path):
@@ -189,7 +197,7 @@ def test_ctrl_c_saves_a_checkpoint_and_says_how_to_resume(tmp_path):
     task.sample = interrupt_at_17
     with pytest.raises(NfieldError, match="interrupted at step 17.*--resume"):
         trainer.fit()
-    assert latest_checkpoint(tmp_path).step == 17
+    assert RunDirectory(tmp_path).latest_checkpoint().step == 17
 
 
 def test_a_run_resumes_across_enabled_and_disabled_gradient_scaling(tmp_path):
@@ -205,7 +213,7 @@ def test_a_run_resumes_across_enabled_and_disabled_gradient_scaling(tmp_path):
     assert any(not torch.equal(value, task.model.state_dict()[key]) for key, value in before.items())
     _, unscaled = make(tmp_path, 30)
     assert unscaled.resume() == 20
-    assert math.isfinite(unscaled.fit()["psnr"]) and latest_checkpoint(tmp_path).step == 30
+    assert math.isfinite(unscaled.fit()["psnr"]) and RunDirectory(tmp_path).latest_checkpoint().step == 30
 
 
 def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
@@ -216,9 +224,9 @@ def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
 
 def test_invalid_configs_are_rejected():
     with pytest.raises(NfieldError, match="--steps"):
-        TrainConfig(steps=0).validate()
+        TrainConfig(steps=0)
     with pytest.raises(NfieldError, match="--lr"):
-        TrainConfig(lr=-1).validate()
+        TrainConfig(lr=-1)
     with pytest.raises(NfieldError, match="--device"):
         resolve_device("tpu:7")
     if not torch.cuda.is_available():
@@ -247,13 +255,13 @@ def test_update_hook_skips_containers():
 
 def test_a_run_says_up_front_how_long_it_will_take(tmp_path, monkeypatch, capsys):
     clock = iter(range(0, 10**6, 5))  # every perf_counter call moves 5 s: each step takes 5 s
-    monkeypatch.setattr("nfield.train.perf_counter", lambda: float(next(clock)))
+    monkeypatch.setattr("nfield.training.trainer.perf_counter", lambda: float(next(clock)))
     _, trainer = make(tmp_path / "slow", 40)
     trainer.fit()
     said = [line for line in capsys.readouterr().err.splitlines() if line.startswith("about")]
     assert said == ["about 3 min for the remaining 34 steps (5.00 s per step on cpu)"], said
     clock = iter(range(0, 10**6, 1))  # 1 s per step: 34 s left is not worth a line
-    monkeypatch.setattr("nfield.train.perf_counter", lambda: float(next(clock)))
+    monkeypatch.setattr("nfield.training.trainer.perf_counter", lambda: float(next(clock)))
     _, trainer = make(tmp_path / "fast", 40)
     trainer.fit()
     assert not [line for line in capsys.readouterr().err.splitlines() if line.startswith("about")]
@@ -274,15 +282,15 @@ def test_the_trainer_seeds_a_new_run_from_its_config(tmp_path):
 
 def test_a_long_stretch_without_a_checkpoint_is_saved_at_the_next_log_step(tmp_path, monkeypatch):
     """checkpoint_seconds: a run whose step checkpoints are far apart still leaves one to resume from."""
-    import nfield.train
+    import nfield.training.trainer
 
     clock = iter(range(0, 10**6, 10))  # every perf_counter call 10 s later: 10 s of training per step
-    monkeypatch.setattr(nfield.train, "perf_counter", lambda: next(clock))
+    monkeypatch.setattr(nfield.training.trainer, "perf_counter", lambda: next(clock))
     task, trainer = make(tmp_path, 12, checkpoint_every=0, checkpoint_seconds=25.0, log_every=2, keep_checkpoints=10)
     trainer.fit()
-    assert [c.step for c in list_checkpoints(tmp_path)] == [4, 8, 12]  # 40 s, 80 s, and the end
+    assert [c.step for c in RunDirectory(tmp_path).list_checkpoints()] == [4, 8, 12]  # 40 s, 80 s, and the end
     with pytest.raises(NfieldError, match="--checkpoint-seconds must be >= 0"):
-        TrainConfig(checkpoint_seconds=-1).validate()
+        TrainConfig(checkpoint_seconds=-1)
 
 
 def test_a_save_removes_what_a_killed_save_left_behind(tmp_path):
@@ -291,4 +299,4 @@ def test_a_save_removes_what_a_killed_save_left_behind(tmp_path):
     left.mkdir(parents=True)
     (left / "model.safetensors").write_bytes(b"half")
     trainer.fit()
-    assert not list((tmp_path / "checkpoints").glob(".tmp-*")) and latest_checkpoint(tmp_path).step == 10
+    assert not list((tmp_path / "checkpoints").glob(".tmp-*")) and RunDirectory(tmp_path).latest_checkpoint().step == 10

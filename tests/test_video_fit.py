@@ -95,12 +95,12 @@ def check_viewer_scene(run_dir, target):
     from unittest.mock import MagicMock
 
     from nfield.render.cameras import look_at
-    from nfield.run import load_run
+    from nfield.runs.single import load_run
     from nfield.viewer.cameras import ViewCamera
-    from nfield.viewer.scenes import SignalScene
+    from nfield.viewer.displays import SignalDisplay
 
     run = load_run(run_dir, "cpu", data=True)
-    scene = SignalScene(run.task, run.config)
+    scene = SignalDisplay(run.task, run.config)
     scene.frame = MagicMock(value=3)
     u, v = 2 * 16.5 / WIDTH - 1, 2 * 12.5 / HEIGHT - 1
     x, y = u * scene.half[0], -v * scene.half[1]

@@ -1,24 +1,27 @@
-"""tiny-cuda-nn as a backend: our configs in its JSON, its modules behind our classes.
+"""tiny-cuda-nn as a backend: its modules behind our classes, built from its own JSON.
 
 tiny-cuda-nn (``tinycudann``, NVIDIA's fused CUDA encodings and networks) is not on PyPI, so it is
-never required; it runs when it is installed and a component's ``backend`` is ``tcnn``. Our
-configs already use its key names, so the translation is a rename of ``otype`` and a dictionary:
+never required; it runs when it is installed and a component's ``backend`` is ``tcnn``.
 
-- `encoding_config`: ``HashGrid``, ``DenseGrid``, ``Frequency``, ``SphericalHarmonics``,
-  ``Identity`` configs -> tiny-cuda-nn encoding JSON. The grids share their table layout with
-  tiny-cuda-nn (`nfield.encodings.grid`), so a `HashGrid` on the tcnn backend runs tiny-cuda-nn on
-  nfield's own table: checkpoints move between backends unchanged.
-- `network_config`: `MLPConfig` -> ``FullyFusedMLP`` (widths 16, 32, 64, 128) or ``CutlassMLP``.
-  tiny-cuda-nn's networks have no biases, so an MLP built with backend ``tcnn`` has tiny-cuda-nn's
-  own parameter vector (`TcnnNetwork`), and its weights do not carry over to the other backends.
+The adapter knows tiny-cuda-nn, not nfield's components: each component config that tiny-cuda-nn
+supports writes its own JSON (its ``tcnn_config()`` method, tiny-cuda-nn's key names with
+``otype``) and hands that dictionary here. `nfield.encodings.tcnn_encoding_config` and
+`nfield.networks.tcnn_network_config` are the entry points that also name a config without one.
 
-The translations are pure functions (tested without a GPU); the module wrappers import
+- Encodings: the grids (``HashGrid``, ``DenseGrid``) share their table layout with tiny-cuda-nn
+  (`nfield.encodings.grid`), so a `HashGrid` on the tcnn backend runs tiny-cuda-nn on nfield's own
+  table (`build_tcnn_encoding`, `tcnn_grid_encode`): checkpoints move between backends unchanged.
+- Networks: `tcnn_mlp_config` writes tiny-cuda-nn's ``FullyFusedMLP`` (widths 16, 32, 64, 128) or
+  ``CutlassMLP`` JSON from a fully connected network's sizes and activation names.
+  tiny-cuda-nn's networks have no biases, so a network built on it has tiny-cuda-nn's own parameter
+  vector (`TcnnNetwork`), and its weights do not carry over to the other backends.
+
+`tcnn_mlp_config` is a pure function (tested without a GPU); the module wrappers import
 ``tinycudann`` only when built.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import torch
@@ -34,72 +37,54 @@ _ACTIVATIONS = {
     "sigmoid": "Sigmoid",
     "tanh": "Tanh",
     "softplus": "Softplus",
-}  # canonical nfield name (lower case, no underscores) -> tiny-cuda-nn's
-_FULLY_FUSED_WIDTHS = (16, 32, 64, 128)
+}  # canonical activation name (lower case, no underscores) -> tiny-cuda-nn's
+_FULLY_FUSED_WIDTHS = (16, 32, 64, 128)  # hidden widths of FullyFusedMLP; other widths get CutlassMLP
 
 
 def _canonical(name: str) -> str:
     return name.lower().replace("_", "")
 
 
-def encoding_config(cfg: Any) -> dict[str, Any]:
-    """tiny-cuda-nn's encoding JSON for an nfield encoding config.
+def tcnn_activation(name: str, key: str) -> str:
+    """tiny-cuda-nn's name for the activation `name` (case and underscores ignored: "leaky_relu" -> "LeakyReLU").
+
+    Args:
+        name: an activation name, nfield's or tiny-cuda-nn's spelling.
+        key: the config key that holds it ("activation"), for the message.
 
     Raises:
-        NfieldError: the encoding has no tiny-cuda-nn counterpart.
-
-    Example::
-
-        >>> from nfield.encodings import HashGridConfig
-        >>> encoding_config(HashGridConfig(n_levels=2))["otype"]
-        'HashGrid'
+        NfieldError: tiny-cuda-nn has no such activation.
     """
-    from nfield.encodings import ENCODINGS
-
-    otype = ENCODINGS.otype(cfg)
-    keys = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "backend"}
-    if otype in ("HashGrid", "DenseGrid"):
-        return {"otype": otype, **keys, "interpolation": "Linear"}
-    if otype == "Frequency":
-        if keys.get("include_input", False) or not keys.get("include_pi", True):
-            raise NfieldError(
-                "tcnn: tiny-cuda-nn's Frequency encoding is sin/cos(2^k pi x) alone; set include_input=False, include_pi=True"
-            )
-        return {"otype": "Frequency", "n_frequencies": keys["n_frequencies"]}
-    if otype == "SphericalHarmonics":
-        return {"otype": "SphericalHarmonics", "degree": keys["degree"]}
-    if otype == "Identity":
-        return {"otype": "Identity"}
-    raise NfieldError(f"tcnn: the {otype} encoding has no tiny-cuda-nn counterpart; use backend 'auto'")
+    translated = _ACTIVATIONS.get(_canonical(name))
+    if translated is None:
+        raise NfieldError(f"tcnn: tiny-cuda-nn has no {name!r} activation ({key}); it has {', '.join(_ACTIVATIONS.values())}")
+    return translated
 
 
-def network_config(cfg: Any) -> dict[str, Any]:
-    """tiny-cuda-nn's network JSON for an `MLPConfig`.
+def tcnn_mlp_config(n_neurons: int, n_hidden_layers: int, activation: str, output_activation: str) -> dict[str, Any]:
+    """tiny-cuda-nn's network JSON for a fully connected network.
+
+    Args:
+        n_neurons: hidden width; 16, 32, 64 or 128 gives ``FullyFusedMLP``, any other ``CutlassMLP``.
+        n_hidden_layers: number of hidden layers.
+        activation, output_activation: activation names (see `tcnn_activation`).
 
     Raises:
         NfieldError: an activation tiny-cuda-nn does not have.
 
     Example::
 
-        >>> from nfield.networks import MLPConfig
-        >>> network_config(MLPConfig(n_neurons=64, n_hidden_layers=2))["otype"]
+        >>> tcnn_mlp_config(64, 2, "relu", "none")["otype"]
         'FullyFusedMLP'
     """
-    names = []
-    for key in ("activation", "output_activation"):
-        name = _ACTIVATIONS.get(_canonical(getattr(cfg, key)))
-        if name is None:
-            raise NfieldError(
-                f"tcnn: tiny-cuda-nn has no {getattr(cfg, key)!r} activation ({key}); it has {', '.join(_ACTIVATIONS.values())}"
-            )
-        names.append(name)
-    otype = "FullyFusedMLP" if cfg.n_neurons in _FULLY_FUSED_WIDTHS else "CutlassMLP"
+    hidden = tcnn_activation(activation, "activation")
+    output = tcnn_activation(output_activation, "output_activation")
     return {
-        "otype": otype,
-        "activation": names[0],
-        "output_activation": names[1],
-        "n_neurons": cfg.n_neurons,
-        "n_hidden_layers": cfg.n_hidden_layers,
+        "otype": "FullyFusedMLP" if n_neurons in _FULLY_FUSED_WIDTHS else "CutlassMLP",
+        "activation": hidden,
+        "output_activation": output,
+        "n_neurons": n_neurons,
+        "n_hidden_layers": n_hidden_layers,
     }
 
 
@@ -110,11 +95,11 @@ def _tinycudann():
     return tinycudann
 
 
-def build_tcnn_encoding(in_dim: int, cfg: Any, dtype: torch.dtype, device: torch.device) -> nn.Module:
-    """A ``tinycudann.Encoding`` for a grid config whose parameters will be nfield's table."""
+def build_tcnn_encoding(in_dim: int, encoding: dict[str, Any], dtype: torch.dtype, device: torch.device) -> nn.Module:
+    """A ``tinycudann.Encoding`` of `in_dim` coordinates from its JSON `encoding` (a grid's, whose
+    parameters will be nfield's table), with parameters of `dtype` on `device`."""
     tcnn = _tinycudann()
-    module = tcnn.Encoding(in_dim, encoding_config(cfg), dtype=dtype).to(device)
-    return module
+    return tcnn.Encoding(in_dim, encoding, dtype=dtype).to(device)
 
 
 def tcnn_grid_encode(module: nn.Module, x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
@@ -133,13 +118,17 @@ def tcnn_grid_encode(module: nn.Module, x: torch.Tensor, table: torch.Tensor) ->
 class TcnnNetwork(nn.Module):
     """tiny-cuda-nn's MLP (``FullyFusedMLP`` or ``CutlassMLP``) with its own parameters (no biases).
 
+    Args:
+        in_dim, out_dim: input and output widths.
+        network: tiny-cuda-nn's network JSON (`tcnn_mlp_config`).
+
     Input (N, in_dim); output (N, out_dim) float32. Needs CUDA and ``tinycudann``.
     """
 
-    def __init__(self, in_dim: int, out_dim: int, cfg: Any):
+    def __init__(self, in_dim: int, out_dim: int, network: dict[str, Any]):
         super().__init__()
         tcnn = _tinycudann()
-        self.network = tcnn.Network(in_dim, out_dim, network_config(cfg))
+        self.network = tcnn.Network(in_dim, out_dim, network)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.network(x).float()
@@ -148,13 +137,18 @@ class TcnnNetwork(nn.Module):
 class TcnnNetworkWithInputEncoding(nn.Module):
     """tiny-cuda-nn's fused encoding + MLP (``NetworkWithInputEncoding``), its own parameters.
 
+    Args:
+        in_dim, out_dim: input and output widths.
+        encoding: tiny-cuda-nn's encoding JSON (an encoding config's ``tcnn_config()``).
+        network: tiny-cuda-nn's network JSON (`tcnn_mlp_config`).
+
     Input (N, in_dim) in [-1, 1] (mapped to tiny-cuda-nn's [0, 1]); output (N, out_dim) float32.
     """
 
-    def __init__(self, in_dim: int, out_dim: int, encoding: Any, network: Any):
+    def __init__(self, in_dim: int, out_dim: int, encoding: dict[str, Any], network: dict[str, Any]):
         super().__init__()
         tcnn = _tinycudann()
-        self.module = tcnn.NetworkWithInputEncoding(in_dim, out_dim, encoding_config(encoding), network_config(network))
+        self.module = tcnn.NetworkWithInputEncoding(in_dim, out_dim, encoding, network)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.module(((x.float() + 1.0) * 0.5).clamp(0.0, 1.0)).float()

@@ -1,4 +1,4 @@
-"""The ``nfield`` command line: tyro over dataclasses of flags, one call into `nfield.run` each.
+"""The ``nfield`` command line: tyro over dataclasses of flags, one call into `nfield.runs.single` each.
 
 Every training command takes ``--steps``, ``--out``, ``--seed``, ``--device`` and ``--resume``;
 ``nfield eval RUN_DIR`` prints its metrics as one JSON object on the last stdout line. A user
@@ -42,9 +42,9 @@ from nfield.errors import Interrupted, NfieldError
 from nfield.flag_hints import STATED
 from nfield.networks.mlp import MLP_BACKENDS
 from nfield.render.volume import RENDER_BACKENDS
-from nfield.run import load_run
-from nfield.train import resolve_device
-from nfield.views import RenderOptions, describe, evaluate, render
+from nfield.runs.single import load_run
+from nfield.runs.views import RenderOptions, describe, evaluate, render
+from nfield.training.trainer import resolve_device
 
 
 @dataclass(frozen=True)

@@ -9,12 +9,12 @@ from typing import Annotated, Optional
 
 import tyro
 
-from nfield.cli.options import RunFlags
+from nfield.cli.options import RunFlags, watched
 from nfield.distributed import environment_layout
 from nfield.errors import NfieldError
 from nfield.fields.kilonerf import KiloNeRFConfig
-from nfield.flag_hints import STATED
-from nfield.run import distill
+from nfield.flag_hints import STATED, hidden_alias
+from nfield.runs.distillation import distill
 from nfield.tasks.distill import DistillConfig, DistillSettings
 
 
@@ -36,7 +36,8 @@ class Distill:
     """the KiloNeRF box, xmin ymin zmin xmax ymax zmax (default: the teacher's scene box); must contain the
     teacher's occupied region"""
     longest_axis_cells: int = KiloNeRFConfig.longest_axis_cells  # cells along the box's longest axis (others in proportion)
-    hidden: int = KiloNeRFConfig.hidden  # neurons of each tiny MLP's hidden layers
+    n_neurons: Annotated[int, hidden_alias("--hidden", hint=None)] = KiloNeRFConfig.n_neurons
+    """neurons of each tiny MLP's hidden layers"""
     position_frequencies: int = KiloNeRFConfig.position_frequencies  # octaves of the cells' position encoding
     distill_steps: int = DistillSettings.steps  # distillation steps (0 skips distillation)
     distill_lr: float = DistillSettings.lr  # peak learning rate of distillation
@@ -50,7 +51,7 @@ class Distill:
 
     def __call__(self) -> None:
         student = KiloNeRFConfig(
-            longest_axis_cells=self.longest_axis_cells, hidden=self.hidden, position_frequencies=self.position_frequencies
+            longest_axis_cells=self.longest_axis_cells, n_neurons=self.n_neurons, position_frequencies=self.position_frequencies
         )
         settings = DistillSettings(
             student=student,
@@ -76,6 +77,6 @@ class Distill:
             flags.resume,
             flags.overwrite,
             flags.progress,
-            viewer_port=flags.port if flags.viewer else None,
+            watched(flags),
         )
         print(json.dumps(summary))

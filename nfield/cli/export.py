@@ -11,9 +11,9 @@ import tyro
 
 from nfield.errors import NfieldError
 from nfield.flag_hints import STATED
-from nfield.run import load_run
+from nfield.runs.single import load_run
+from nfield.runs.views import export_point_cloud
 from nfield.tasks.nerf_geometry import DEFAULT_DOWNSCALE, DEFAULT_MIN_OPACITY, DEFAULT_POINTS
-from nfield.views import export_point_cloud
 
 
 @dataclass(frozen=True)

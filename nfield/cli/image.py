@@ -12,13 +12,13 @@ import tyro
 
 from nfield.cli.options import FieldOptions, RunFlags, TrainingCommand, device_default, gradient_adjustment_flags, train_options
 from nfield.errors import NfieldError
-from nfield.flag_hints import PRESET, STATED
-from nfield.many import is_collection
+from nfield.flag_hints import PRESET, STATED, hidden_alias
 from nfield.presets.image import IMAGE_PRESETS
-from nfield.run import load_run
+from nfield.runs.collection import is_collection
+from nfield.runs.single import load_run
+from nfield.runs.views import render_image
 from nfield.tasks.gradient_adjustment import GradientAdjustmentConfig
 from nfield.tasks.teaching import TeachingConfig
-from nfield.views import render_image
 
 ImageTrainOptions = train_options(IMAGE_PRESETS)
 _IGA = GradientAdjustmentConfig()  # IGA's defaults, stated in the help
@@ -119,7 +119,7 @@ class RenderImage:
     out: Annotated[Optional[Path], STATED] = None
     """output image (default RUN_DIR/render_x<scale>.png): PNG/JPEG in 8 bits, or .tif for the raw float32
     values (HDR runs keep their range)"""
-    lod: Annotated[Optional[int], tyro.conf.arg(aliases=("--level",), help_behavior_hint="")] = None
+    lod: Annotated[Optional[int], hidden_alias("--level", hint="")] = None  # also --level (hidden: mesh --level is a density)
     """level of detail for models that have them (pins); default the finest"""
     device: str = "auto"  # auto, cpu, cuda, cuda:N
     progress: bool = True  # show the progress bar

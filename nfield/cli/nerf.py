@@ -8,7 +8,7 @@ from typing import Annotated, Literal, Optional
 import tyro
 
 from nfield.cli.options import Overrides, RunFlags, TrainingCommand, device_default, train_options
-from nfield.flag_hints import PRESET, STATED
+from nfield.flag_hints import PRESET, STATED, hidden_alias
 from nfield.presets.nerf import NERF_PRESETS
 from nfield.tasks.teaching import TeachingConfig
 
@@ -17,12 +17,15 @@ NeRFTrainOptions = train_options(NERF_PRESETS)
 
 @dataclass(frozen=True)
 class NeRFModelOptions(Overrides):
-    """Size and sampling overrides; unset keys keep the preset's value."""
+    """Size and sampling overrides; unset keys keep the preset's value. A size goes to the part of the
+    model that has it; a key the chosen model does not have is an error."""
 
-    n_levels: Annotated[Optional[int], PRESET] = None  # ngp: hash-grid levels
-    log2_hashmap_size: Annotated[Optional[int], PRESET] = None  # ngp: log2 of the rows per hashed level
-    grid_resolution: Annotated[Optional[int], PRESET] = None  # occupancy grid cells per axis
-    grid_warmup: Annotated[Optional[int], PRESET] = None  # steps during which every occupancy cell is refreshed
+    n_levels: Annotated[Optional[int], PRESET] = None  # ngp (and hash-grid models): hash-grid levels
+    log2_hashmap_size: Annotated[Optional[int], PRESET] = None  # ngp (and hash-grid models): log2 of the rows per hashed level
+    occupancy_resolution: Annotated[Optional[int], hidden_alias("--grid-resolution")] = None
+    """occupancy grid cells per axis"""
+    occupancy_warmup: Annotated[Optional[int], hidden_alias("--grid-warmup")] = None
+    """steps during which every occupancy cell is refreshed"""
     steps_per_ray: Annotated[Optional[int], PRESET] = None  # occupancy marching: steps across the box's diagonal
     n_samples: Annotated[Optional[int], PRESET] = None  # hierarchical: coarse samples per ray
     n_importance: Annotated[Optional[int], PRESET] = None  # hierarchical: fine samples per ray

@@ -13,9 +13,9 @@ import tyro
 from nfield.distributed import init_from_environment, set_data_parallel
 from nfield.errors import NfieldError
 from nfield.flag_hints import PRESET, STATED
-from nfield.many import CollectionRequest, fit_collection
 from nfield.presets import Preset
-from nfield.run import RunRequest, train
+from nfield.runs.collection import CollectionRequest, fit_collection
+from nfield.runs.single import RunRequest, Watch, train, unwatched
 from nfield.tasks.gradient_adjustment import GradientAdjustmentConfig
 
 
@@ -103,10 +103,10 @@ _TRAIN_FLAGS: tuple[tuple[str, Any, str], ...] = (
 
 class _TrainOverrides(Overrides):
     def overrides(self) -> dict[str, Any]:
-        given = super().overrides()
-        if "mixed_precision" in given:
-            given["mixed_precision"] = given["mixed_precision"] == "on"
-        return given
+        overrides = super().overrides()
+        if "mixed_precision" in overrides:
+            overrides["mixed_precision"] = overrides["mixed_precision"] == "on"
+        return overrides
 
 
 def train_options(presets: dict[str, Preset]) -> type:
@@ -128,18 +128,19 @@ def _train_key(key: str) -> Callable[[Preset], Any]:
 
 
 class TrainingCommand:
-    """What every training command does with its flags: one `nfield.run.train` call, whose final
+    """What every training command does with its flags: one `nfield.runs.single.train` call, whose final
     metrics are printed as one JSON object on the last stdout line. Subclasses (dataclasses of flags)
     have ``model``, ``run`` (`RunFlags`), ``train`` and ``model_options``."""
 
-    def submit(self, kind: str, source: str, task_options: dict[str, Any], data_options: dict[str, Any]) -> None:
+    def submit(self, kind: str, source: str, task_flags: dict[str, Any], data_options: dict[str, Any]) -> None:
         init_from_environment(self.run.device)  # type: ignore[attr-defined]  # under torchrun: one model on every rank
         set_data_parallel(True)
-        result = train(self.request(kind, source, task_options, data_options))
+        flags: RunFlags = self.run  # type: ignore[attr-defined]
+        result = train(self.request(kind, source, task_flags, data_options), watched(flags))
         if result is not None:  # the ranks of a data-parallel run other than 0 print nothing
             print(json.dumps(result))
 
-    def request(self, kind: str, source: str, task_options: dict[str, Any], data_options: dict[str, Any]) -> RunRequest:
+    def request(self, kind: str, source: str, task_flags: dict[str, Any], data_options: dict[str, Any]) -> RunRequest:
         """The `RunRequest` the flags describe (unset task options keep the preset's)."""
         flags: RunFlags = self.run  # type: ignore[attr-defined]
         return RunRequest(
@@ -151,21 +152,20 @@ class TrainingCommand:
             overwrite=flags.overwrite,
             device=flags.device,
             train={**self.train.overrides(), "progress": flags.progress},  # type: ignore[attr-defined]
-            model_options=self.model_options.overrides(),  # type: ignore[attr-defined]
-            task_options={k: v for k, v in task_options.items() if v is not None},
+            overrides=self.model_options.overrides(),  # type: ignore[attr-defined]
+            task_overrides={k: v for k, v in task_flags.items() if v is not None},
             data_options=data_options,
-            viewer_port=flags.port if flags.viewer else None,
         )
 
     def submit_collection(
-        self, kind: str, pattern: str, task_options: dict[str, Any], data_options: dict[str, Any], signals_per_batch: int
+        self, kind: str, pattern: str, task_flags: dict[str, Any], data_options: dict[str, Any], signals_per_batch: int
     ) -> None:
-        """Fit every file of a folder or glob (`nfield.many`); the summary is the last stdout line."""
+        """Fit every file of a folder or glob (`nfield.runs.collection`); the summary is the last stdout line."""
         if self.run.viewer:  # type: ignore[attr-defined]
             raise NfieldError(
                 "--viewer follows one run; fit one file to watch it (each run of a collection opens with nfield view)"
             )
-        request = CollectionRequest(self.request(kind, pattern, task_options, data_options), signals_per_batch)
+        request = CollectionRequest(self.request(kind, pattern, task_flags, data_options), signals_per_batch)
         result = fit_collection(request)
         if result is not None:
             print(json.dumps(result))
@@ -176,9 +176,18 @@ def gradient_adjustment_flags(
 ) -> GradientAdjustmentConfig | None:
     """The IGA settings of ``--iga``, ``--iga-patch-size`` and ``--iga-n-balanced`` (None: the task's
     `defaults`), or None without ``--iga``; `NfieldError` if the last two are given without it."""
-    given = {k: v for k, v in {"patch_size": patch_size, "n_balanced": n_balanced}.items() if v is not None}
+    overrides = {k: v for k, v in {"patch_size": patch_size, "n_balanced": n_balanced}.items() if v is not None}
     if not iga:
-        if given:
+        if overrides:
             raise NfieldError("--iga-patch-size and --iga-n-balanced set IGA's hyper-parameters; add --iga to use it")
         return None
-    return dataclasses.replace(defaults, enabled=True, **given)
+    return dataclasses.replace(defaults, enabled=True, **overrides)
+
+
+def watched(flags: RunFlags) -> Watch:
+    """What the run is watched by: the live viewer with ``--viewer`` (viser is loaded only then)."""
+    if not flags.viewer:
+        return unwatched
+    from nfield.viewer.live import live_viewer
+
+    return live_viewer(flags.port)

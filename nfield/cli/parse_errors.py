@@ -27,6 +27,8 @@ from typing import Any, Iterator, Literal, Union
 
 import tyro
 
+from nfield.flag_hints import HIDDEN_ALIASES
+
 
 class CommandLineError(Exception):
     """A malformed command line, described in one line (the CLI exits with status 2)."""
@@ -49,7 +51,8 @@ def command_flags(command: type, prefix: str = "") -> list[Flag]:
     """The flags of the command dataclass `command` as tyro spells them: ``--`` and the field's
     name in kebab case (or its `tyro.conf.arg` name, and its aliases), a nested dataclass's fields
     under ``name.`` unless it is marked `tyro.conf.OmitArgPrefixes`, booleans as ``--x`` and
-    ``--no-x``. Positional arguments are not flags."""
+    ``--no-x``. Positional arguments are not flags, and the old spellings --help hides
+    (`nfield.flag_hints.hidden_alias`) are not listed."""
     hints = typing.get_type_hints(command, include_extras=True)
     flags: list[Flag] = []
     for field in dataclasses.fields(command):
@@ -58,7 +61,7 @@ def command_flags(command: type, prefix: str = "") -> list[Flag]:
             continue
         configured = [m for m in metadata if hasattr(m, "aliases") and hasattr(m, "help_behavior_hint")]  # tyro.conf.arg
         name = _kebab(next((c.name for c in configured if c.name), field.name))
-        aliases = tuple(alias for c in configured for alias in (c.aliases or ()))
+        aliases = tuple(alias for c in configured for alias in (c.aliases or ()) if alias not in HIDDEN_ALIASES)
         inner = _strip_optional(base)
         if dataclasses.is_dataclass(inner):
             flags += command_flags(inner, prefix if tyro.conf.OmitArgPrefixes in metadata else f"{prefix}{name}.")
@@ -203,8 +206,8 @@ def _spelling(argument: Any) -> str:
     """How the user writes `argument` (tyro's `ArgumentDefinition`): its flag, or a positional's metavar."""
     lowered = getattr(argument, "lowered", None)
     flags = [f for f in (getattr(lowered, "name_or_flags", None) or ()) if str(f).startswith("-")]
-    if flags:
-        return str(flags[0])
+    if flags:  # tyro lists a flag's aliases (old names kept for a release) before its own name
+        return str(flags[-1])
     return str(getattr(lowered, "metavar", None) or argument.display_name())
 
 

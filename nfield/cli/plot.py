@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import tyro
 
 from nfield.errors import NfieldError
-from nfield.plots import CURVES_FILE, plot_runs, write_curves
+from nfield.runs.plots import CURVES_FILE, plot_runs, write_curves
 
 #: Where several runs' overlay goes without --out (in the current directory).
 OVERLAY_FILE = "plot.png"

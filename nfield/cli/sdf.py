@@ -10,30 +10,28 @@ from typing import Annotated, Literal, Optional
 import tyro
 
 from nfield.cli.options import Overrides, RunFlags, TrainingCommand, describe_default, device_default, train_options
-from nfield.flag_hints import PRESET, STATED
-from nfield.many import is_collection
+from nfield.flag_hints import PRESET, STATED, hidden_alias
 from nfield.presets.sdf import SDF_PRESETS
-from nfield.run import load_run
+from nfield.runs.collection import is_collection
+from nfield.runs.single import load_run
+from nfield.runs.views import extract_mesh
 from nfield.tasks.teaching import TeachingConfig
-from nfield.views import extract_mesh
 
 SDFTrainOptions = train_options(SDF_PRESETS)
 
 
 @dataclass(frozen=True)
 class SDFModelOptions(Overrides):
-    """Size overrides; unset keys keep the preset's value."""
+    """Size overrides; unset keys keep the preset's value. Each key goes to the part of the model
+    that has it; a key the chosen model does not have is an error."""
 
-    lods: Annotated[Optional[int], PRESET] = None  # nglod: levels of detail (finest = 2^(base_lod + lods - 1) cells per axis)
+    n_lods: Annotated[Optional[int], hidden_alias("--lods")] = None
+    """levels of detail (nglod: the finest has 2^(base_lod + n_lods - 1) cells per axis; pins)"""
     base_lod: Annotated[Optional[int], PRESET] = None  # nglod: the coarsest level has 2^base_lod cells per axis
     feature_dim: Annotated[Optional[int], PRESET] = None  # nglod: features per octree corner
-    n_neurons: Annotated[
-        Optional[int], tyro.conf.arg(aliases=("--hidden-dim",), help_behavior_hint=PRESET.help_behavior_hint)
-    ] = None
+    n_neurons: Annotated[Optional[int], hidden_alias("--hidden-dim")] = None
     """width of the MLP (nglod: of each decoder)"""
-    n_hidden_layers: Annotated[
-        Optional[int], tyro.conf.arg(aliases=("--hidden-layers",), help_behavior_hint=PRESET.help_behavior_hint)
-    ] = None
+    n_hidden_layers: Annotated[Optional[int], hidden_alias("--hidden-layers")] = None
     """hidden layers of the MLP (nglod: of each decoder)"""
     n_levels: Annotated[Optional[int], PRESET] = None  # hash, dense: grid levels
     log2_hashmap_size: Annotated[Optional[int], PRESET] = None  # hash: log2 of the rows per hashed level

@@ -2,7 +2,8 @@
 
 Every encoding is an ``nn.Module`` with ``in_dim`` and ``out_dim``, built from a frozen config
 dataclass through `ENCODINGS` (``ENCODINGS.build(cfg, in_dim)``). Progress-aware encodings expose
-``update(step, total)``; the trainer calls it before every step.
+``update(step, total)``; the trainer calls it before every step. The configs of the encodings
+tiny-cuda-nn also has write its JSON (``tcnn_config()``, see `tcnn_encoding_config`).
 """
 
 from nfield.encodings.fourier import GaussianFourier, GaussianFourierConfig, LearnableFourier, LearnableFourierConfig
@@ -16,13 +17,14 @@ from nfield.encodings.progressive import (
     ProgressiveFrequencyConfig,
     windowed_frequency_features,
 )
-from nfield.encodings.registry import ENCODINGS
+from nfield.encodings.registry import ENCODINGS, tcnn_encoding_config
 from nfield.encodings.sape import SpatiallyAdaptiveProgressive, SpatiallyAdaptiveProgressiveConfig
 from nfield.encodings.sh import SphericalHarmonics, SphericalHarmonicsConfig, spherical_harmonics
 from nfield.encodings.shifted_basis import ShiftedBasis, ShiftedBasisConfig, shifted_basis_features
 
 __all__ = [
     "ENCODINGS",
+    "tcnn_encoding_config",
     "Identity",
     "IdentityConfig",
     "Frequency",

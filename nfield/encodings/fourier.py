@@ -29,6 +29,13 @@ class GaussianFourierConfig:
     n_features: int = 256  # rows of B; the output has 2 * n_features columns
     sigma: float = 5.0  # std of B's entries, in cycles per unit of our [-1, 1] coordinates
 
+    def __post_init__(self) -> None:
+        name = type(self).__name__.removesuffix("Config")  # the module it configures, for messages
+        if not (isinstance(self.n_features, int) and self.n_features > 0):
+            raise NfieldError(f"{name}: n_features must be a positive integer, got {self.n_features!r}")
+        if not self.sigma > 0:
+            raise NfieldError(f"{name}: sigma must be positive, got {self.sigma!r}")
+
 
 @dataclass(frozen=True)
 class LearnableFourierConfig(GaussianFourierConfig):
@@ -42,11 +49,6 @@ class _FourierFeatures(nn.Module):
 
     def __init__(self, in_dim: int, cfg: GaussianFourierConfig, learnable: bool):
         super().__init__()
-        name = type(self).__name__
-        if not (isinstance(cfg.n_features, int) and cfg.n_features > 0):
-            raise NfieldError(f"{name}: n_features must be a positive integer, got {cfg.n_features!r}")
-        if not cfg.sigma > 0:
-            raise NfieldError(f"{name}: sigma must be positive, got {cfg.sigma!r}")
         self.cfg = cfg
         self.in_dim = in_dim
         self.out_dim = 2 * cfg.n_features

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
 from nfield.encodings.registry import ENCODINGS
+from nfield.errors import NfieldError
 
 
 def frequency_features(x: torch.Tensor, n_frequencies: int, include_pi: bool = True) -> torch.Tensor:
@@ -51,6 +53,18 @@ class FrequencyConfig:
     n_frequencies: int = 10  # octaves 2^0 .. 2^(n-1)
     include_input: bool = True  # prepend x itself
     include_pi: bool = True  # sin(2^k pi x) as in the NeRF paper; False gives sin(2^k x)
+
+    def tcnn_config(self) -> dict[str, Any]:
+        """tiny-cuda-nn's ``Frequency`` encoding JSON.
+
+        Raises:
+            NfieldError: tiny-cuda-nn's encoding is sin/cos(2^k pi x) alone, without x or a pi-free variant.
+        """
+        if self.include_input or not self.include_pi:
+            raise NfieldError(
+                "tcnn: tiny-cuda-nn's Frequency encoding is sin/cos(2^k pi x) alone; set include_input=False, include_pi=True"
+            )
+        return {"otype": "Frequency", "n_frequencies": self.n_frequencies}
 
 
 @ENCODINGS.register("Frequency", FrequencyConfig)

@@ -18,9 +18,9 @@ half-cell offset can reach v_i = r_l at the top of the box, which wraps around, 
 tiny-cuda-nn); finer levels share T rows through the spatial hash
 (v_0 * 1 xor v_1 * 2654435761 xor v_2 * 805459861) mod T in uint32 arithmetic. Rows start out
 U(-1e-4, 1e-4). The output is level-major: columns [l F, (l + 1) F) are level l. A table is
-therefore tiny-cuda-nn's parameter vector reshaped to (total_rows, F), and loads into
-``tinycudann.Encoding`` with the same keys and back (`nfield.backends.tcnn`). Grids saved before
-this layout (nfield 0.1) are refused with a one-line error: their geometry differs.
+therefore tiny-cuda-nn's parameter vector reshaped to (total_rows, F), and loads into the
+``tinycudann.Encoding`` of the config's ``tcnn_config()`` JSON and back (`nfield.backends.tcnn`).
+Grids saved before this layout (nfield 0.1) are refused with a one-line error: their geometry differs.
 
 Backends (the ``backend`` key; see `nfield.backends`): ``auto`` runs the Triton kernels of
 `nfield.kernels.grid_encoding` on CUDA and the PyTorch reference elsewhere; ``tcnn`` runs
@@ -41,6 +41,7 @@ may be float32 or float16 (the kernels accumulate in float32).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any, Iterator
@@ -71,6 +72,14 @@ class HashGridConfig:
 
     def __post_init__(self) -> None:
         check_backend("HashGridConfig", self.backend, GRID_BACKENDS)
+        _check_levels("HashGrid", self)
+        size = self.log2_hashmap_size
+        if not (isinstance(size, int) and 3 <= size <= 30):
+            raise NfieldError(f"HashGrid: log2_hashmap_size must be an integer in [3, 30], got {size!r}")
+
+    def tcnn_config(self) -> dict[str, Any]:
+        """tiny-cuda-nn's ``HashGrid`` encoding JSON: these keys, linear interpolation (the same geometry and table)."""
+        return {"otype": "HashGrid", **_level_keys(self), "interpolation": "Linear"}
 
 
 @dataclass(frozen=True)
@@ -83,6 +92,26 @@ class DenseGridConfig:
 
     def __post_init__(self) -> None:
         check_backend("DenseGridConfig", self.backend, GRID_BACKENDS)
+        _check_levels("DenseGrid", self)
+
+    def tcnn_config(self) -> dict[str, Any]:
+        """tiny-cuda-nn's ``DenseGrid`` encoding JSON: these keys, linear interpolation (the same geometry and table)."""
+        return {"otype": "DenseGrid", **_level_keys(self), "interpolation": "Linear"}
+
+
+def _check_levels(name: str, cfg: HashGridConfig | DenseGridConfig) -> None:
+    """Raise `NfieldError`, naming the module `name`, unless the level keys of `cfg` are valid."""
+    for key in ("n_levels", "n_features_per_level", "base_resolution"):
+        value = getattr(cfg, key)
+        if not (isinstance(value, int) and not isinstance(value, bool) and value > 0):
+            raise NfieldError(f"{name}: {key} must be a positive integer, got {value!r}")
+    if not (isinstance(cfg.per_level_scale, (int, float)) and cfg.per_level_scale >= 1.0):
+        raise NfieldError(f"{name}: per_level_scale must be a number >= 1, got {cfg.per_level_scale!r}")
+
+
+def _level_keys(cfg: HashGridConfig | DenseGridConfig) -> dict[str, Any]:
+    """The keys of `cfg` that tiny-cuda-nn's grid encodings share (all but ``backend``)."""
+    return {key: value for key, value in dataclasses.asdict(cfg).items() if key != "backend"}
 
 
 @dataclass(frozen=True)
@@ -295,14 +324,6 @@ class _FeatureGrid(nn.Module):
         name = type(self).__name__
         if in_dim not in (2, 3):
             raise NfieldError(f"{name} works on 2-D or 3-D coordinates, got in_dim={in_dim}")
-        for key in ("n_levels", "n_features_per_level", "base_resolution"):
-            value = getattr(cfg, key)
-            if not (isinstance(value, int) and not isinstance(value, bool) and value > 0):
-                raise NfieldError(f"{name}: {key} must be a positive integer, got {value!r}")
-        if not (isinstance(cfg.per_level_scale, (int, float)) and cfg.per_level_scale >= 1.0):
-            raise NfieldError(f"{name}: per_level_scale must be a number >= 1, got {cfg.per_level_scale!r}")
-        if log2_hashmap_size is not None and not (isinstance(log2_hashmap_size, int) and 3 <= log2_hashmap_size <= 30):
-            raise NfieldError(f"{name}: log2_hashmap_size must be an integer in [3, 30], got {log2_hashmap_size!r}")
         hashmap_size = None if log2_hashmap_size is None else 2**log2_hashmap_size
         self.levels = grid_levels(in_dim, cfg.n_levels, cfg.base_resolution, cfg.per_level_scale, hashmap_size)
         rows = self.levels[-1].offset + self.levels[-1].size
@@ -390,7 +411,7 @@ class _FeatureGrid(nn.Module):
 def _build_tcnn_encoding(grid: _FeatureGrid) -> nn.Module:
     from nfield.backends.tcnn import build_tcnn_encoding
 
-    return build_tcnn_encoding(grid.in_dim, grid.cfg, grid.params.dtype, grid.params.device)
+    return build_tcnn_encoding(grid.in_dim, grid.cfg.tcnn_config(), grid.params.dtype, grid.params.device)
 
 
 @ENCODINGS.register("HashGrid", HashGridConfig)

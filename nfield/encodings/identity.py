@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -13,6 +14,10 @@ from nfield.encodings.registry import ENCODINGS
 @dataclass(frozen=True)
 class IdentityConfig:
     """No keys: the input is passed through."""
+
+    def tcnn_config(self) -> dict[str, Any]:
+        """tiny-cuda-nn's ``Identity`` encoding JSON."""
+        return {"otype": "Identity"}
 
 
 @ENCODINGS.register("Identity", IdentityConfig)

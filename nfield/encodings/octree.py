@@ -51,26 +51,20 @@ class OctreeFeaturesConfig:
     feature_std: float = 0.01  # features initialised N(0, feature_std^2)
     dilation: int = 1  # a cell containing surface also marks its neighbours within this many cells, at every level
 
-
-def _check_config(cfg: OctreeFeaturesConfig) -> None:
-    """Raise `NfieldError` naming the first invalid key of `cfg`."""
-
-    def is_int(value: Any) -> bool:
-        return isinstance(value, int) and not isinstance(value, bool)
-
-    for key, minimum in (("base_lod", 0), ("n_lods", 1), ("feature_dim", 1), ("dilation", 0)):
-        value = getattr(cfg, key)
-        if not (is_int(value) and value >= minimum):
-            raise NfieldError(f"OctreeFeaturesConfig: {key} must be an integer >= {minimum}, got {value!r}")
-    std = cfg.feature_std
-    if not (isinstance(std, (int, float)) and not isinstance(std, bool) and math.isfinite(std) and std >= 0):
-        raise NfieldError(f"OctreeFeaturesConfig: feature_std must be a finite number >= 0, got {std!r}")
-    finest = cfg.base_lod + cfg.n_lods - 1
-    if finest > _MAX_LOD:
-        raise NfieldError(
-            f"OctreeFeaturesConfig: the finest level would have 2^{finest} cells per axis (at most 2^{_MAX_LOD}); "
-            "lower base_lod or n_lods"
-        )
+    def __post_init__(self) -> None:
+        for key, minimum in (("base_lod", 0), ("n_lods", 1), ("feature_dim", 1), ("dilation", 0)):
+            value = getattr(self, key)
+            if not (isinstance(value, int) and not isinstance(value, bool) and value >= minimum):
+                raise NfieldError(f"OctreeFeaturesConfig: {key} must be an integer >= {minimum}, got {value!r}")
+        std = self.feature_std
+        if not (isinstance(std, (int, float)) and not isinstance(std, bool) and math.isfinite(std) and std >= 0):
+            raise NfieldError(f"OctreeFeaturesConfig: feature_std must be a finite number >= 0, got {std!r}")
+        finest = self.base_lod + self.n_lods - 1
+        if finest > _MAX_LOD:
+            raise NfieldError(
+                f"OctreeFeaturesConfig: the finest level would have 2^{finest} cells per axis (at most 2^{_MAX_LOD}); "
+                "lower base_lod or n_lods"
+            )
 
 
 def _describe(value: Any) -> str:
@@ -204,7 +198,6 @@ class SparseOctree(nn.Module):
 
     def __init__(self, cfg: OctreeFeaturesConfig, cells: Sequence[torch.Tensor]):
         super().__init__()
-        _check_config(cfg)
         if len(cells) != cfg.n_lods:
             raise NfieldError(f"SparseOctree: expected cell keys for {cfg.n_lods} levels, got {len(cells)}")
         self.cfg = cfg
@@ -246,7 +239,6 @@ class SparseOctree(nn.Module):
             >>> octree.resolution(2)
             16
         """
-        _check_config(cfg)
         if not (isinstance(points, torch.Tensor) and points.dim() == 2 and points.shape[1] == 3):
             raise NfieldError(f"SparseOctree.from_points: points must be an (N, 3) tensor, got {_describe(points)}")
         if len(points) == 0:
@@ -460,7 +452,6 @@ class OctreeFeatures(nn.Module):
 
     def __init__(self, cfg: OctreeFeaturesConfig = OctreeFeaturesConfig(), octree: SparseOctree | None = None):
         super().__init__()
-        _check_config(cfg)
         if octree is None:
             octree = SparseOctree.empty(cfg)
         elif (octree.cfg.base_lod, octree.cfg.n_lods) != (cfg.base_lod, cfg.n_lods):

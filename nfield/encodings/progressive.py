@@ -64,6 +64,10 @@ class ProgressiveFrequencyConfig:
     start_fraction: float = 0.0  # fraction of training at which band 0 starts to fade in
     end_fraction: float = 0.5  # fraction of training at which every band is fully on
 
+    def __post_init__(self) -> None:
+        check_frequencies("ProgressiveFrequency", self.n_frequencies)
+        check_schedule("ProgressiveFrequency", self.start_fraction, self.end_fraction)
+
 
 @ENCODINGS.register("ProgressiveFrequency", ProgressiveFrequencyConfig)
 class ProgressiveFrequency(nn.Module):
@@ -83,8 +87,6 @@ class ProgressiveFrequency(nn.Module):
 
     def __init__(self, in_dim: int, cfg: ProgressiveFrequencyConfig = ProgressiveFrequencyConfig()):
         super().__init__()
-        check_frequencies("ProgressiveFrequency", cfg.n_frequencies)
-        check_schedule("ProgressiveFrequency", cfg.start_fraction, cfg.end_fraction)
         self.cfg = cfg
         self.in_dim = in_dim
         self.out_dim = in_dim * (2 * cfg.n_frequencies + int(cfg.include_input))

@@ -38,6 +38,17 @@ class SpatiallyAdaptiveProgressiveConfig:
     end_fraction: float = 0.5  # a node never frozen reaches full exposure at this fraction
     error_decay: float = 0.9  # running error <- decay * running error + (1 - decay) * new mean
 
+    def __post_init__(self) -> None:
+        name = "SpatiallyAdaptiveProgressive"
+        check_frequencies(name, self.n_frequencies)
+        check_schedule(name, self.start_fraction, self.end_fraction)
+        if not (isinstance(self.grid_resolution, int) and self.grid_resolution >= 2):
+            raise NfieldError(f"{name}: grid_resolution must be an integer >= 2, got {self.grid_resolution!r}")
+        if not 0.0 <= self.error_decay < 1.0:
+            raise NfieldError(f"{name}: error_decay must be in [0, 1), got {self.error_decay}")
+        if not self.error_threshold >= 0.0:
+            raise NfieldError(f"{name}: error_threshold must be >= 0, got {self.error_threshold}")
+
 
 @ENCODINGS.register("SpatiallyAdaptiveProgressive", SpatiallyAdaptiveProgressiveConfig)
 class SpatiallyAdaptiveProgressive(nn.Module):
@@ -85,17 +96,8 @@ class SpatiallyAdaptiveProgressive(nn.Module):
 
     def __init__(self, in_dim: int, cfg: SpatiallyAdaptiveProgressiveConfig = SpatiallyAdaptiveProgressiveConfig()):
         super().__init__()
-        name = "SpatiallyAdaptiveProgressive"
         if in_dim not in (2, 3):
-            raise NfieldError(f"{name} works on 2-D or 3-D coordinates, got in_dim={in_dim}")
-        check_frequencies(name, cfg.n_frequencies)
-        check_schedule(name, cfg.start_fraction, cfg.end_fraction)
-        if not (isinstance(cfg.grid_resolution, int) and cfg.grid_resolution >= 2):
-            raise NfieldError(f"{name}: grid_resolution must be an integer >= 2, got {cfg.grid_resolution!r}")
-        if not 0.0 <= cfg.error_decay < 1.0:
-            raise NfieldError(f"{name}: error_decay must be in [0, 1), got {cfg.error_decay}")
-        if not cfg.error_threshold >= 0.0:
-            raise NfieldError(f"{name}: error_threshold must be >= 0, got {cfg.error_threshold}")
+            raise NfieldError(f"SpatiallyAdaptiveProgressive works on 2-D or 3-D coordinates, got in_dim={in_dim}")
         self.cfg = cfg
         self.in_dim = in_dim
         self.out_dim = in_dim * (2 * cfg.n_frequencies + int(cfg.include_input))

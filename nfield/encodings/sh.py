@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -92,6 +93,10 @@ class SphericalHarmonicsConfig:
 
     def __post_init__(self) -> None:
         check_sh_degree("SphericalHarmonicsConfig", "degree", self.degree)
+
+    def tcnn_config(self) -> dict[str, Any]:
+        """tiny-cuda-nn's ``SphericalHarmonics`` encoding JSON (the same basis, signs and column order)."""
+        return {"otype": "SphericalHarmonics", "degree": self.degree}
 
 
 @ENCODINGS.register("SphericalHarmonics", SphericalHarmonicsConfig)

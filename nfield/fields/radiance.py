@@ -10,16 +10,20 @@ u = 2 (x - aabb[0]) / (aabb[1] - aabb[0]) - 1 in [-1, 1]^3 for the encodings, an
 so the density never depends on the view direction. Three kinds, one config each:
 
 - `VanillaNeRFConfig`: the NeRF paper's network (Mildenhall et al. 2020, Fig. 7): frequency
-  encodings of position and direction, 8 ReLU layers of 256 with the encoded input concatenated
-  again part-way, sigma = ReLU(raw density), a 256-feature (no activation) and a 128-unit view
-  branch.
-- `NGPFieldConfig`: instant-ngp (Müller et al. 2022): hash grid -> tiny MLP -> (log-density,
+  encodings of position and direction, a trunk of 8 ReLU layers of 256 with the encoded input
+  concatenated again part-way, sigma = ReLU(raw density), a 256-feature (no activation) and a
+  128-unit view branch.
+- `NGPFieldConfig`: instant-ngp (Müller et al. 2022): hash grid -> tiny density MLP -> (log-density,
   15 features); sigma = `trunc_exp`(log-density); colour MLP on [spherical harmonics of d, features].
 - `GenericRadianceConfig`: the NGP layout with any registered encoding and network as the geometry
   part (SIREN, SPDER, Fourier features, ...) and any direction encoding.
+- `KiloNeRFConfig`: a grid of tiny MLPs (`nfield.fields.kilonerf`).
 
-Configs travel as ``{"otype": "VanillaNeRF" | "NGP" | "Generic", ...}``, nested component
-configs as ``{"otype": "HashGrid", ...}`` through the registries.
+The MLPs are `MLPConfig`s in tiny-cuda-nn's key names (``n_neurons``, ``n_hidden_layers``, ...):
+NGP's ``density`` and ``color``, vanilla's ``trunk`` and ``color``. Configs travel as
+``{"otype": "VanillaNeRF" | "NGP" | "Generic" | "KiloNeRF", ...}`` (the `FIELDS` registry), nested
+configs as ``{"otype": "HashGrid", ...}`` and ``{"otype": "MLP", ...}``; runs written before 0.3
+say ``density_width``, ``width``, ``depth``, ``hidden``, ... and load under the current names.
 
 Example::
 
@@ -39,7 +43,6 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from nfield.components import config_from_dict
 from nfield.encodings import (
     ENCODINGS,
     Frequency,
@@ -53,45 +56,56 @@ from nfield.errors import NfieldError
 from nfield.fields.density import TRUNC_EXP_MAX, trunc_exp  # noqa: F401 (re-exported)
 from nfield.fields.field import Field, FieldConfig
 from nfield.fields.kilonerf import KiloNeRFConfig, KiloNeRFField
+from nfield.fields.registry import FIELDS
 from nfield.networks import MLP, NETWORKS, MLPConfig
 from nfield.networks.mlp import check_int
+
+
+def _mlp(n_neurons: int, n_hidden_layers: int, output_activation: str = "none") -> Callable[[], MLPConfig]:
+    return lambda: MLPConfig(n_neurons=n_neurons, n_hidden_layers=n_hidden_layers, output_activation=output_activation)
 
 
 @dataclass(frozen=True)
 class VanillaNeRFConfig:
     position_frequencies: int = 10  # octaves of the position encoding (input included): 63 features
     direction_frequencies: int = 4  # octaves of the direction encoding (input included): 27 features
-    width: int = 256  # neurons of the trunk layers, and size of the colour feature
-    depth: int = 8  # ReLU layers of the trunk
+    # the position network: n_hidden_layers layers of n_neurons (the colour feature's size too), each
+    # followed by the activation, then a linear layer to (raw density, features)
+    trunk: MLPConfig = field(default_factory=_mlp(256, 8))
     skip_layer: int = 5  # the encoded position is concatenated again after this many trunk layers
-    direction_width: int = 128  # neurons of the view-dependent colour layer
+    # the view-dependent colour branch: [features, encoded direction] -> n_neurons -> sigmoid rgb
+    color: MLPConfig = field(default_factory=_mlp(128, 1, "sigmoid"))
 
     def __post_init__(self) -> None:
-        minimums = dict(position_frequencies=0, direction_frequencies=0, width=1, depth=2, skip_layer=1, direction_width=1)
-        for key, minimum in minimums.items():
+        for key, minimum in dict(position_frequencies=0, direction_frequencies=0, skip_layer=1).items():
             check_int("VanillaNeRFConfig", key, getattr(self, key), minimum)
-        if self.skip_layer >= self.depth:
-            raise NfieldError(f"VanillaNeRFConfig.skip_layer must be below depth={self.depth}, got {self.skip_layer}")
+        _check_mlp("VanillaNeRFConfig", "trunk", self.trunk, "none")
+        check_int("VanillaNeRFConfig", "trunk.n_hidden_layers", self.trunk.n_hidden_layers, 2)
+        if self.trunk.fourier_reparam:
+            raise NfieldError("VanillaNeRFConfig.trunk: fourier_reparam does not apply to the trunk (its skip splits it)")
+        if self.skip_layer >= self.trunk.n_hidden_layers:
+            raise NfieldError(
+                f"VanillaNeRFConfig.skip_layer must be below trunk.n_hidden_layers={self.trunk.n_hidden_layers}, "
+                f"got {self.skip_layer}"
+            )
+        _check_mlp("VanillaNeRFConfig", "color", self.color, "sigmoid")
 
 
 @dataclass(frozen=True)
 class NGPFieldConfig:
     # finest level 16 * 1.4473^15 = 4096 cells across the box
     grid: HashGridConfig = field(default_factory=lambda: HashGridConfig(per_level_scale=(4096 / 16) ** (1 / 15)))
-    density_width: int = 64  # neurons of the density MLP
-    density_layers: int = 1  # hidden layers of the density MLP
+    density: MLPConfig = field(default_factory=_mlp(64, 1))  # the density MLP: grid features -> (log-density, features)
     geometry_features: int = 15  # features passed from the density MLP to the colour MLP
     sh_degree: int = 4  # spherical harmonics bands of the view direction (degree^2 features)
-    color_width: int = 64  # neurons of the colour MLP
-    color_layers: int = 2  # hidden layers of the colour MLP
+    color: MLPConfig = field(default_factory=_mlp(64, 2, "sigmoid"))  # the colour MLP: [SH(d), features] -> rgb
 
     def __post_init__(self) -> None:
         if not isinstance(self.grid, HashGridConfig):
             raise NfieldError(f"NGPFieldConfig.grid must be a HashGrid config, got {type(self.grid).__name__}")
         check_sh_degree("NGPFieldConfig", "sh_degree", self.sh_degree)
+        _check_mlp("NGPFieldConfig", "density", self.density)
         _check_heads("NGPFieldConfig", self)
-        check_int("NGPFieldConfig", "density_width", self.density_width, 1)
-        check_int("NGPFieldConfig", "density_layers", self.density_layers, 0)
 
 
 @dataclass(frozen=True)
@@ -100,8 +114,7 @@ class GenericRadianceConfig:
     network: Any = field(default_factory=MLPConfig)  # any registered network config: encoding -> 1 + features
     direction_encoding: Any = field(default_factory=SphericalHarmonicsConfig)  # any registered encoding config
     geometry_features: int = 15  # features passed from the geometry network to the colour MLP
-    color_width: int = 64  # neurons of the colour MLP
-    color_layers: int = 2  # hidden layers of the colour MLP
+    color: MLPConfig = field(default_factory=_mlp(64, 2, "sigmoid"))  # the colour MLP: [encoded d, features] -> rgb
 
     def __post_init__(self) -> None:
         ENCODINGS.otype(self.encoding)
@@ -110,42 +123,44 @@ class GenericRadianceConfig:
         _check_heads("GenericRadianceConfig", self)
 
 
+def _check_mlp(owner: str, key: str, cfg: Any, output_activation: str | None = None) -> None:
+    """`NfieldError` unless ``owner.key`` is an `MLPConfig` (ending in `output_activation` when given)."""
+    if not isinstance(cfg, MLPConfig):
+        raise NfieldError(f"{owner}.{key} must be an MLP config, got {type(cfg).__name__}")
+    if output_activation is not None and cfg.output_activation.lower() != output_activation:
+        raise NfieldError(f"{owner}.{key}.output_activation must be '{output_activation}', got {cfg.output_activation!r}")
+
+
 def _check_heads(owner: str, cfg: NGPFieldConfig | GenericRadianceConfig) -> None:
     check_int(owner, "geometry_features", cfg.geometry_features, 1)
-    check_int(owner, "color_width", cfg.color_width, 1)
-    check_int(owner, "color_layers", cfg.color_layers, 0)
+    _check_mlp(owner, "color", cfg.color, "sigmoid")  # colours in [0, 1]
 
 
 RadianceConfig = VanillaNeRFConfig | NGPFieldConfig | GenericRadianceConfig | KiloNeRFConfig
-_KINDS: dict[str, type] = {
-    "VanillaNeRF": VanillaNeRFConfig,
-    "NGP": NGPFieldConfig,
-    "Generic": GenericRadianceConfig,
-    "KiloNeRF": KiloNeRFConfig,
-}
-_COMPONENTS = {"grid": ENCODINGS, "encoding": ENCODINGS, "direction_encoding": ENCODINGS, "network": NETWORKS}  # nested configs
+#: The `FIELDS` types train-nerf takes (config.json's "field" otype).
+RADIANCE_FIELDS = ("VanillaNeRF", "NGP", "Generic", "KiloNeRF")
 
 
 class NeRFTrunk(nn.Module):
-    """The NeRF paper's position network: encoded x -> `depth` ReLU layers -> (raw density, features).
+    """The NeRF paper's position network: encoded x -> ``trunk.n_hidden_layers`` layers -> (raw density, features).
 
     The first `skip_layer` layers see the encoded position; their output, concatenated with the
-    encoded position again, feeds the remaining ``depth - skip_layer`` layers. A final linear
-    layer gives the raw density and `width` features (no activation). The default, 5, is the
-    paper's ("concatenates this input to the fifth layer's activation").
+    encoded position again, feeds the remaining ``n_hidden_layers - skip_layer`` layers. A final
+    linear layer gives the raw density and ``trunk.n_neurons`` features (no activation). The default,
+    5, is the paper's ("concatenates this input to the fifth layer's activation").
 
-    Input (N, 3) in [-1, 1]; output (N, 1 + width).
+    Input (N, 3) in [-1, 1]; output (N, 1 + trunk.n_neurons).
     """
 
     def __init__(self, cfg: VanillaNeRFConfig):
         super().__init__()
+        trunk, width = cfg.trunk, cfg.trunk.n_neurons
         self.encoding = Frequency(3, FrequencyConfig(cfg.position_frequencies, include_input=True))
-        layers = dict(n_neurons=cfg.width, activation="relu", output_activation="relu")
-        self.before_skip = MLP(self.encoding.out_dim, cfg.width, MLPConfig(n_hidden_layers=cfg.skip_layer - 1, **layers))
-        self.after_skip = MLP(
-            cfg.width + self.encoding.out_dim, cfg.width, MLPConfig(n_hidden_layers=cfg.depth - cfg.skip_layer - 1, **layers)
-        )
-        self.head = nn.Linear(cfg.width, 1 + cfg.width)
+        layers = dict(output_activation=trunk.activation)  # every trunk layer ends in the activation
+        before, after = cfg.skip_layer - 1, trunk.n_hidden_layers - cfg.skip_layer - 1
+        self.before_skip = MLP(self.encoding.out_dim, width, dataclasses.replace(trunk, n_hidden_layers=before, **layers))
+        self.after_skip = MLP(width + self.encoding.out_dim, width, dataclasses.replace(trunk, n_hidden_layers=after, **layers))
+        self.head = nn.Linear(width, 1 + width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         encoded = self.encoding(x)
@@ -163,28 +178,26 @@ class RadianceField(nn.Module):
     Attributes: `geometry` ((N, 3) in [-1, 1] -> (N, 1 + F)), `direction_encoding`, `color` (MLP).
     """
 
-    def __init__(self, cfg: RadianceConfig, aabb: torch.Tensor):
+    def __init__(self, cfg: VanillaNeRFConfig | NGPFieldConfig | GenericRadianceConfig, aabb: torch.Tensor):
         super().__init__()
         aabb = torch.as_tensor(aabb, dtype=torch.float32)
         if aabb.shape != (2, 3) or not bool((aabb[1] > aabb[0]).all()):
             raise NfieldError(f"aabb must be [[xmin, ymin, zmin], [xmax, ymax, zmax]] with min < max, got {aabb.tolist()}")
         self.cfg = cfg
         self.register_buffer("aabb", aabb.clone())  # its own copy: fields built on one box save separately
-        if _otype(cfg) == "VanillaNeRF":
+        if isinstance(cfg, VanillaNeRFConfig):
             self.geometry: nn.Module = NeRFTrunk(cfg)
-            n_features = cfg.width
-            direction = FrequencyConfig(cfg.direction_frequencies, include_input=True)
-            color = MLPConfig(n_neurons=cfg.direction_width, n_hidden_layers=1, output_activation="sigmoid")
+            n_features = cfg.trunk.n_neurons
+            direction: Any = FrequencyConfig(cfg.direction_frequencies, include_input=True)
             self.density_activation: Callable[[torch.Tensor], torch.Tensor] = torch.relu
         else:
             generic = _as_generic(cfg) if isinstance(cfg, NGPFieldConfig) else cfg
             n_features = generic.geometry_features
             self.geometry = Field(3, 1 + n_features, FieldConfig(generic.encoding, generic.network))
             direction = generic.direction_encoding
-            color = MLPConfig(n_neurons=generic.color_width, n_hidden_layers=generic.color_layers, output_activation="sigmoid")
             self.density_activation = trunc_exp
         self.direction_encoding = ENCODINGS.build(direction, 3)
-        self.color = MLP(self.direction_encoding.out_dim + n_features, 3, color)
+        self.color = MLP(self.direction_encoding.out_dim + n_features, 3, cfg.color)
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """(M, 3) world points -> (M, 3) box coordinates, [-1, 1]^3 inside the box."""
@@ -228,52 +241,62 @@ class RadianceField(nn.Module):
         return f"aabb={self.aabb.tolist()}, density_activation={activation}"
 
 
+# One module class, three kinds of config; config.json keys of runs before 0.3 under their current names.
+FIELDS.register(
+    "VanillaNeRF",
+    VanillaNeRFConfig,
+    renamed={"width": "trunk.n_neurons", "depth": "trunk.n_hidden_layers", "direction_width": "color.n_neurons"},
+)(RadianceField)
+FIELDS.register(
+    "NGP",
+    NGPFieldConfig,
+    renamed={
+        "density_width": "density.n_neurons",
+        "density_layers": "density.n_hidden_layers",
+        "color_width": "color.n_neurons",
+        "color_layers": "color.n_hidden_layers",
+    },
+)(RadianceField)
+FIELDS.register(
+    "Generic", GenericRadianceConfig, renamed={"color_width": "color.n_neurons", "color_layers": "color.n_hidden_layers"}
+)(RadianceField)
+
+
 def _as_generic(cfg: NGPFieldConfig) -> GenericRadianceConfig:
-    """The NGP layout as a generic config: hash grid + ReLU MLP, spherical harmonics of d."""
+    """The NGP layout as a generic config: hash grid + density MLP, spherical harmonics of d."""
     return GenericRadianceConfig(
         encoding=cfg.grid,
-        network=MLPConfig(n_neurons=cfg.density_width, n_hidden_layers=cfg.density_layers),
+        network=cfg.density,
         direction_encoding=SphericalHarmonicsConfig(cfg.sh_degree),
         geometry_features=cfg.geometry_features,
-        color_width=cfg.color_width,
-        color_layers=cfg.color_layers,
+        color=cfg.color,
     )
 
 
 def build_radiance_field(cfg: RadianceConfig, aabb: torch.Tensor) -> RadianceField | KiloNeRFField:
     """The radiance field for `cfg` over the world box `aabb` (2, 3) (a grid of tiny MLPs for KiloNeRF)."""
-    if isinstance(cfg, KiloNeRFConfig):
-        return KiloNeRFField(cfg, aabb)
-    return RadianceField(cfg, aabb)
+    _otype(cfg)  # NfieldError for a config of another kind
+    return FIELDS.build(cfg, aabb)
 
 
 def _otype(cfg: RadianceConfig) -> str:
     """The kind name of a radiance field config; `NfieldError` for anything else."""
-    for name, config_cls in _KINDS.items():
-        if type(cfg) is config_cls:
-            return name
-    valid = ", ".join(config_cls.__name__ for config_cls in _KINDS.values())
-    raise NfieldError(f"{type(cfg).__name__} is not a radiance field config; use one of {valid}")
+    otype = FIELDS.otype(cfg) if cfg in FIELDS else None
+    if otype not in RADIANCE_FIELDS:
+        valid = ", ".join(FIELDS.config_class(name).__name__ for name in RADIANCE_FIELDS)
+        raise NfieldError(f"{type(cfg).__name__} is not a radiance field config; use one of {valid}")
+    return otype
 
 
 def radiance_config_to_dict(cfg: RadianceConfig) -> dict[str, Any]:
-    """JSON form ``{"otype": "VanillaNeRF" | "NGP" | "Generic" | "KiloNeRF", ...}``; component configs carry their own otype."""
-    data: dict[str, Any] = {"otype": _otype(cfg)}
-    for f in dataclasses.fields(cfg):
-        value = getattr(cfg, f.name)
-        data[f.name] = _COMPONENTS[f.name].to_dict(value) if f.name in _COMPONENTS else value
-    return data
+    """JSON form ``{"otype": "VanillaNeRF" | "NGP" | "Generic" | "KiloNeRF", ...}``; nested configs carry their own otype."""
+    _otype(cfg)
+    return FIELDS.to_dict(cfg)
 
 
 def radiance_config_from_dict(data: dict[str, Any]) -> RadianceConfig:
-    """Inverse of `radiance_config_to_dict`; unknown kinds, keys or component types raise `NfieldError`."""
-    if not isinstance(data, dict) or data.get("otype") not in list(_KINDS):
-        raise NfieldError(f"a radiance field config needs 'otype': one of {', '.join(_KINDS)}")
-    config_cls = _KINDS[data["otype"]]
-    names = {f.name for f in dataclasses.fields(config_cls)}
-    values = {
-        key: _COMPONENTS[key].from_dict(value) if key in names and key in _COMPONENTS else value
-        for key, value in data.items()
-        if key != "otype"
-    }
-    return config_from_dict(config_cls, values, what=data["otype"])
+    """Inverse of `radiance_config_to_dict` (runs before 0.3 too); unknown kinds, keys or component
+    types raise `NfieldError`."""
+    if not isinstance(data, dict) or data.get("otype") not in RADIANCE_FIELDS:
+        raise NfieldError(f"a radiance field config needs 'otype': one of {', '.join(RADIANCE_FIELDS)}")
+    return FIELDS.from_dict(data)

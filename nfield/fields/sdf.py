@@ -10,23 +10,22 @@ Two kinds, with one interface (`forward(x, lod=None) -> (N,)`, `n_lods`, `lod_pa
   the paper's reference implementation does. All LODs train jointly (`forward_all_lods`).
 
 Configs travel as ``{"otype": "Field", "encoding": ..., "network": ...}`` or
-``{"otype": "NGLOD", "octree": {...}, "n_neurons": ..., "n_hidden_layers": ...}``
-(runs written before 0.3 say ``hidden_dim`` for ``n_neurons``; both load).
+``{"otype": "NGLOD", "octree": {...}, "n_neurons": ..., "n_hidden_layers": ...}``, the `FIELDS`
+types ``Field`` and ``NGLOD`` (runs written before 0.3 say ``hidden_dim`` for ``n_neurons``; both load).
 """
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
 from torch import nn
 
-from nfield.components import config_from_dict
 from nfield.encodings.octree import OctreeFeatures, OctreeFeaturesConfig, SparseOctree
 from nfield.errors import NfieldError
 from nfield.fields.field import Field, FieldConfig, field_config_from_dict, field_config_to_dict
+from nfield.fields.registry import FIELDS
 from nfield.networks import MLP, MLPConfig
 
 
@@ -37,6 +36,7 @@ class NGLODConfig:
     n_hidden_layers: int = 1  # hidden layers of each LOD's decoder
 
 
+@FIELDS.register("Field", FieldConfig)
 class SDFField(nn.Module):
     """A signed distance field from any encoding + network: (N, 3) -> (N,)."""
 
@@ -65,6 +65,7 @@ class SDFField(nn.Module):
         return [total] * self.n_lods
 
 
+@FIELDS.register("NGLOD", NGLODConfig, renamed={"hidden_dim": "n_neurons"})  # "hidden_dim" before 0.3
 class NGLODField(nn.Module):
     """NGLOD: sparse-octree features summed over levels 0..k, decoded by LOD k's MLP; (N, 3) -> (N,).
 
@@ -126,27 +127,34 @@ def check_lod(lod: int | None, n_lods: int) -> int | None:
 
 
 SDFFieldConfig = FieldConfig | NGLODConfig
+#: The `FIELDS` types fit-sdf takes (config.json's "field" otype).
+SDF_FIELDS = ("Field", "NGLOD")
+
+
+def needs_octree(cfg: SDFFieldConfig) -> bool:
+    """Whether the field for `cfg` is built on a sparse octree of the shape's surface (NGLOD), which
+    `build_sdf_field` takes."""
+    return isinstance(cfg, NGLODConfig)
 
 
 def build_sdf_field(cfg: SDFFieldConfig, octree: SparseOctree | None = None) -> SDFField | NGLODField:
     """The field for `cfg`; NGLOD takes its octree (None: empty, to be loaded from a checkpoint)."""
-    if isinstance(cfg, NGLODConfig):
-        return NGLODField(cfg, octree)
-    return SDFField(cfg)
+    if FIELDS.otype(cfg) not in SDF_FIELDS:
+        raise NfieldError(f"{type(cfg).__name__} is not an SDF field config; use FieldConfig or NGLODConfig")
+    return FIELDS.build(cfg, octree) if needs_octree(cfg) else FIELDS.build(cfg)
 
 
 def sdf_field_config_to_dict(cfg: SDFFieldConfig) -> dict[str, Any]:
-    if isinstance(cfg, NGLODConfig):
-        return {"otype": "NGLOD", **dataclasses.asdict(cfg)}
-    return {"otype": "Field", **field_config_to_dict(cfg)}
+    """``{"otype": "Field", **field_config_to_dict(cfg)}`` or ``{"otype": "NGLOD", ...}``."""
+    if isinstance(cfg, FieldConfig):  # a generic field keeps `field_config_to_dict`'s form
+        return {"otype": "Field", **field_config_to_dict(cfg)}
+    return FIELDS.to_dict(cfg)
 
 
 def sdf_field_config_from_dict(data: dict[str, Any]) -> SDFFieldConfig:
-    if not isinstance(data, dict) or data.get("otype") not in ("Field", "NGLOD"):
+    """Inverse of `sdf_field_config_to_dict` (runs before 0.3 too)."""
+    if not isinstance(data, dict) or data.get("otype") not in SDF_FIELDS:
         raise NfieldError("an SDF field config needs 'otype': 'Field' or 'NGLOD'")
-    rest = {k: v for k, v in data.items() if k != "otype"}
-    if data["otype"] == "NGLOD":
-        if "hidden_dim" in rest and "n_neurons" not in rest:  # the key's name before 0.3
-            rest["n_neurons"] = rest.pop("hidden_dim")
-        return config_from_dict(NGLODConfig, rest, what="NGLOD")
-    return field_config_from_dict(rest)
+    if data["otype"] == "Field":
+        return field_config_from_dict({k: v for k, v in data.items() if k != "otype"})
+    return FIELDS.from_dict(data)

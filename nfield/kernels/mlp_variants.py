@@ -7,7 +7,8 @@ with several ``tl.dot`` when their loads are software-pipelined (triton-lang/tri
 `FusedMLPVariant` (wgmma with a cp.async pipeline, wgmma without one, mma.sync with 32-row
 programs), so rather than guess, each one runs in a child process of its own (an illegal access
 poisons the CUDA context of the process that made it), is checked against the PyTorch reference on
-the shapes nfield uses and timed; the fastest that passes is used. The verdict is kept per GPU
+the shapes nfield uses and timed (``python -m nfield.kernels.tiny_mlp --variant NAME``, its
+`check_variant` and `time_variant`); the fastest that passes is used. The verdict is kept per GPU
 model, Triton, PyTorch and kernel source in ``~/.cache/nfield/fused_mlp.json`` (or
 ``$NFIELD_CACHE_DIR``), so a machine settles it once.
 
@@ -25,30 +26,53 @@ import argparse
 import hashlib
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from nfield.errors import NfieldError
-from nfield.kernels.tiny_mlp import FUSED_ACTIVATIONS, VARIANTS, FusedMLPVariant
 from nfield.outputs import write_atomic
 
 ENVIRONMENT_VARIABLE = "NFIELD_FUSED_MLP_VARIANT"
 _CHILD_TIMEOUT = 240  # seconds for one variant's child: start-up, compiles, checks and timing
-#: (in_dim, n_neurons, n_hidden_layers, out_dim, activation, output_activation): the benchmark's network,
-#: NGLOD's decoder and the ngp colour network
-CHECK_SHAPES = ((32, 64, 2, 16, "relu", "none"), (35, 128, 1, 1, "relu", "none"), (31, 64, 2, 3, "relu", "sigmoid"))
-CHECK_ROWS = (4096 + 3, 2**18 + 11)
-TIMED_ROWS = 2**20
-TOLERANCES = {
-    "forward": 1e-3,
-    "backward": 5e-3,
-}  # relative, against the reference with the kernels' float16 roundings (slopes from rounded outputs)
+_KERNEL_SOURCE = Path(__file__).with_name("tiny_mlp.py")  # the kernels a verdict is about
+
+
+@dataclass(frozen=True)
+class FusedMLPVariant:
+    """One launch configuration of the fused MLP kernels.
+
+    name: how logs and ``NFIELD_FUSED_MLP_VARIANT`` call it.
+    block_m: rows per program (64 lets Triton use Hopper's wgmma; 32 keeps it on mma.sync).
+    num_stages: software-pipelining depth of the loads in the layer loop (None: Triton's default,
+        3 on sm_90, which overlaps the next layer's weight loads with cp.async).
+    num_warps: warps per program.
+    """
+
+    name: str
+    block_m: int
+    num_stages: int | None = None
+    num_warps: int = 4
+
+    def launch_options(self) -> dict[str, int]:
+        """The compiler options of a launch (``num_warps``, and ``num_stages`` when set)."""
+        options = {"num_warps": self.num_warps}
+        if self.num_stages is not None:
+            options["num_stages"] = self.num_stages
+        return options
+
+
+VARIANTS = (
+    FusedMLPVariant("wgmma-pipelined", block_m=64),
+    FusedMLPVariant("wgmma", block_m=64, num_stages=1),
+    FusedMLPVariant("mma", block_m=32, num_stages=1),
+)
+"""The configurations a GPU is probed with, the fastest expected first."""
 
 _SETTLED: dict[str, FusedMLPVariant] = {}
 
@@ -73,9 +97,7 @@ def verdict_key(device: torch.device) -> str:
     """What a verdict depends on: the GPU model, Triton, PyTorch and the kernels' source."""
     import triton
 
-    import nfield.kernels.tiny_mlp as kernels
-
-    source = hashlib.sha256(Path(kernels.__file__).read_bytes()).hexdigest()[:16]
+    source = hashlib.sha256(_KERNEL_SOURCE.read_bytes()).hexdigest()[:16]
     major, minor = torch.cuda.get_device_capability(device)
     name = torch.cuda.get_device_name(device)
     return f"{name} sm_{major}{minor} | triton {triton.__version__} | torch {torch.__version__} | kernels {source}"
@@ -161,7 +183,7 @@ def probe(device: torch.device, names: list[str] | None = None, sanitize: bool =
     results = []
     for name in names or [v.name for v in VARIANTS]:
         variant_named(name)
-        command = [sys.executable, "-m", "nfield.kernels.mlp_variants", "--child", name, "--device", str(device)]
+        command = [sys.executable, "-m", "nfield.kernels.tiny_mlp", "--variant", name, "--device", str(device)]
         results.append(_run_child(command, name, {}))
         if sanitize:
             checked = _run_child(
@@ -197,104 +219,13 @@ def _run_child(command: list[str], name: str, env: dict[str, str]) -> dict[str, 
     }
 
 
-def _relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
-    got, want = got.detach().double(), want.detach().double()
-    if not torch.isfinite(got).all():
-        return float("inf")
-    return float((got - want).norm() / want.norm().clamp_min(1e-30))
-
-
-def check_variant(variant: FusedMLPVariant, device: torch.device, rows: tuple[int, ...] = CHECK_ROWS) -> dict[str, float]:
-    """Worst forward and backward relative errors of `variant` against `reference_mlp` (with the
-    kernels' float16 roundings) on `CHECK_SHAPES` at each row count; AssertionError past `TOLERANCES`."""
-    from nfield.kernels.tiny_mlp import fused_mlp, reference_mlp
-
-    generator = torch.Generator().manual_seed(0)
-    worst = {"forward": 0.0, "backward": 0.0}
-    for in_dim, width, layers, out_dim, act, out_act in CHECK_SHAPES:
-        fans = [in_dim] + [width] * layers
-        outs = [width] * layers + [out_dim]
-        weights = [(torch.randn(o, i, generator=generator) / i**0.5).to(device).requires_grad_() for i, o in zip(fans, outs)]
-        biases = [(torch.randn(o, generator=generator) * 0.1).to(device).requires_grad_() for o in outs]
-        for n in rows:
-            x = torch.randn(n, in_dim, generator=generator).to(device).requires_grad_()
-            cotangent = torch.randn(n, out_dim, generator=generator).to(device)
-            code, out_code = FUSED_ACTIVATIONS[act], FUSED_ACTIVATIONS[out_act]
-            want = reference_mlp(x, weights, biases, code, out_code, float16=True)
-            got = fused_mlp(x, weights, biases, act, out_act, variant=variant)
-            grads_want = torch.autograd.grad(want, [x, *weights, *biases], cotangent)
-            grads_got = torch.autograd.grad(got, [x, *weights, *biases], cotangent)
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            label = f"{variant.name} {in_dim}->{width}x{layers}->{out_dim} at {n} rows"
-            error = _relative_error(got, want)
-            assert error <= TOLERANCES["forward"], f"FAIL {label}: forward relative error {error:.3g}"
-            worst["forward"] = max(worst["forward"], error)
-            for index, (a, b) in enumerate(zip(grads_got, grads_want)):
-                error = _relative_error(a, b)
-                assert error <= TOLERANCES["backward"], f"FAIL {label}: gradient {index} relative error {error:.3g}"
-                worst["backward"] = max(worst["backward"], error)
-    return worst
-
-
-def time_variant(variant: FusedMLPVariant, device: torch.device, n: int = TIMED_ROWS, repeats: int = 20) -> float:
-    """Median milliseconds of forward + backward of the benchmark's 32 -> 64 x 2 -> 16 network at n rows."""
-    from nfield.kernels.tiny_mlp import PackedWeightsCache, fused_mlp
-
-    in_dim, width, layers, out_dim, act, out_act = CHECK_SHAPES[0]
-    fans, outs = [in_dim] + [width] * layers, [width] * layers + [out_dim]
-    weights = [torch.nn.Parameter(torch.randn(o, i, device=device) / i**0.5) for i, o in zip(fans, outs)]
-    biases = [torch.nn.Parameter(torch.zeros(o, device=device)) for o in outs]
-    x = torch.randn(n, in_dim, device=device)
-    cotangent = torch.randn(n, out_dim, device=device)
-    cache = PackedWeightsCache()
-
-    def step() -> None:
-        fused_mlp(x, weights, biases, act, out_act, cache=cache, variant=variant).backward(cotangent)
-
-    step()
-    times = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        step()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
-
-
-def _child(name: str, device: str, quick: bool) -> int:
-    """One variant's checks (and timing, unless `quick`) in this process; one JSON line on stdout."""
-    import triton
-
-    variant = variant_named(name)
-    target = torch.device(device)
-    quick = quick or target.type != "cuda"  # in Triton's interpreter: the smaller size only
-    try:
-        errors = check_variant(variant, target, rows=CHECK_ROWS[:1] if quick else CHECK_ROWS)
-        report = {"variant": name, "ok": True, "triton": triton.__version__, **{f"{k}_error": v for k, v in errors.items()}}
-        if not quick:
-            ms = time_variant(variant, target)
-            report.update(ms_forward_backward=ms, rows_per_second=TIMED_ROWS / ms * 1e3)
-    except AssertionError as error:
-        print(str(error), file=sys.stderr)
-        return 1
-    print(json.dumps(report), flush=True)
-    return 0
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--variants", nargs="+", help="names to probe (default all)")
     parser.add_argument("--sanitize", action="store_true", help="also run each variant's checks under compute-sanitizer memcheck")
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
-    parser.add_argument("--child", help=argparse.SUPPRESS)
-    parser.add_argument("--quick", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.child:
-        return _child(args.child, args.device, args.quick)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         print("mlp_variants: no CUDA device here", file=sys.stderr)

@@ -1,4 +1,4 @@
-"""Triton kernel of occupancy-grid ray marching (`nfield.render.samplers.OccupancyGrid.march`).
+"""Triton kernel of occupancy-grid ray marching (`nfield.render.occupancy.OccupancyGrid.march`).
 
 Each lane walks one ray's fixed steps [t_k, t_k+1], t_k = min(near + (first + k) step, far),
 k < n_steps (the caller computes first and n_steps exactly as the reference does), and keeps a

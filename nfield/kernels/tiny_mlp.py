@@ -27,12 +27,18 @@ Details that keep it right at any size:
 - the packed float16 tiles are rebuilt only when a parameter changes (`PackedWeightsCache`).
 
 The launch configuration (rows per program, pipeline stages) is a `FusedMLPVariant`; which one runs
-on a given GPU is settled there, by `nfield.kernels.mlp_variants`.
+on a given GPU is settled by `nfield.kernels.mlp_variants`, which probes each in a child process
+running this module: `check_variant` against the reference on `CHECK_SHAPES`, then `time_variant`:
+
+    python -m nfield.kernels.tiny_mlp --variant mma --device cuda   # one JSON line: errors and timing
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import argparse
+import json
+import statistics
+import sys
 from typing import Any
 
 import torch
@@ -40,42 +46,20 @@ import triton
 import triton.language as tl
 
 from nfield.kernels import device_guard, padded_width, tensor_versions
+from nfield.kernels.mlp_variants import FusedMLPVariant, variant_for, variant_named
 
 FUSED_ACTIVATIONS = {"none": 0, "relu": 1, "leakyrelu": 2, "sigmoid": 3, "tanh": 4, "softplus": 5}
 """Canonical activation name (lower case, no underscores) -> the kernels' code."""
 MAX_WIDTH = 128
-
-
-@dataclass(frozen=True)
-class FusedMLPVariant:
-    """One launch configuration of the fused MLP kernels.
-
-    name: how logs and ``NFIELD_FUSED_MLP_VARIANT`` call it.
-    block_m: rows per program (64 lets Triton use Hopper's wgmma; 32 keeps it on mma.sync).
-    num_stages: software-pipelining depth of the loads in the layer loop (None: Triton's default,
-        3 on sm_90, which overlaps the next layer's weight loads with cp.async).
-    num_warps: warps per program.
-    """
-
-    name: str
-    block_m: int
-    num_stages: int | None = None
-    num_warps: int = 4
-
-    def launch_options(self) -> dict[str, int]:
-        """The compiler options of a launch (``num_warps``, and ``num_stages`` when set)."""
-        options = {"num_warps": self.num_warps}
-        if self.num_stages is not None:
-            options["num_stages"] = self.num_stages
-        return options
-
-
-VARIANTS = (
-    FusedMLPVariant("wgmma-pipelined", block_m=64),
-    FusedMLPVariant("wgmma", block_m=64, num_stages=1),
-    FusedMLPVariant("mma", block_m=32, num_stages=1),
-)
-"""The configurations a GPU is probed with, the fastest expected first."""
+#: (in_dim, n_neurons, n_hidden_layers, out_dim, activation, output_activation): the benchmark's network,
+#: NGLOD's decoder and the ngp colour network
+CHECK_SHAPES = ((32, 64, 2, 16, "relu", "none"), (35, 128, 1, 1, "relu", "none"), (31, 64, 2, 3, "relu", "sigmoid"))
+CHECK_ROWS = (4096 + 3, 2**18 + 11)
+TIMED_ROWS = 2**20
+TOLERANCES = {
+    "forward": 1e-3,
+    "backward": 5e-3,
+}  # relative, against the reference with the kernels' float16 roundings (slopes from rounded outputs)
 
 
 @triton.jit
@@ -443,11 +427,106 @@ def fused_mlp(
     """
     act, out_act = FUSED_ACTIVATIONS[activation], FUSED_ACTIVATIONS[output_activation]
     if variant is None:
-        from nfield.kernels.mlp_variants import variant_for
-
         variant = variant_for(x.device)
     packed = cache.get(weights, biases) if cache is not None else PackedWeights(weights, biases)
     if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in [*weights, *biases])):
         return _FusedMLP.apply(x, act, out_act, len(weights), packed, variant, *weights, *biases)
     out, _ = _forward(x, packed, act, out_act, False, variant)
     return out[:, : packed.out_dim]
+
+
+def _relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
+    got, want = got.detach().double(), want.detach().double()
+    if not torch.isfinite(got).all():
+        return float("inf")
+    return float((got - want).norm() / want.norm().clamp_min(1e-30))
+
+
+def check_variant(variant: FusedMLPVariant, device: torch.device, rows: tuple[int, ...] = CHECK_ROWS) -> dict[str, float]:
+    """Worst forward and backward relative errors of `variant` against `reference_mlp` (with the
+    kernels' float16 roundings) on `CHECK_SHAPES` at each row count; AssertionError past `TOLERANCES`."""
+    generator = torch.Generator().manual_seed(0)
+    worst = {"forward": 0.0, "backward": 0.0}
+    for in_dim, width, layers, out_dim, act, out_act in CHECK_SHAPES:
+        fans = [in_dim] + [width] * layers
+        outs = [width] * layers + [out_dim]
+        weights = [(torch.randn(o, i, generator=generator) / i**0.5).to(device).requires_grad_() for i, o in zip(fans, outs)]
+        biases = [(torch.randn(o, generator=generator) * 0.1).to(device).requires_grad_() for o in outs]
+        for n in rows:
+            x = torch.randn(n, in_dim, generator=generator).to(device).requires_grad_()
+            cotangent = torch.randn(n, out_dim, generator=generator).to(device)
+            code, out_code = FUSED_ACTIVATIONS[act], FUSED_ACTIVATIONS[out_act]
+            want = reference_mlp(x, weights, biases, code, out_code, float16=True)
+            got = fused_mlp(x, weights, biases, act, out_act, variant=variant)
+            grads_want = torch.autograd.grad(want, [x, *weights, *biases], cotangent)
+            grads_got = torch.autograd.grad(got, [x, *weights, *biases], cotangent)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            label = f"{variant.name} {in_dim}->{width}x{layers}->{out_dim} at {n} rows"
+            error = _relative_error(got, want)
+            assert error <= TOLERANCES["forward"], f"FAIL {label}: forward relative error {error:.3g}"
+            worst["forward"] = max(worst["forward"], error)
+            for index, (a, b) in enumerate(zip(grads_got, grads_want)):
+                error = _relative_error(a, b)
+                assert error <= TOLERANCES["backward"], f"FAIL {label}: gradient {index} relative error {error:.3g}"
+                worst["backward"] = max(worst["backward"], error)
+    return worst
+
+
+def time_variant(variant: FusedMLPVariant, device: torch.device, n: int = TIMED_ROWS, repeats: int = 20) -> float:
+    """Median milliseconds of forward + backward of the benchmark's 32 -> 64 x 2 -> 16 network at n rows."""
+    in_dim, width, layers, out_dim, act, out_act = CHECK_SHAPES[0]
+    fans, outs = [in_dim] + [width] * layers, [width] * layers + [out_dim]
+    weights = [torch.nn.Parameter(torch.randn(o, i, device=device) / i**0.5) for i, o in zip(fans, outs)]
+    biases = [torch.nn.Parameter(torch.zeros(o, device=device)) for o in outs]
+    x = torch.randn(n, in_dim, device=device)
+    cotangent = torch.randn(n, out_dim, device=device)
+    cache = PackedWeightsCache()
+
+    def step() -> None:
+        fused_mlp(x, weights, biases, act, out_act, cache=cache, variant=variant).backward(cotangent)
+
+    step()
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        step()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return statistics.median(times)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """One variant's checks (and timing on CUDA, unless ``--quick``) in this process, as the probe of
+    `nfield.kernels.mlp_variants` runs it in a child: one JSON line on stdout, exit status 1 (the
+    failed check on stderr) when a check fails."""
+    parser = argparse.ArgumentParser(description="Check (and time) one launch configuration of the fused MLP.")
+    parser.add_argument("--variant", required=True, help="the launch configuration's name")
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--quick", action="store_true", help="the smaller row count only, untimed")
+    args = parser.parse_args(argv)
+    variant = variant_named(args.variant)
+    target = torch.device(args.device)
+    quick = args.quick or target.type != "cuda"  # in Triton's interpreter: the smaller size only
+    try:
+        errors = check_variant(variant, target, rows=CHECK_ROWS[:1] if quick else CHECK_ROWS)
+        report = {
+            "variant": variant.name,
+            "ok": True,
+            "triton": triton.__version__,
+            **{f"{k}_error": v for k, v in errors.items()},
+        }
+        if not quick:
+            ms = time_variant(variant, target)
+            report.update(ms_forward_backward=ms, rows_per_second=TIMED_ROWS / ms * 1e3)
+    except AssertionError as error:
+        print(str(error), file=sys.stderr)
+        return 1
+    print(json.dumps(report), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,6 +1,6 @@
 """Triton kernels of packed volume rendering (`nfield.render.volume`): weights and compositing.
 
-Samples are packed and grouped by ray (`nfield.render.samplers.RaySamples`). One lane of a
+Samples are packed and grouped by ray (`nfield.render.rays.RaySamples`). One lane of a
 program walks one ray's samples in order, so the transmittance is a running product and nothing
 of size (rays x samples) is ever dense. Per sample i of a ray, with tau_i = min(sigma_i delta_i, 1e3):
 

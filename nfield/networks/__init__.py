@@ -2,7 +2,8 @@
 
 Every network is an ``nn.Module`` with ``in_dim`` and ``out_dim``, built from a frozen config
 dataclass through `NETWORKS` (``NETWORKS.build(cfg, in_dim, out_dim)``). Activation and
-initialisation belong together: SIREN's initialisation is part of `Siren`.
+initialisation belong together: SIREN's initialisation is part of `Siren`. `MLPConfig` also
+writes tiny-cuda-nn's network JSON (``tcnn_config()``, see `tcnn_network_config`).
 """
 
 from nfield.networks.cam import CamConfig, CamMLP
@@ -10,13 +11,14 @@ from nfield.networks.finer import Finer, FinerActivation, FinerConfig
 from nfield.networks.gaussian import GaussianNetwork, GaussianNetworkConfig, gaussian_activation
 from nfield.networks.mlp import ACTIVATIONS, MLP, FourierLinear, MLPConfig, activation_module, fourier_basis
 from nfield.networks.progressive import ProgressiveNetwork, ProgressiveNetworkConfig
-from nfield.networks.registry import NETWORKS
+from nfield.networks.registry import NETWORKS, tcnn_network_config
 from nfield.networks.siren import SineLayer, SineNetwork, Siren, SirenConfig
 from nfield.networks.spder import Spder, SpderConfig, spder_activation
 from nfield.networks.wire import Wire, WireConfig
 
 __all__ = [
     "NETWORKS",
+    "tcnn_network_config",
     "ACTIVATIONS",
     "MLP",
     "MLPConfig",

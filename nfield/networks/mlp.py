@@ -33,12 +33,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch import nn
 
 from nfield.backends import check_backend, choose_backend, record_backend
+from nfield.backends.tcnn import TcnnNetwork, tcnn_mlp_config
 from nfield.errors import NfieldError
 from nfield.networks.registry import NETWORKS
 
@@ -209,6 +210,14 @@ class MLPConfig:
         if self.fourier_reparam and self.backend == "tcnn":
             raise NfieldError("MLPConfig.fourier_reparam runs on backends torch and triton, not tcnn (its weights are its own)")
 
+    def tcnn_config(self) -> dict[str, Any]:
+        """tiny-cuda-nn's network JSON for this layout (``FullyFusedMLP`` or ``CutlassMLP``, see `tcnn_mlp_config`).
+
+        Raises:
+            NfieldError: an activation tiny-cuda-nn does not have.
+        """
+        return tcnn_mlp_config(self.n_neurons, self.n_hidden_layers, self.activation, self.output_activation)
+
 
 @NETWORKS.register("MLP", MLPConfig)
 class MLP(nn.Module):
@@ -230,9 +239,7 @@ class MLP(nn.Module):
         self.last_backend: str | None = None
         self._packed = None  # the fused kernel's packed float16 weights, reused until a parameter changes
         if cfg.backend == "tcnn":
-            from nfield.backends.tcnn import TcnnNetwork
-
-            self.tcnn = TcnnNetwork(in_dim, out_dim, cfg)
+            self.tcnn = TcnnNetwork(in_dim, out_dim, cfg.tcnn_config())
             return
         widths = [in_dim] + [cfg.n_neurons] * cfg.n_hidden_layers + [out_dim]
         layers: list[nn.Module] = []

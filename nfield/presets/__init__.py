@@ -4,7 +4,9 @@ A `Preset` is everything a new run of a named model starts from: the field, the 
 (steps, learning rate, schedule, mixed precision, evaluation cadence) and the task's settings. Batch
 sizes are chosen by device: the task settings are sized for a GPU, and `Preset.cpu` holds the
 smaller values a CPU run uses instead, so a first run on a laptop takes minutes, not hours.
-The command line shows these values as its defaults and overrides them key by key.
+The command line shows these values as its defaults and overrides them key by key: each key a user
+set goes to the (nested) config field that has it (`apply_overrides`), and a key the chosen model
+does not have is refused in one line naming the flag and the model.
 """
 
 from __future__ import annotations
@@ -15,11 +17,10 @@ from typing import Any
 
 import torch
 
-from nfield.components import replace_fields
-from nfield.errors import NfieldError
+from nfield.components import apply_overrides
 from nfield.fields import FieldConfig
 from nfield.fields.field import output_map
-from nfield.train import TrainConfig
+from nfield.training.trainer import TrainConfig
 
 
 @dataclass(frozen=True)
@@ -42,18 +43,10 @@ class Preset:
         return self.task
 
 
-def apply_overrides(model: str, field: FieldConfig, overrides: dict[str, Any]) -> FieldConfig:
-    """`field` with each of `overrides` applied to whichever part (encoding or network) has that
-    key; a key neither has is an error naming the keys the model `model` does have."""
-    encoding, used_e = replace_fields(field.encoding, overrides)
-    network, used_n = replace_fields(field.network, overrides)
-    unused = sorted(set(overrides) - used_e - used_n)
-    if unused:
-        valid = sorted({f.name for part in (encoding, network) for f in dataclasses.fields(part)})
-        flags = ", ".join("--" + k.replace("_", "-") for k in unused)
-        options = ", ".join("--" + k.replace("_", "-") for k in valid) or "none"
-        raise NfieldError(f"{flags} does not apply to model '{model}'; its options: {options}")
-    return dataclasses.replace(field, encoding=encoding, network=network)
+def preset_fields(presets: dict[str, Preset]) -> dict[str, Any]:
+    """Model name -> field config of `presets`: the `others` of `apply_overrides`, so that a key the
+    chosen model does not have is refused naming the models that do."""
+    return {name: preset.field for name, preset in presets.items()}
 
 
 def split_target_range(overrides: dict[str, Any]) -> tuple[dict[str, Any], tuple[float, float] | None]:
@@ -73,4 +66,4 @@ def mapped_field(preset: Preset, target_range: tuple[float, float] | None, signa
     return dataclasses.replace(preset.field, **output_map(signal_range, target_range))
 
 
-__all__ = ["Preset", "apply_overrides", "mapped_field", "split_target_range"]
+__all__ = ["Preset", "apply_overrides", "mapped_field", "preset_fields", "split_target_range"]

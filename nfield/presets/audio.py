@@ -24,11 +24,11 @@ from nfield.encodings import FrequencyConfig, GaussianFourierConfig, IdentityCon
 from nfield.errors import NfieldError
 from nfield.fields import FieldConfig
 from nfield.networks import MLPConfig, SirenConfig
-from nfield.presets import Preset, apply_overrides, mapped_field, split_target_range
+from nfield.presets import Preset, apply_overrides, mapped_field, preset_fields, split_target_range
 from nfield.presets.families import NOT_FOR, family_preset
 from nfield.presets.image import IMAGE_PRESETS
 from nfield.tasks.audio import AudioTask, AudioTaskConfig
-from nfield.train import TrainConfig
+from nfield.training.trainer import TrainConfig
 
 _TRAIN = TrainConfig(steps=1000, lr_schedule="cosine", eval_every=250, mixed_precision=False)
 _TASK = AudioTaskConfig(batch_size=2**17)
@@ -65,7 +65,7 @@ def resolve_audio_preset(name: str, overrides: dict[str, Any], n_samples: int = 
     else:
         why = f" ({name}: {NOT_FOR['audio'][name]})" if name in NOT_FOR["audio"] else ""
         raise NfieldError(f"unknown model '{name}'{why}; choose one of: {', '.join(audio_models())}")
-    return dataclasses.replace(preset, field=apply_overrides(name, preset.field, overrides))
+    return dataclasses.replace(preset, field=apply_overrides(preset.field, overrides, name, others=preset_fields(AUDIO_PRESETS)))
 
 
 def audio_models() -> list[str]:
@@ -74,14 +74,13 @@ def audio_models() -> list[str]:
 
 
 def new_audio_run(
-    source: str, model: str, model_overrides: dict[str, Any], task_overrides: dict[str, Any], device: torch.device
+    source: str, model: str, overrides: dict[str, Any], task_overrides: dict[str, Any], device: torch.device
 ) -> tuple[TrainConfig, dict[str, Any], Audio]:
     """A new audio run from the preset `model`: (its training config, the task's part of config.json,
     the loaded clip). `task_overrides` replace keys of the task settings chosen for `device`."""
     audio = load_audio(source)
-    overrides, target_range = split_target_range(model_overrides)
-    preset = resolve_audio_preset(model, overrides, audio.n_samples)
+    field_overrides, target_range = split_target_range(overrides)
+    preset = resolve_audio_preset(model, field_overrides, audio.n_samples)
     task_cfg = dataclasses.replace(preset.task_for(device), **task_overrides)
-    task_cfg.validate()
     field_cfg = mapped_field(preset, target_range, (-1.0, 1.0))  # samples are full scale
     return preset.train, AudioTask.run_config(audio, field_cfg, task_cfg), audio

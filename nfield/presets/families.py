@@ -197,7 +197,7 @@ def sized_field(
     def count(i: int) -> int:
         if i not in cache:
             try:
-                cache[i] = field_parameters(apply_overrides(family, field, knob(values[i])), in_dim, out_dim)
+                cache[i] = field_parameters(apply_overrides(field, knob(values[i]), family), in_dim, out_dim)
             except NfieldError:  # a size the component refuses (a table past its limit) is over any budget
                 cache[i] = 2**62
         return cache[i]
@@ -210,4 +210,4 @@ def sized_field(
         else:
             hi = mid
     best = min({max(lo - 1, 0), lo}, key=lambda i: abs(count(i) - n_params))
-    return apply_overrides(family, field, knob(values[best])), count(best)
+    return apply_overrides(field, knob(values[best]), family), count(best)

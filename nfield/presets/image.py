@@ -48,9 +48,9 @@ from nfield.networks import (
     SpderConfig,
     WireConfig,
 )
-from nfield.presets import Preset, apply_overrides, mapped_field, split_target_range
+from nfield.presets import Preset, apply_overrides, mapped_field, preset_fields, split_target_range
 from nfield.tasks.image import ImageTask, ImageTaskConfig
-from nfield.train import TrainConfig
+from nfield.training.trainer import TrainConfig
 
 #: Steps and schedule of every image preset; the learning rate and autocast differ per model.
 _TRAIN = TrainConfig(steps=2000, lr_schedule="cosine", eval_every=500)
@@ -217,7 +217,7 @@ def resolve_image_preset(name: str, overrides: dict[str, Any], height: int, widt
     if name not in IMAGE_PRESETS:
         raise NfieldError(f"unknown model '{name}'; choose one of: {', '.join(IMAGE_PRESETS)}")
     preset = IMAGE_PRESETS[name]
-    field = apply_overrides(name, preset.field, overrides)
+    field = apply_overrides(preset.field, overrides, name, others=preset_fields(IMAGE_PRESETS))
     encoding = field.encoding
     if isinstance(encoding, (HashGridConfig, DenseGridConfig)) and "per_level_scale" not in overrides:
         encoding = dataclasses.replace(encoding, per_level_scale=grid_scale_for(encoding, max(height, width)))
@@ -252,7 +252,7 @@ def grid_scale_for(grid: HashGridConfig | DenseGridConfig, finest_resolution: in
 def new_image_run(
     source: str,
     model: str,
-    model_overrides: dict[str, Any],
+    overrides: dict[str, Any],
     task_overrides: dict[str, Any],
     device: torch.device,
     downscale: int = 1,
@@ -260,8 +260,8 @@ def new_image_run(
     """A new image run from the preset `model`: (its training config, the task's part of config.json,
     the loaded image). `task_overrides` replace keys of the task settings chosen for `device`."""
     image = load_image(source, downscale)
-    overrides, target_range = split_target_range(model_overrides)
-    preset = resolve_image_preset(model, overrides, image.height, image.width)
+    field_overrides, target_range = split_target_range(overrides)
+    preset = resolve_image_preset(model, field_overrides, image.height, image.width)
     task_cfg = dataclasses.replace(preset.task_for(device), **task_overrides)
     if task_cfg.batch_size <= 0:
         raise NfieldError(f"--batch-size must be positive, got {task_cfg.batch_size}")

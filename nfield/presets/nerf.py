@@ -30,11 +30,11 @@ from nfield.errors import NfieldError
 from nfield.fields.kilonerf import KiloNeRFConfig
 from nfield.fields.radiance import GenericRadianceConfig, NGPFieldConfig, VanillaNeRFConfig
 from nfield.networks import MLPConfig, SirenConfig
-from nfield.presets import Preset
+from nfield.presets import Preset, apply_overrides, preset_fields
 from nfield.presets.families import NOT_FOR, family_preset
 from nfield.presets.image import IMAGE_PRESETS
 from nfield.tasks.nerf import NeRFTask, NeRFTaskConfig
-from nfield.train import TrainConfig
+from nfield.training.trainer import TrainConfig
 
 #: Steps and schedule of every NeRF preset; the learning rate and autocast differ per model.
 _TRAIN = TrainConfig(steps=5000, lr_schedule="cosine", eval_every=1000)
@@ -82,6 +82,16 @@ DEFAULT_MODEL = "ngp"
 
 #: Cells per axis the other families' grids, planes and lattices reach over the scene's box.
 FAMILY_RESOLUTION = 256
+#: The sampling overrides, every model's: key -> its place in the task settings (`NeRFTaskConfig`).
+SAMPLING = {
+    "occupancy_resolution": "occupancy.resolution",
+    "occupancy_warmup": "occupancy.warmup_steps",
+    "steps_per_ray": "steps_per_ray",
+    "n_samples": "n_samples",
+    "n_importance": "n_importance",
+}
+#: Override keys of runs before 0.3 (scripts, run requests) -> their current names.
+_RENAMED = {"grid_resolution": "occupancy_resolution", "grid_warmup": "occupancy_warmup"}
 
 
 def nerf_models() -> list[str]:
@@ -90,9 +100,10 @@ def nerf_models() -> list[str]:
 
 
 def resolve_nerf_preset(name: str, overrides: dict[str, Any]) -> Preset:
-    """The preset `name` with `overrides` applied: field sizes (``n_levels`` and ``log2_hashmap_size``
-    for ngp, ``longest_axis_cells`` for kilonerf) and sampling (``grid_resolution``, ``grid_warmup``,
-    ``steps_per_ray``, ``n_samples``, ``n_importance``)."""
+    """The preset `name` with `overrides` applied (`apply_overrides`): field sizes, each to the part of
+    the field that has it (``n_levels`` and ``log2_hashmap_size`` to a hash grid, ``longest_axis_cells``
+    to kilonerf; a key the model does not have is refused), and sampling (`SAMPLING`:
+    ``occupancy_resolution``, ``occupancy_warmup``, ``steps_per_ray``, ``n_samples``, ``n_importance``)."""
     if name in NERF_PRESETS:
         preset = NERF_PRESETS[name]
     elif name in IMAGE_PRESETS and name not in NOT_FOR["nerf"]:
@@ -104,30 +115,18 @@ def resolve_nerf_preset(name: str, overrides: dict[str, Any]) -> Preset:
     else:
         why = f" ({name}: {NOT_FOR['nerf'][name]})" if name in NOT_FOR["nerf"] else ""
         raise NfieldError(f"unknown model '{name}'{why}; choose one of: {', '.join(nerf_models())}")
-    field = preset.field
-    if "longest_axis_cells" in overrides:
-        if not isinstance(field, KiloNeRFConfig):
-            raise NfieldError("--longest-axis-cells applies to the kilonerf model only")
-        field = dataclasses.replace(field, longest_axis_cells=overrides["longest_axis_cells"])
-    grid_keys = {k: overrides[k] for k in ("n_levels", "log2_hashmap_size") if k in overrides}
-    if grid_keys:
-        if not isinstance(field, NGPFieldConfig):
-            raise NfieldError(f"--{next(iter(grid_keys)).replace('_', '-')} applies to the ngp model only")
-        field = dataclasses.replace(field, grid=dataclasses.replace(field.grid, **grid_keys))
-    task, occupancy = preset.task, preset.task.occupancy
-    if "grid_resolution" in overrides:
-        occupancy = dataclasses.replace(occupancy, resolution=overrides["grid_resolution"])
-    if "grid_warmup" in overrides:
-        occupancy = dataclasses.replace(occupancy, warmup_steps=overrides["grid_warmup"])
-    sampling = {k: overrides[k] for k in ("steps_per_ray", "n_samples", "n_importance") if k in overrides}
-    task = dataclasses.replace(task, occupancy=occupancy, **sampling)
+    overrides = {_RENAMED.get(key, key): value for key, value in overrides.items()}
+    sizes = {key: value for key, value in overrides.items() if key not in SAMPLING}
+    sampling = {key: value for key, value in overrides.items() if key in SAMPLING}
+    field = apply_overrides(preset.field, sizes, name, others=preset_fields(NERF_PRESETS))
+    task = apply_overrides(preset.task, sampling, name, paths=SAMPLING)
     return dataclasses.replace(preset, field=field, task=task)
 
 
 def new_nerf_run(
     source: str,
     model: str,
-    model_overrides: dict[str, Any],
+    overrides: dict[str, Any],
     task_overrides: dict[str, Any],
     device: torch.device,
     downscale: int = 1,
@@ -135,9 +134,8 @@ def new_nerf_run(
 ) -> tuple[TrainConfig, dict[str, Any], Scene]:
     """A new NeRF run from the preset `model`: (its training config, the task's part of config.json,
     the loaded scene). `task_overrides` replace keys of the task settings chosen for `device`."""
-    preset = resolve_nerf_preset(model, model_overrides)
+    preset = resolve_nerf_preset(model, overrides)
     task_cfg = dataclasses.replace(preset.task_for(device), **task_overrides)
-    task_cfg.validate()
     if downscale < 1:
         raise NfieldError(f"--downscale must be a positive integer, got {downscale}")
     scene = load_scene(source, downscale, skip_missing_images=skip_missing_images)

@@ -9,7 +9,7 @@
 - ``relu-pe``: a ReLU MLP on NeRF positional encoding (DeepSDF-sized, 256 x 4), a baseline.
 
 Every preset trains 2000 steps on a cosine schedule in float32; `resolve_sdf_preset` applies the
-command line's size overrides (``--lods``, ``--base-lod``, ``--n-neurons``, ...).
+command line's size overrides (``--n-lods``, ``--base-lod``, ``--n-neurons``, ...).
 """
 
 from __future__ import annotations
@@ -22,15 +22,15 @@ import torch
 from nfield.data.meshes import Shape, load_shape
 from nfield.encodings import DenseGridConfig, FrequencyConfig, HashGridConfig, IdentityConfig
 from nfield.errors import NfieldError
-from nfield.export import check_extraction_memory
 from nfield.fields import FieldConfig
 from nfield.fields.sdf import NGLODConfig, SDFFieldConfig
+from nfield.geometry.marching_cubes import check_extraction_memory
 from nfield.networks import MLPConfig, SirenConfig
-from nfield.presets import Preset, apply_overrides
+from nfield.presets import Preset, apply_overrides, preset_fields
 from nfield.presets.families import NOT_FOR, family_preset
 from nfield.presets.image import IMAGE_PRESETS
 from nfield.tasks.sdf import SDFTask, SDFTaskConfig
-from nfield.train import TrainConfig
+from nfield.training.trainer import TrainConfig
 
 #: Steps and schedule of every SDF preset (full precision: distances near the surface are small).
 _TRAIN = TrainConfig(steps=2000, lr_schedule="cosine", eval_every=500, mixed_precision=False)
@@ -71,7 +71,8 @@ SDF_PRESETS: dict[str, Preset] = {
     ),
 }
 DEFAULT_MODEL = "nglod"
-_NGLOD_ONLY = {"lods": "n_lods", "base_lod": "base_lod", "feature_dim": "feature_dim"}  # override key -> octree key
+#: Override keys of runs before 0.3 (collection.json's "overrides", once "model_options"; scripts) -> their current names.
+_RENAMED = {"lods": "n_lods"}
 
 
 #: Image families with periodic activations, trained with SIREN's SDF eikonal weight.
@@ -86,9 +87,10 @@ def sdf_models() -> list[str]:
 
 
 def resolve_sdf_preset(name: str, overrides: dict[str, Any]) -> Preset:
-    """The preset `name` with size `overrides` applied: ``lods``, ``base_lod``, ``feature_dim``
-    (nglod only), ``n_neurons`` and ``n_hidden_layers`` (the MLP, or each NGLOD decoder), and for the
-    other models any key of their encoding (``n_levels``, ``log2_hashmap_size``, ...)."""
+    """The preset `name` with size `overrides` applied, each to the part of the field that has it
+    (`apply_overrides`): ``n_lods``, ``base_lod``, ``feature_dim`` (NGLOD's octree), ``n_neurons`` and
+    ``n_hidden_layers`` (the MLP, or each NGLOD decoder), and any key of the other models' encoding or
+    network (``n_levels``, ``log2_hashmap_size``, ...); a key the model does not have is refused."""
     if name in SDF_PRESETS:
         preset = SDF_PRESETS[name]
     elif name in IMAGE_PRESETS and name not in NOT_FOR["sdf"]:
@@ -98,30 +100,18 @@ def resolve_sdf_preset(name: str, overrides: dict[str, Any]) -> Preset:
     else:
         why = f" ({name}: {NOT_FOR['sdf'][name]})" if name in NOT_FOR["sdf"] else ""
         raise NfieldError(f"unknown model '{name}'{why}; choose one of: {', '.join(sdf_models())}")
-    field = preset.field
-    if isinstance(field, NGLODConfig):
-        sizes = {k: overrides[k] for k in ("n_neurons", "n_hidden_layers") if k in overrides}
-        others = sorted(set(overrides) - set(sizes) - set(_NGLOD_ONLY))
-        if others:
-            raise NfieldError(f"--{others[0].replace('_', '-')} does not apply to the nglod model")
-        octree = dataclasses.replace(field.octree, **{key: overrides[k] for k, key in _NGLOD_ONLY.items() if k in overrides})
-        field = dataclasses.replace(field, octree=octree, **sizes)
-    else:
-        nglod_only = sorted(set(overrides) & set(_NGLOD_ONLY))
-        if nglod_only:
-            raise NfieldError(f"--{nglod_only[0].replace('_', '-')} applies to the nglod model only")
-        field = apply_overrides(name, field, overrides)
+    overrides = {_RENAMED.get(key, key): value for key, value in overrides.items()}
+    field = apply_overrides(preset.field, overrides, name, others=preset_fields(SDF_PRESETS))
     return dataclasses.replace(preset, field=field)
 
 
 def new_sdf_run(
-    source: str, model: str, model_overrides: dict[str, Any], task_overrides: dict[str, Any], device: torch.device
+    source: str, model: str, overrides: dict[str, Any], task_overrides: dict[str, Any], device: torch.device
 ) -> tuple[TrainConfig, dict[str, Any], Shape]:
     """A new SDF run from the preset `model`: (its training config, the task's part of config.json,
     the loaded shape). `task_overrides` replace keys of the task settings chosen for `device`."""
-    preset = resolve_sdf_preset(model, model_overrides)
+    preset = resolve_sdf_preset(model, overrides)
     task_cfg = dataclasses.replace(preset.task_for(device), **task_overrides)
-    task_cfg.validate()
     check_extraction_memory(task_cfg.mesh_resolution)
     shape = load_shape(source)
     return preset.train, SDFTask.run_config(shape, preset.field, task_cfg), shape

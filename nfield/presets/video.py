@@ -22,11 +22,11 @@ from nfield.encodings import FrequencyConfig, HashGridConfig, IdentityConfig
 from nfield.errors import NfieldError
 from nfield.fields import FieldConfig
 from nfield.networks import MLPConfig, SirenConfig
-from nfield.presets import Preset, apply_overrides, mapped_field, split_target_range
+from nfield.presets import Preset, apply_overrides, mapped_field, preset_fields, split_target_range
 from nfield.presets.families import family_preset
 from nfield.presets.image import IMAGE_PRESETS, grid_scale_for
 from nfield.tasks.video import VideoTask, VideoTaskConfig
-from nfield.train import TrainConfig
+from nfield.training.trainer import TrainConfig
 
 _TRAIN = TrainConfig(steps=2000, lr_schedule="cosine", eval_every=500)
 _TASK = VideoTaskConfig(batch_size=2**18, eval_frames=8)
@@ -71,7 +71,7 @@ def resolve_video_preset(name: str, overrides: dict[str, Any], height: int, widt
         preset = family_preset(name, 3, "video", max(height, width), VIDEO_PRESETS["relu-pe"])
     else:
         raise NfieldError(f"unknown model '{name}'; choose one of: {', '.join(video_models())}")
-    field = apply_overrides(name, preset.field, overrides)
+    field = apply_overrides(preset.field, overrides, name, others=preset_fields(VIDEO_PRESETS))
     if isinstance(field.encoding, HashGridConfig) and "per_level_scale" not in overrides:
         scale = grid_scale_for(field.encoding, max(height, width))
         field = FieldConfig(dataclasses.replace(field.encoding, per_level_scale=scale), field.network)
@@ -81,7 +81,7 @@ def resolve_video_preset(name: str, overrides: dict[str, Any], height: int, widt
 def new_video_run(
     source: str,
     model: str,
-    model_overrides: dict[str, Any],
+    overrides: dict[str, Any],
     task_overrides: dict[str, Any],
     device: torch.device,
     downscale: int = 1,
@@ -90,9 +90,8 @@ def new_video_run(
     """A new video run from the preset `model`: (its training config, the task's part of config.json,
     the loaded video). `task_overrides` replace keys of the task settings chosen for `device`."""
     video = load_video(source, downscale, max_frames)
-    overrides, target_range = split_target_range(model_overrides)
-    preset = resolve_video_preset(model, overrides, video.height, video.width)
+    field_overrides, target_range = split_target_range(overrides)
+    preset = resolve_video_preset(model, field_overrides, video.height, video.width)
     task_cfg = dataclasses.replace(preset.task_for(device), **task_overrides)
-    task_cfg.validate()
     field_cfg = mapped_field(preset, target_range, (0.0, 1.0))  # frames in [0, 1]
     return preset.train, VideoTask.run_config(video, downscale, field_cfg, task_cfg), video

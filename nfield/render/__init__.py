@@ -1,6 +1,7 @@
 """Rendering: cameras and rays (`cameras`), camera paths for videos (`camera_paths`) and their files
-(`camera_path_files`), sphere tracing of signed distance fields (`sphere_tracing`), and volume rendering
-of radiance fields (`samplers`, `volume`)."""
+(`camera_path_files`), rays against boxes and packed samples along rays (`rays`), sphere tracing of
+signed distance fields (`sphere_tracing`), volume rendering of radiance fields (`samplers`, `occupancy`,
+`volume`), and rendering a trained radiance model's rays, images and camera paths (`radiance`)."""
 
 from nfield.render.camera_path_files import load_camera_path
 from nfield.render.camera_paths import interpolated_path, orbit_poses, scene_orbit, spiral_path
@@ -14,20 +15,25 @@ from nfield.render.cameras import (
     pixel_rays,
     undistort,
 )
-from nfield.render.samplers import (
-    OccupancyGrid,
-    OccupancyGridConfig,
-    RaySamples,
-    importance_samples,
-    ray_aabb,
-    stratified_samples,
+from nfield.render.occupancy import OccupancyGrid, OccupancyGridConfig
+from nfield.render.radiance import (
+    RadianceRenderSettings,
+    composite_on,
+    half_precision,
+    march_step,
+    ray_bounds,
+    render_culled,
+    render_image,
+    render_nerf_rays,
+    render_poses,
 )
+from nfield.render.rays import RaySamples, ray_aabb, ray_box_intersection
+from nfield.render.samplers import importance_samples, stratified_samples
 from nfield.render.sphere_tracing import (
     SHADINGS,
     SphereTraceResult,
     SurfaceTracer,
     TracedSurface,
-    ray_box_intersection,
     render_sdf,
     render_surface,
     sdf_normals,
@@ -53,11 +59,12 @@ __all__ = [
     "scene_orbit",
     "spiral_path",
     "undistort",
+    "RaySamples",
+    "ray_aabb",
+    "ray_box_intersection",
     "OccupancyGrid",
     "OccupancyGridConfig",
-    "RaySamples",
     "importance_samples",
-    "ray_aabb",
     "stratified_samples",
     "accumulate",
     "composite",
@@ -67,7 +74,6 @@ __all__ = [
     "SphereTraceResult",
     "SurfaceTracer",
     "TracedSurface",
-    "ray_box_intersection",
     "render_sdf",
     "render_surface",
     "sdf_normals",
@@ -76,4 +82,13 @@ __all__ = [
     "shade_normals",
     "sphere_trace",
     "tetrahedral_normals",
+    "RadianceRenderSettings",
+    "composite_on",
+    "half_precision",
+    "march_step",
+    "ray_bounds",
+    "render_culled",
+    "render_image",
+    "render_nerf_rays",
+    "render_poses",
 ]

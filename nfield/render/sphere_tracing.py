@@ -36,6 +36,7 @@ import torch
 
 from nfield.errors import NfieldError
 from nfield.render.cameras import PinholeCamera, camera_rays
+from nfield.render.rays import Bound, ray_box_intersection
 
 SdfFn = Callable[[torch.Tensor], torch.Tensor]
 """(M, 3) points -> (M,) signed distances, negative inside (an (M, 1) output is accepted too)."""
@@ -43,8 +44,6 @@ SdfFn = Callable[[torch.Tensor], torch.Tensor]
 EmptySpaceFn = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
 """(M, 3) points -> (lo (M, 3), hi (M, 3), empty (M,) bool): the largest empty axis-aligned box
 holding each point, meaningful where `empty` is True."""
-
-Bound = float | Sequence[float] | torch.Tensor  # a scalar, (3,) or (N, 3) box corner
 
 _JUMP_EPS = 1e-5  # how far past the exit of an empty box a ray lands, world units
 PIXEL_FOOTPRINT = 0.25
@@ -105,45 +104,6 @@ SurfaceTracer = Callable[[torch.Tensor, torch.Tensor, float, int], TracedSurface
 """(origins (N, 3), unit directions (N, 3), footprint, width) -> `TracedSurface`. The rays are an
 image's pixels in row-major order, `width` per row; `footprint` is the angle one pixel spans
 (radians), so a hit threshold no finer than a pixel at distance t is footprint * t."""
-
-
-def ray_box_intersection(
-    origins: torch.Tensor, directions: torch.Tensor, lo: Bound = -1.0, hi: Bound = 1.0
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Where rays enter and leave axis-aligned boxes (the slab method).
-
-    The box is closed: a ray grazing a face or starting on it hits. A ray parallel to a slab is
-    inside that slab for all t if its origin lies between the slab's planes, else never.
-
-    Args:
-        origins: (N, 3) ray origins.
-        directions: (N, 3) ray directions (any length; t is in units of their length).
-        lo, hi: the box's min and max corners: floats (the cube [lo, hi]^3), (3,) or (N, 3).
-
-    Returns:
-        t_near: (N,) entry distance, clamped at 0 (so 0 for origins inside the box).
-        t_far: (N,) exit distance.
-        hits: (N,) bool, t_far >= t_near: the ray meets the box at some t >= 0. Where it does not,
-            t_near and t_far have no meaning.
-
-    Example::
-
-        >>> origins = torch.tensor([[0.0, 0.0, 3.0], [0.0, 5.0, 3.0]])
-        >>> t_near, t_far, hits = ray_box_intersection(origins, torch.tensor([[0.0, 0.0, -1.0]] * 2))
-        >>> t_near[0], t_far[0], hits
-        (tensor(2.), tensor(4.), tensor([ True, False]))
-    """
-    options = {"dtype": origins.dtype, "device": origins.device}
-    lo, hi = torch.as_tensor(lo, **options), torch.as_tensor(hi, **options)
-    to_lo, to_hi = (lo - origins) / directions, (hi - origins) / directions
-    parallel = directions == 0
-    inside_slab = (origins >= lo) & (origins <= hi)
-    always = torch.where(inside_slab, -torch.inf, torch.inf)  # entry of a parallel slab
-    t_min = torch.where(parallel, always, torch.minimum(to_lo, to_hi))
-    t_max = torch.where(parallel, -always, torch.maximum(to_lo, to_hi))
-    t_near = t_min.amax(dim=-1).clamp_min(0.0)
-    t_far = t_max.amin(dim=-1)
-    return t_near, t_far, t_far >= t_near
 
 
 def _distances(sdf_fn: SdfFn, points: torch.Tensor) -> torch.Tensor:

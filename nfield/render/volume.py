@@ -7,7 +7,7 @@ Along a ray cut into intervals i of length delta_i with density sigma_i and colo
     w_i = T_i alpha_i                             its weight
     rgb = sum_i w_i c_i + (1 - sum_i w_i) background
 
-Samples come packed, as `nfield.render.samplers.RaySamples` (`ray_indices`, `t_starts`, `t_ends`,
+Samples come packed, as `nfield.render.rays.RaySamples` (`ray_indices`, `t_starts`, `t_ends`,
 grouped by ray and in increasing t within a ray), and the field comes as a callback, so any field
 renders. Everything is differentiable with respect to the densities and colours and runs on the
 device of the tensors given: `render_weights` and `composite` take a ``backend`` (see
@@ -29,15 +29,13 @@ Example::
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import torch
 
 from nfield.backends import choose_backend, record_backend
 from nfield.errors import NfieldError
-
-if TYPE_CHECKING:
-    from nfield.render.samplers import RaySamples
+from nfield.render.rays import RaySamples
 
 RgbSigmaFn = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 """(positions (M, 3), directions (M, 3)) -> (rgb (M, 3), sigma (M,)); an (M, 1) sigma is accepted too."""
@@ -169,7 +167,6 @@ def composite(
 
     Example::
 
-        >>> from nfield.render.samplers import RaySamples
         >>> samples = RaySamples(torch.tensor([0, 0]), torch.tensor([1.0, 2.0]), torch.tensor([2.0, 3.0]))
         >>> out = composite(torch.eye(3)[:2], torch.tensor([0.0, 1e9]), samples, 1, background=torch.ones(3))
         >>> out["rgb"].tolist(), out["depth"].tolist()  # the second sample is opaque

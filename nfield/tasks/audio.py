@@ -21,20 +21,14 @@ from typing import Any
 
 import torch
 
-from nfield.components import config_from_dict
 from nfield.data.audio import Audio, load_audio, save_audio, time_coordinates
 from nfield.errors import NfieldError
-from nfield.fields import Field, FieldConfig, field_config_from_dict, field_config_to_dict
+from nfield.fields import FieldConfig
 from nfield.metrics import psnr_from_mse
 from nfield.progress import progress_bar
-from nfield.tasks.gradient_adjustment import (
-    MAX_CELLS_PER_AXIS,
-    GradientAdjuster,
-    GradientAdjustmentConfig,
-    patch_groups,
-    random_blocks,
-)
-from nfield.tasks.teaching import Teacher, TeachingConfig
+from nfield.tasks.gradient_adjustment import MAX_CELLS_PER_AXIS, GradientAdjustmentConfig, patch_groups, random_blocks
+from nfield.tasks.signal import SignalTask
+from nfield.tasks.teaching import TeachingConfig
 
 #: IGA's default group: runs of this many samples, the samples of a default 32 x 32 image patch.
 IGA_RUN = 1024
@@ -49,7 +43,7 @@ class AudioTaskConfig:
         default_factory=lambda: GradientAdjustmentConfig(patch_size=IGA_RUN)
     )  # IGA: eNTK-balanced steps over runs of patch_size samples
 
-    def validate(self) -> None:
+    def __post_init__(self) -> None:
         if self.batch_size <= 0 or self.render_chunk <= 0:
             raise NfieldError(f"--batch-size must be positive, got {self.batch_size}")
 
@@ -60,7 +54,7 @@ def snr_db(fitted: torch.Tensor, target: torch.Tensor) -> float:
     return float(10 * torch.log10(target.double().square().sum().clamp_min(1e-30) / noise))
 
 
-class AudioTask:
+class AudioTask(SignalTask):
     """Fit `audio` with a `Field` of 1 input (time) and one output per channel.
 
     Args:
@@ -74,7 +68,10 @@ class AudioTask:
     """
 
     name = "fit-audio"
-    kind = "audio"  # config.json's "task"
+    kind = "audio"
+    config_class = AudioTaskConfig
+    data_noun = "clip"
+    output_files = ("reconstruction.wav", "comparison.png")
 
     def __init__(
         self,
@@ -85,38 +82,34 @@ class AudioTask:
         seed: int = 0,
         channels: int | None = None,
     ):
-        cfg.validate()
-        self.cfg, self.device = cfg, torch.device(device)
-        self.audio = None if audio is None else audio.to(self.device)
-        self.model = Field(1, audio.channels if audio is not None else channels, field_cfg).to(self.device)
-        self.generator = torch.Generator(self.device)
-        self.generator.manual_seed(seed)
-        self.teacher = Teacher(cfg.teaching) if cfg.teaching.enabled else None
-        self.adjuster = GradientAdjuster(cfg.gradient_adjustment) if cfg.gradient_adjustment.enabled else None
+        device = torch.device(device)
+        audio = None if audio is None else audio.to(device)
+        super().__init__(audio, 1, audio.channels if audio is not None else channels, field_cfg, cfg, device, seed)
         if self.adjuster is not None and audio is not None and audio.n_samples > MAX_CELLS_PER_AXIS:
             raise NfieldError(
                 f"{audio.source}: IGA tells samples apart by their float32 times, distinct up to "
                 f"{MAX_CELLS_PER_AXIS:,} samples; this clip has {audio.n_samples:,}: fit a shorter cut"
             )
-        self.step, self.total = 0, 1  # set by `update` (the teacher's schedules need both)
         self.full_batch = audio is not None and audio.n_samples <= cfg.batch_size
         if self.full_batch:
             self._coords = time_coordinates(torch.arange(audio.n_samples, device=self.device), audio.n_samples)
 
+    @property
+    def audio(self) -> Audio | None:
+        """The clip fitted, on the task's device (None: built without it)."""
+        return self.signal
+
     # --- a run directory's task ---------------------------------------------------------------
-    @staticmethod
-    def run_config(audio: Audio, field_cfg: FieldConfig, cfg: AudioTaskConfig) -> dict[str, Any]:
+    @classmethod
+    def run_config(cls, audio: Audio, field_cfg: FieldConfig, cfg: AudioTaskConfig) -> dict[str, Any]:
         """The task's part of a new run's config.json: the clip, the field and the task settings."""
-        return {
-            "audio": {
-                "source": str(Path(audio.source).resolve()),
-                "sample_rate": audio.sample_rate,
-                "n_samples": audio.n_samples,
-                "channels": audio.channels,
-            },
-            "field": field_config_to_dict(field_cfg),
-            "task_config": dataclasses.asdict(cfg),
+        fitted = {
+            "source": str(Path(audio.source).resolve()),
+            "sample_rate": audio.sample_rate,
+            "n_samples": audio.n_samples,
+            "channels": audio.channels,
         }
+        return cls._config_part(fitted, field_cfg, cfg)
 
     @staticmethod
     def load_data(config: dict[str, Any], source: str | Path | None = None) -> Audio:
@@ -129,40 +122,11 @@ class AudioTask:
             )
         return audio
 
-    @classmethod
-    def from_config(cls, config: dict[str, Any], device: torch.device | str, data: Audio | None = None) -> AudioTask:
-        """The task a run's config.json describes (untrained), on `data` (None: without its clip)."""
-        cfg = config_from_dict(AudioTaskConfig, config.get("task_config", {}))
-        seed = config["train"].get("seed", 0)
-        field_cfg = field_config_from_dict(config["field"])
-        return cls(data, field_cfg, cfg, device=device, seed=seed, channels=int(config["audio"]["channels"]))
-
-    def describe(self) -> str:
-        """One line on what is fitted with what (the command line prints it before training)."""
-        audio, n_params = self._data(), sum(p.numel() for p in self.model.parameters())
-        return (
-            f"fitting {audio.source} ({audio.seconds:.2f} s, {audio.n_samples:,} samples x {audio.channels} at "
-            f"{audio.sample_rate} Hz) [{type(self.model.encoding).__name__} -> {type(self.model.network).__name__}, "
-            f"{n_params:,} parameters]"
-        )
-
-    def outputs(self) -> list[str]:
-        """The files `export` writes, relative to the run directory."""
-        return ["reconstruction.wav", "comparison.png"]
-
-    def _data(self) -> Audio:
-        if self.audio is None:
-            raise NfieldError("this audio task was loaded without its clip; load the run with its data")
-        return self.audio
+    def _data_summary(self) -> str:
+        audio = self._data()
+        return f"{audio.seconds:.2f} s, {audio.n_samples:,} samples x {audio.channels} at {audio.sample_rate} Hz"
 
     # --- the trainer's interface -------------------------------------------------------------
-    def param_groups(self) -> list[dict[str, Any]]:
-        return [{"params": list(self.model.parameters())}]
-
-    def update(self, step: int, total: int) -> None:
-        """The trainer's progress (the teacher's schedules depend on it)."""
-        self.step, self.total = step, total
-
     def sample(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(times (B, 1), targets (B, C)) for one step; with teaching, the candidates (every sample,
         or a random batch of them) the field fits worst, re-picked on the teacher's schedule; with
@@ -217,10 +181,10 @@ class AudioTask:
         mse = (fitted - audio.samples).square().mean()
         return {"psnr": float(psnr_from_mse(mse)), "snr": snr_db(fitted, audio.samples)}
 
-    def export(self, run_dir: Path, progress: bool = False) -> None:
+    def write_outputs(self, run_dir: Path, progress: bool = False) -> None:
         """Write reconstruction.wav (at the clip's rate) and comparison.png (first channel): the
-        waveforms, their difference and the spectrograms (`nfield.plots.audio_comparison_figure`)."""
-        from nfield.plots import write_audio_comparison
+        waveforms, their difference and the spectrograms (`nfield.data.audio_figure.audio_comparison_figure`)."""
+        from nfield.data.audio_figure import write_audio_comparison
 
         audio, run_dir = self._data(), Path(run_dir)
         fitted = self.render(audio.n_samples, progress, "outputs")
@@ -228,17 +192,6 @@ class AudioTask:
         which = f", channel 1 of {audio.channels}" if audio.channels > 1 else ""
         title = f"{Path(audio.source).name}: {audio.n_samples:,} samples at {audio.sample_rate:,} Hz{which}"
         write_audio_comparison(run_dir / "comparison.png", audio.samples[:, 0], fitted[:, 0], audio.sample_rate, title)
-
-    def state_dict(self) -> dict[str, Any]:
-        state = {"generator": self.generator.get_state()}
-        if self.teacher is not None:
-            state["teacher"] = self.teacher.state_dict()
-        return state
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.generator.set_state(state["generator"])
-        if self.teacher is not None and "teacher" in state:
-            self.teacher.load_state_dict(state["teacher"], self.device)
 
     # --- rendering -----------------------------------------------------------------------------
     @torch.no_grad()

@@ -26,32 +26,28 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nfield.checkpoint import latest_checkpoint
 from nfield.data.scenes import Scene
 from nfield.errors import NfieldError
 from nfield.fields.kilonerf import (
     KiloNeRFConfig,
     KiloNeRFField,
     cell_corners,
-    grid_resolution,
     occupied_bounds,
     occupied_cells,
 )
 from nfield.metrics import psnr_from_mse
 from nfield.render.cameras import pixel_rays
-from nfield.render.samplers import OccupancyGrid, OccupancyGridConfig, ray_aabb
-from nfield.tasks.nerf import NeRFTask, NeRFTaskConfig, march_step
-from nfield.train import TrainConfig, Trainer, seed_everything
+from nfield.render.occupancy import OccupancyGrid, OccupancyGridConfig
+from nfield.render.radiance import march_step, ray_bounds
+from nfield.tasks.nerf import NeRFTask, NeRFTaskConfig
 
 #: The distillation phase's checkpoints and metrics, inside the run directory.
-DISTILL_DIR = "distill"
 
 
 @dataclass(frozen=True)
@@ -61,7 +57,7 @@ class DistillConfig:
     rays_per_step: int = 1024  # training rays marched per step to collect the ray points
     color_weight: float = 1.0  # weight of the colour MSE against the alpha MSE
 
-    def validate(self) -> None:
+    def __post_init__(self) -> None:
         if self.batch_points < 1 or self.rays_per_step < 1:
             raise NfieldError(
                 f"batch_points and rays_per_step must be positive, got {self.batch_points} and {self.rays_per_step}"
@@ -144,7 +140,6 @@ class DistillTask:
         device="cpu",
         seed: int = 0,
     ):
-        cfg.validate()
         self.cfg, self.device, self.teacher = cfg, torch.device(device), teacher
         check_box_contains(aabb, grid)
         self.images = NeRFTask(dataclasses.replace(scene, aabb=aabb.cpu()), student_cfg, task_cfg, device=device, seed=seed)
@@ -157,7 +152,7 @@ class DistillTask:
             raise NfieldError("the teacher's occupancy grid marks nothing occupied inside the box; there is nothing to distil")
         self.corners, self.cell_size = cell_corners(self.student)
         box = self.student.aabb
-        self.step_size = march_step(box, task_cfg)
+        self.step_size = march_step(box, task_cfg.steps_per_ray)
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(seed)
 
@@ -191,7 +186,7 @@ class DistillTask:
         """The student's PSNR and SSIM on the held-out views (`NeRFTask.evaluate`)."""
         return self.images.evaluate(progress=progress, leave=leave)
 
-    def export(self, run_dir, progress: bool = False) -> None:
+    def write_outputs(self, run_dir, progress: bool = False) -> None:
         """Nothing: the distilled student is fine-tuned next and exported then."""
 
     def state_dict(self) -> dict[str, Any]:
@@ -213,9 +208,7 @@ class DistillTask:
         n = min(self.cfg.rays_per_step, len(batch["camera"]))
         origins, directions = pixel_rays(self.images.cameras, batch["camera"][:n], batch["u"][:n], batch["v"][:n])
         box = self.student.aabb
-        t_near, t_far, hit = ray_aabb(origins, directions, box)
-        t_near = t_near.clamp_min(self.images.near)
-        t_far = torch.where(hit, torch.maximum(t_far, t_near), t_near)
+        t_near, t_far = ray_bounds(origins, directions, box, self.images.near)
         samples = self.model["grid"].march(
             origins,
             directions,
@@ -266,9 +259,8 @@ class DistillSettings:
     eval_every: int = 0  # steps between held-out evaluations within each phase (0: at the end only)
     seed: int = 0
 
-    def validate(self) -> None:
+    def __post_init__(self) -> None:
         """NfieldError naming the flag of the first impossible setting."""
-        self.config.validate()
         box = torch.tensor(self.aabb, dtype=torch.float32) if self.aabb is not None else None
         if box is not None and (box.shape != (2, 3) or not bool((box[1] > box[0]).all()) or not bool(box.isfinite().all())):
             raise NfieldError(f"--aabb must be xmin ymin zmin xmax ymax zmax with each min < max, got {box.flatten().tolist()}")
@@ -282,66 +274,3 @@ class DistillSettings:
                 raise NfieldError(f"--{flag} must be a positive finite number, got {getattr(self, name)}")
         if self.l2_last_layers < 0:
             raise NfieldError(f"--l2-last-layers must be >= 0, got {self.l2_last_layers}")
-
-    def train_config(self, phase: str, progress: bool = True) -> TrainConfig:
-        """The trainer's config of a phase: "distill" or "finetune" (the run's main config)."""
-        steps, lr = (self.steps, self.lr) if phase == "distill" else (max(self.finetune_steps, 1), self.finetune_lr)
-        return TrainConfig(
-            steps=steps, lr=lr, mixed_precision=False, eval_every=self.eval_every, seed=self.seed, progress=progress
-        )
-
-
-def distillation_task(teacher: NeRFTask, settings: DistillSettings, device: torch.device) -> DistillTask:
-    """The student of `settings` regressed on `teacher` (a trained NeRF task with its scene):
-    checks the settings and that the box contains the teacher's occupied region, then builds the
-    student (seeded from the settings) on the teacher's training views."""
-    settings.validate()
-    box = (teacher.aabb if settings.aabb is None else torch.tensor(settings.aabb, dtype=torch.float32)).to(device)
-    task_cfg = student_task_config(teacher.cfg, settings.l2_last_layers)
-    seed_everything(settings.seed)  # the grid's random probes, then the student's initialisation
-    grid = teacher_occupancy(teacher.model, task_cfg.occupancy, march_step(box, task_cfg))
-    check_box_contains(box, grid)
-    grid_resolution(settings.student.longest_axis_cells, box.cpu())
-    teacher.model.requires_grad_(False)
-    return DistillTask(
-        teacher.model, grid, teacher._data(), settings.student, box, task_cfg, settings.config, device=device, seed=settings.seed
-    )
-
-
-def distil_and_finetune(
-    task: DistillTask,
-    settings: DistillSettings,
-    run_dir: Path,
-    resume: bool = False,
-    progress: bool = True,
-    observers: Sequence[Any] = (),
-) -> dict[str, Any]:
-    """Phase 1, distillation (its own checkpoints in ``RUN/distill``), then phase 2, fine-tuning on
-    the images (the run's main checkpoints; exported at the end). With `resume` either phase
-    continues from its newest checkpoint; `observers` are given to both phases' trainers (the live
-    viewer). Returns the metrics of each phase and its duration."""
-    run_dir = Path(run_dir)
-    finetune_started = resume and latest_checkpoint(run_dir) is not None
-    summary: dict[str, Any] = {}
-    distill_seconds = 0.0
-    if settings.steps > 0 and not finetune_started:
-        trainer = Trainer(task, settings.train_config("distill", progress), run_dir / DISTILL_DIR, device=task.device)
-        trainer.observers.extend(observers)
-        if resume and latest_checkpoint(run_dir / DISTILL_DIR) is not None:
-            trainer.resume()
-        summary["distilled"] = trainer.fit()
-        distill_seconds = trainer.train_seconds
-    elif not finetune_started:
-        summary["distilled"] = task.evaluate(progress=progress)
-    trainer = Trainer(task.images, settings.train_config("finetune", progress), run_dir, device=task.device)
-    trainer.observers.extend(observers)
-    if finetune_started:
-        trainer.resume()
-    if settings.finetune_steps > 0:
-        summary["fine_tuned"] = trainer.fit()
-    else:
-        trainer.save()  # the distilled student is the run's weights
-        task.images.export(run_dir, progress=progress)
-    summary["distill_seconds"] = round(distill_seconds, 3)
-    summary["finetune_seconds"] = round(trainer.train_seconds if settings.finetune_steps > 0 else 0.0, 3)
-    return summary

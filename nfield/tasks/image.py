@@ -16,7 +16,6 @@ the shifted bases' setting). Evaluations then report ``psnr_held_out`` beside th
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -26,16 +25,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from nfield.colormap import inferno
-from nfield.components import config_from_dict
 from nfield.data.images import Image, load_image, pixel_coordinates, save_image
-from nfield.distributed import data_parallel, loss_share, shard
+from nfield.distributed import data_parallel, loss_share, shard, whole_step_batch
 from nfield.errors import NfieldError
-from nfield.fields import Field, FieldConfig, field_config_from_dict, field_config_to_dict
+from nfield.fields import Field, FieldConfig
 from nfield.kernels import module_version
 from nfield.metrics import psnr, psnr_from_mse, ssim
 from nfield.progress import progress_bar
-from nfield.tasks.gradient_adjustment import GradientAdjuster, GradientAdjustmentConfig, patch_groups
-from nfield.tasks.teaching import Teacher, TeachingConfig
+from nfield.tasks.gradient_adjustment import GradientAdjustmentConfig, patch_groups
+from nfield.tasks.signal import SignalTask
+from nfield.tasks.teaching import TeachingConfig
 
 #: How the pixels trained on are chosen (`ImageTaskConfig.train_pixels`).
 TRAIN_PIXELS = ("all", "even", "random")
@@ -64,7 +63,7 @@ class ImageTaskConfig:
             raise NfieldError("--train-pixels even/random holds pixels out; INT (--teaching) and IGA (--iga) fit every pixel")
 
 
-class ImageTask:
+class ImageTask(SignalTask):
     """Fit `image` with a `Field` of 2 inputs and one output per image channel.
 
     Args:
@@ -78,7 +77,10 @@ class ImageTask:
     """
 
     name = "fit-image"
-    kind = "image"  # config.json's "task"
+    kind = "image"
+    config_class = ImageTaskConfig
+    data_noun = "image"
+    output_files = ("reconstruction.png", "error.png")
     batch_key = "batch_size"  # the task setting that sizes a step's batch (scaled by the ranks of a data-parallel run)
 
     def __init__(
@@ -90,20 +92,15 @@ class ImageTask:
         seed: int = 0,
         channels: int | None = None,
     ):
-        self.cfg, self.device = cfg, torch.device(device)
-        self.image = None if image is None else image.to(self.device)
-        self.model = Field(2, image.channels if image is not None else channels, field_cfg).to(self.device)
-        if self.image is not None:  # components initialised from the signal (NeuRBF's kernel centres)
+        device = torch.device(device)
+        image = None if image is None else image.to(device)
+        super().__init__(image, 2, image.channels if image is not None else channels, field_cfg, cfg, device, seed)
+        if image is not None:  # components initialised from the signal (NeuRBF's kernel centres)
             for module in self.model.modules():
                 if callable(getattr(module, "init_from_signal", None)):
-                    module.init_from_signal(self.image.as_float(), image.height, image.width)
-        self.generator = torch.Generator(self.device)
-        self.generator.manual_seed(seed)
+                    module.init_from_signal(image.as_float(), image.height, image.width)
         self._feedback = [m for m in self.model.modules() if callable(getattr(m, "observe_error", None))]
-        self.teacher = Teacher(cfg.teaching) if cfg.teaching.enabled else None
         self._kept_renders: tuple[tuple, dict[int, torch.Tensor]] | None = None  # (the weights' versions, renders)
-        self.adjuster = GradientAdjuster(cfg.gradient_adjustment) if cfg.gradient_adjustment.enabled else None
-        self.step, self.total = 0, 1  # set by `update` (the teacher's schedules need both)
         self.full_batch = False
         # data-parallel training: `batch_size` is the whole step's batch (the run was started with the
         # per-rank --batch-size times the ranks); every rank draws it from the same stream and keeps
@@ -124,26 +121,28 @@ class ImageTask:
             if self.full_batch:
                 index = torch.arange(self.n_pixels, device=self.device) if self._trained is None else self._trained
                 self._coords = pixel_coordinates(index, image.height, image.width)
-                self._targets = self.image.values_at(index)
+                self._targets = image.values_at(index)
+
+    @property
+    def image(self) -> Image | None:
+        """The image fitted, on the task's device (None: built without it)."""
+        return self.signal
 
     # --- a run directory's task ---------------------------------------------------------------
-    @staticmethod
-    def run_config(image: Image, downscale: int, field_cfg: FieldConfig, cfg: ImageTaskConfig) -> dict[str, Any]:
+    @classmethod
+    def run_config(cls, image: Image, downscale: int, field_cfg: FieldConfig, cfg: ImageTaskConfig) -> dict[str, Any]:
         """The task's part of a new run's config.json: the image, the field and the task settings."""
         source = Path(image.source)
-        return {
-            "image": {
-                "source": str(source.resolve()) if source.exists() else image.source,
-                "downscale": downscale,
-                "height": image.height,
-                "width": image.width,
-                "channels": image.channels,
-                "high_dynamic_range": image.high_dynamic_range,
-                "data_range": image.data_range,
-            },
-            "field": field_config_to_dict(field_cfg),
-            "task_config": dataclasses.asdict(cfg),
+        fitted = {
+            "source": str(source.resolve()) if source.exists() else image.source,
+            "downscale": downscale,
+            "height": image.height,
+            "width": image.width,
+            "channels": image.channels,
+            "high_dynamic_range": image.high_dynamic_range,
+            "data_range": image.data_range,
         }
+        return cls._config_part(fitted, field_cfg, cfg)
 
     @staticmethod
     def load_data(config: dict[str, Any], source: str | None = None) -> Image:
@@ -157,39 +156,11 @@ class ImageTask:
             )
         return image
 
-    @classmethod
-    def from_config(cls, config: dict[str, Any], device: torch.device | str, data: Image | None = None) -> ImageTask:
-        """The task a run's config.json describes (untrained), on `data` (None: without its image)."""
-        cfg = config_from_dict(ImageTaskConfig, config.get("task_config", {}))
-        seed = config["train"].get("seed", config.get("seed", 0))
-        field_cfg = field_config_from_dict(config["field"])
-        return cls(data, field_cfg, cfg, device=device, seed=seed, channels=int(config["image"]["channels"]))
-
-    def describe(self) -> str:
-        """One line on what is fitted with what (the command line prints it before training)."""
-        image, n_params = self._data(), sum(p.numel() for p in self.model.parameters())
-        return (
-            f"fitting {image.source} ({image.width}x{image.height}x{image.channels}) with "
-            f"[{type(self.model.encoding).__name__} -> {type(self.model.network).__name__}, {n_params:,} parameters]"
-        )
-
-    def outputs(self) -> list[str]:
-        """The files `export` writes, relative to the run directory."""
-        return ["reconstruction.png", "error.png"]
-
-    def _data(self) -> Image:
-        if self.image is None:
-            raise NfieldError("this image task was loaded without its image; load the run with its data")
-        return self.image
+    def _data_summary(self) -> str:
+        image = self._data()
+        return f"{image.width}x{image.height}x{image.channels}"
 
     # --- the trainer's interface -------------------------------------------------------------
-    def param_groups(self) -> list[dict[str, Any]]:
-        return [{"params": list(self.model.parameters())}]
-
-    def update(self, step: int, total: int) -> None:
-        """The trainer's progress (the teacher's schedules depend on it)."""
-        self.step, self.total = step, total
-
     def sample(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(coords (B, 2), targets (B, C)) for one step; with teaching, the candidates (every pixel,
         or a random batch of them) the field fits worst, re-picked on the teacher's schedule; with
@@ -267,6 +238,27 @@ class ImageTask:
         mse = squared.mean()
         return mse, {"psnr": psnr_from_mse(mse.detach(), self._data().data_range)}
 
+    # --- the field-loss protocol (`nfield.training.stacked.FieldLossTask`): many images as one model ---
+    field_method = "forward"
+    coordinate_dim = 2
+    needs_input_gradient = False
+
+    def field_inputs(self, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """The batch's pixel centres (B, 2) in [-1, 1]."""
+        return batch[0]
+
+    def field_loss(
+        self, batch: tuple[torch.Tensor, torch.Tensor], outputs: torch.Tensor, gradient: torch.Tensor | None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(the MSE, {"psnr"}) of the field's colours `outputs` (B, C) at the batch's pixels."""
+        return self.fit_terms((outputs - batch[1]) ** 2)
+
+    @classmethod
+    def across_ranks(cls, task_part: dict[str, Any], ranks: int) -> dict[str, Any]:
+        """A new data-parallel run's config: its batch is the whole step's (`whole_step_batch`);
+        `sample` draws it on every rank and keeps the rank's shard."""
+        return whole_step_batch(task_part["task_config"], cls.batch_key, ranks)
+
     @torch.no_grad()
     def evaluate(self, progress: bool = False, leave: bool = True) -> dict[str, float]:
         """PSNR (dB) and SSIM of the full-resolution reconstruction, plus PSNR per level of detail
@@ -285,7 +277,7 @@ class ImageTask:
             metrics[f"psnr_lod{lod}"] = psnr(renders[lod], target, image.data_range)
         return metrics
 
-    def export(self, run_dir: Path, progress: bool = False) -> None:
+    def write_outputs(self, run_dir: Path, progress: bool = False) -> None:
         """Write reconstruction.png, error.png and, where the model has them, per-LOD renders and
         the SAPE progress map (renders of the last evaluation are not made again)."""
         write_outputs(self.model, self._data(), Path(run_dir), self._renders(progress, "outputs"))
@@ -311,17 +303,6 @@ class ImageTask:
                 return renders
             self._kept_renders = (weights, renders)
         return self._kept_renders[1]
-
-    def state_dict(self) -> dict[str, Any]:
-        state = {"generator": self.generator.get_state()}
-        if self.teacher is not None:
-            state["teacher"] = self.teacher.state_dict()
-        return state
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.generator.set_state(state["generator"])
-        if self.teacher is not None and "teacher" in state:
-            self.teacher.load_state_dict(state["teacher"], self.device)
 
     # --- rendering -----------------------------------------------------------------------------
     def render(self, height: int, width: int, lod: int | None = None) -> torch.Tensor:

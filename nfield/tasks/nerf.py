@@ -7,8 +7,9 @@ scenes) are composited on a background that is random per ray during training, s
 transparency rather than a background colour, and white for evaluation.
 
 Two samplers: an occupancy grid marched with a fixed step (instant-ngp; empty cells skipped, rays
-stopped once nearly opaque), or NeRF's coarse + fine hierarchical sampling with two fields.
-Evaluation renders held-out views in chunks and reports PSNR and SSIM against them.
+stopped once nearly opaque), or NeRF's coarse + fine hierarchical sampling with two fields; the
+rendering itself is `nfield.render.radiance`'s, with the settings `NeRFTaskConfig.render_settings`
+gives it. Evaluation renders held-out views in chunks and reports PSNR and SSIM against them.
 
 With teaching (INT, `nfield.tasks.teaching`) a pick renders a random batch of `batch_rays` rays
 without gradients, on black (so the ranking does not depend on the random background), and the
@@ -22,7 +23,7 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -32,24 +33,19 @@ from nfield.backends import check_backend
 from nfield.components import config_from_dict
 from nfield.data.images import save_image
 from nfield.data.scenes import Scene, SceneSplit, load_scene
-from nfield.distributed import data_parallel, loss_share, shard
+from nfield.distributed import data_parallel, loss_share, shard, whole_step_batch
 from nfield.errors import NfieldError
 from nfield.fields.kilonerf import KiloNeRFField, occupied_cells, save_kilonerf
 from nfield.fields.radiance import build_radiance_field, radiance_config_from_dict, radiance_config_to_dict
 from nfield.kernels import module_version
 from nfield.metrics import psnr, psnr_from_mse, ssim
 from nfield.progress import progress_bar
-from nfield.render.cameras import CameraSet, PinholeCamera, camera_rays, image_rays, pixel_rays
-from nfield.render.samplers import (
-    OccupancyGrid,
-    OccupancyGridConfig,
-    RaySamples,
-    importance_samples,
-    ray_aabb,
-    stratified_samples,
-)
-from nfield.render.volume import RENDER_BACKENDS, composite, render_rays, render_weights
-from nfield.tasks.teaching import Teacher, TeachingConfig
+from nfield.render.cameras import CameraSet, image_rays, pixel_rays
+from nfield.render.occupancy import OccupancyGrid, OccupancyGridConfig
+from nfield.render.radiance import RadianceRenderSettings, composite_on, march_step, render_image, render_nerf_rays
+from nfield.render.volume import RENDER_BACKENDS
+from nfield.run_directory import RunDirectory
+from nfield.tasks.teaching import Teacher, TeachingConfig, load_sampler_state, sampler_state
 
 BACKGROUNDS = {"white": (1.0, 1.0, 1.0), "black": (0.0, 0.0, 0.0)}
 #: Most bytes of an evaluation's renders kept on the CPU for the export that follows it (22 views of 800x800).
@@ -83,7 +79,7 @@ class NeRFTaskConfig:
     render_backend: str = "auto"  # ray marching and compositing: auto (Triton kernels on CUDA), torch, triton
     teaching: TeachingConfig = field(default_factory=TeachingConfig)  # INT: train on the worst-rendered rays
 
-    def validate(self) -> None:
+    def __post_init__(self) -> None:
         for name in ("batch_rays", "n_samples", "n_importance", "steps_per_ray", "render_chunk", "render_samples"):
             if getattr(self, name) <= 0:
                 raise NfieldError(f"{name} must be positive, got {getattr(self, name)}")
@@ -93,6 +89,19 @@ class NeRFTaskConfig:
         if not self.l2_last_layers >= 0:
             raise NfieldError(f"l2_last_layers must be >= 0, got {self.l2_last_layers}")
         check_backend("render_backend", self.render_backend, RENDER_BACKENDS)
+
+    def render_settings(self) -> RadianceRenderSettings:
+        """What rendering the task's radiance model takes from these settings (`nfield.render.radiance`)."""
+        return RadianceRenderSettings(
+            sampler=self.sampler,
+            n_samples=self.n_samples,
+            n_importance=self.n_importance,
+            steps_per_ray=self.steps_per_ray,
+            early_stop_eps=self.early_stop_eps,
+            chunk=self.render_chunk,
+            max_samples=self.render_samples,
+            backend=self.render_backend,
+        )
 
 
 class NeRFTask:
@@ -123,7 +132,6 @@ class NeRFTask:
         aabb: torch.Tensor | None = None,
         near: float | None = None,
     ):
-        cfg.validate()
         self.scene, self.cfg, self.device = scene, cfg, torch.device(device)
         self.aabb = torch.as_tensor(scene.aabb if scene is not None else aabb, dtype=torch.float32)
         self.near = float(scene.near if scene is not None else near)
@@ -159,6 +167,12 @@ class NeRFTask:
             "task_config": dataclasses.asdict(cfg),
         }
 
+    @classmethod
+    def across_ranks(cls, task_part: dict[str, Any], ranks: int) -> dict[str, Any]:
+        """A new data-parallel run's config: its rays per step are the whole step's
+        (`whole_step_batch`); `sample` draws them on every rank and keeps the rank's shard."""
+        return whole_step_batch(task_part["task_config"], cls.batch_key, ranks)
+
     @staticmethod
     def load_data(config: dict[str, Any], source: str | Path | None = None) -> Scene:
         """The run's scene (or `source` instead) at the run's downscaling, in the run's box."""
@@ -187,7 +201,7 @@ class NeRFTask:
         )
 
     def outputs(self) -> list[str]:
-        """What `export` writes, relative to the run directory."""
+        """What `write_outputs` writes, relative to the run directory."""
         return ["renders"]
 
     def write_run_files(self, run_dir: Path) -> None:
@@ -269,11 +283,12 @@ class NeRFTask:
         camera, row, column = index // (height * width), index // width % height, index % width
         origins, directions = pixel_rays(self.cameras, camera, column.float() + 0.5, row.float() + 0.5)
         black = torch.zeros(len(index), 3, device=self.device)
+        settings = self.cfg.render_settings()
         outputs = []
         for start in range(0, len(index), self.cfg.render_chunk):
             part = slice(start, start + self.cfg.render_chunk)
             outputs.append(
-                render_nerf_rays(self.model, self.cfg, self.near, origins[part], directions[part], black[part], train=False)[0][
+                render_nerf_rays(self.model, settings, self.near, origins[part], directions[part], black[part], train=False)[0][
                     "rgb"
                 ]
             )
@@ -281,7 +296,9 @@ class NeRFTask:
 
     def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         origins, directions = pixel_rays(self.cameras, batch["camera"], batch["u"], batch["v"])
-        rendered = render_nerf_rays(self.model, self.cfg, self.near, origins, directions, batch["background"], train=True)
+        rendered = render_nerf_rays(
+            self.model, self.cfg.render_settings(), self.near, origins, directions, batch["background"], train=True
+        )
         loss = sum(self._photometric(out["rgb"].float(), batch["target"]) for out in rendered)
         if "share" in batch:  # a data-parallel rank's block of the step's rays
             loss = loss * batch["share"].item()
@@ -299,7 +316,7 @@ class NeRFTask:
     def evaluate(self, views: int | None = None, progress: bool = False, leave: bool = True) -> dict[str, float]:
         """Mean PSNR (dB) and SSIM over `views` held-out views, evenly spaced (0: all; default
         `cfg.eval_views`), with a progress bar over their rays when `progress` is set (`leave`: keep
-        it on screen when done). The renders are kept until the field changes, so an `export` right
+        it on screen when done). The renders are kept until the field changes, so a `write_outputs` right
         after writes them without rendering them again."""
         indices = self._view_indices(self.cfg.eval_views if views is None else views)
         scores = []
@@ -307,7 +324,7 @@ class NeRFTask:
             scores.append((psnr(rendered, target), ssim(rendered, target)))
         return {"psnr": sum(s[0] for s in scores) / len(scores), "ssim": sum(s[1] for s in scores) / len(scores)}
 
-    def export(self, run_dir: Path, progress: bool = False) -> None:
+    def write_outputs(self, run_dir: Path, progress: bool = False) -> None:
         """Write `cfg.render_views` held-out views' renders (evenly spaced, 0: all) next to their
         ground truth in ``renders/``, and for a KiloNeRF its portable export ``kilonerf.safetensors``;
         views the last evaluation rendered are not rendered again."""
@@ -322,15 +339,12 @@ class NeRFTask:
             save_image(out / f"{name}_truth.png", target.cpu())
 
     def state_dict(self) -> dict[str, Any]:
-        state = {"generator": self.generator.get_state()}
-        if self.teacher is not None:
-            state["teacher"] = self.teacher.state_dict()
-        return state
+        """The checkpoint's task state: the sampler's (`sampler_state`)."""
+        return sampler_state(self.generator, self.teacher)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.generator.set_state(state["generator"])
-        if self.teacher is not None and "teacher" in state:
-            self.teacher.load_state_dict(state["teacher"], self.device)
+        """Resume from `state_dict`'s state."""
+        load_sampler_state(state, self.generator, self.teacher, self.device)
 
     # --- helpers ------------------------------------------------------------------------------
     def _background(self, kind: str, n: int) -> torch.Tensor:
@@ -343,7 +357,7 @@ class NeRFTask:
         return len(self._view_indices(self.cfg.eval_views if limit is None else limit))
 
     def rendered_views(self) -> int:
-        """How many held-out views `export` writes to renders/ (`cfg.render_views`; 0: all)."""
+        """How many held-out views `write_outputs` writes to renders/ (`cfg.render_views`; 0: all)."""
         return len(self._view_indices(self.cfg.render_views))
 
     def _view_indices(self, limit: int) -> list[int]:
@@ -365,6 +379,7 @@ class NeRFTask:
         height, width = split.images.shape[1:3]
         cameras = split.cameras.to(self.device)
         background = torch.tensor(BACKGROUNDS[self.cfg.eval_background], device=self.device)
+        settings = self.cfg.render_settings()
         weights = module_version(self.model)
         kept: dict[int, torch.Tensor] = self._kept_renders["views"] if self._kept_renders.get("weights") == weights else {}
         if keep:
@@ -379,7 +394,7 @@ class NeRFTask:
                 rendered = kept.get(index)
                 if rendered is None:
                     origins, directions = image_rays(cameras, index)
-                    image = render_image(self.model, self.cfg, self.near, origins, directions, background, on_chunk=bar.update)
+                    image = render_image(self.model, settings, self.near, origins, directions, background, on_chunk=bar.update)
                     rendered = image["rgb"].reshape(height, width, 3).cpu()
                     if (
                         keep
@@ -401,21 +416,6 @@ def last_layers_l2(field_module: nn.Module) -> torch.Tensor:
     return sum(layer.weight.square().sum() + layer.bias.square().sum() for layer in field_module.last_layers())
 
 
-def half_precision(device: torch.device | str, enabled: bool = True):
-    """A context evaluating fields in half precision: float16 autocast on CUDA, bfloat16 on the CPU
-    (which has no fast float16 matrix products). Compositing stays in float32."""
-    device = torch.device(device)
-    return torch.autocast(device.type, dtype=torch.float16 if device.type == "cuda" else torch.bfloat16, enabled=enabled)
-
-
-def composite_on(pixels: torch.Tensor, background: torch.Tensor) -> torch.Tensor:
-    """RGB of (..., 3) or straight-alpha RGBA (..., 4) pixels in [0, 1] over `background` (..., 3)."""
-    if pixels.shape[-1] == 3:
-        return pixels
-    alpha = pixels[..., 3:]
-    return pixels[..., :3] * alpha + background * (1 - alpha)
-
-
 def build_nerf_model(field_cfg: Any, cfg: NeRFTaskConfig, aabb: torch.Tensor, device: torch.device) -> nn.ModuleDict:
     """The trained modules: ``field``, plus ``coarse`` (hierarchical) or ``grid`` (occupancy)."""
     aabb = aabb.to(device)
@@ -424,144 +424,8 @@ def build_nerf_model(field_cfg: Any, cfg: NeRFTaskConfig, aabb: torch.Tensor, de
     if cfg.sampler == "hierarchical":
         modules["coarse"] = build_radiance_field(field_cfg, aabb)
     else:
-        modules["grid"] = OccupancyGrid(cfg.occupancy, aabb, field_module.density, march_step(aabb, cfg))
+        modules["grid"] = OccupancyGrid(cfg.occupancy, aabb, field_module.density, march_step(aabb, cfg.steps_per_ray))
     return nn.ModuleDict(modules).to(device)
-
-
-def march_step(aabb: torch.Tensor, cfg: NeRFTaskConfig) -> float:
-    """The occupancy sampler's step along rays: the box's diagonal / `cfg.steps_per_ray`, world units."""
-    return float((aabb[1] - aabb[0]).norm()) / cfg.steps_per_ray
-
-
-def ray_bounds(
-    origins: torch.Tensor, directions: torch.Tensor, aabb: torch.Tensor, near: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(t_near (N,), t_far (N,)): where rays (N, 3) are sampled, their span inside the box `aabb`
-    (2, 3) from the near plane `near` on (an empty span, t_far = t_near, for rays that miss it)."""
-    t_near, t_far, hit = ray_aabb(origins, directions, aabb)
-    t_near = t_near.clamp_min(near)
-    return t_near, torch.where(hit, torch.maximum(t_far, t_near), t_near)
-
-
-def render_nerf_rays(
-    model: nn.ModuleDict,
-    cfg: NeRFTaskConfig,
-    near: float,
-    origins: torch.Tensor,
-    directions: torch.Tensor,
-    background: torch.Tensor,
-    train: bool,
-) -> list[dict[str, torch.Tensor]]:
-    """Render rays (N, 3) with the model's sampler: [fine, coarse] outputs (hierarchical) or [output]
-    (occupancy), each a dict with rgb (N, 3), opacity (N,), depth (N,)."""
-    field_module = model["field"]
-    aabb = field_module.aabb
-    t_near, t_far = ray_bounds(origins, directions, aabb, near)
-    n_rays = len(origins)
-    limit = None if train else cfg.render_samples  # without gradients, the field sees bounded chunks of samples
-    if cfg.sampler == "hierarchical":
-        coarse_samples = stratified_samples(t_near, t_far, cfg.n_samples, perturb=train)
-        coarse = render_rays(model["coarse"], origins, directions, coarse_samples, background, cfg.render_backend, limit)
-        fine_samples = importance_samples(coarse_samples, coarse["weights"].detach(), n_rays, cfg.n_importance, perturb=train)
-        return [render_rays(field_module, origins, directions, fine_samples, background, cfg.render_backend, limit), coarse]
-    step_size = march_step(aabb, cfg)
-    if not train and not torch.is_grad_enabled() and callable(getattr(field_module, "density_and_features", None)):
-        samples = model["grid"].march(origins, directions, t_near, t_far, step_size, backend=cfg.render_backend)
-        return [render_culled(field_module, origins, directions, samples, background, cfg, limit)]
-    with torch.no_grad():
-        samples = model["grid"].march(
-            origins,
-            directions,
-            t_near,
-            t_far,
-            step_size,
-            sigma_fn=field_module.density,
-            early_stop_eps=cfg.early_stop_eps,
-            backend=cfg.render_backend,
-        )
-    return [render_rays(field_module, origins, directions, samples, background, cfg.render_backend, limit)]
-
-
-def render_culled(
-    field_module: nn.Module,
-    origins: torch.Tensor,
-    directions: torch.Tensor,
-    samples: RaySamples,
-    background: torch.Tensor,
-    cfg: NeRFTaskConfig,
-    limit: int,
-) -> dict[str, torch.Tensor]:
-    """Render rays (N, 3) through their occupied samples without autograd, the density network
-    evaluated once per sample: densities and geometry features at every sample (`limit` at a
-    time), the samples behind the point where a ray's transmittance falls below
-    `cfg.early_stop_eps` dropped, colours only at the rest, then `composite` of those.
-
-    Training's marching evaluates the densities of every sample without autograd, drops the same
-    samples, and evaluates the whole field again at the rest (with autograd); rendering that way
-    costs the density network twice over the kept samples. The result is the same: rgb (N, 3),
-    opacity (N,), depth (N,) and weights of the kept samples.
-    """
-    if len(samples) == 0:
-        return render_rays(field_module, origins, directions, samples, background, cfg.render_backend)
-    positions = samples.positions(origins, directions)
-    sigmas, features = [], []
-    for part in positions.split(limit):
-        sigma, feature = field_module.density_and_features(part)
-        sigmas.append(sigma.reshape(-1).to(origins.dtype))
-        features.append(feature)
-    sigma, feature = torch.cat(sigmas), torch.cat(features)
-    _, transmittance, _ = render_weights(
-        samples.t_starts, samples.t_ends, sigma, samples.ray_indices, len(origins), cfg.render_backend
-    )
-    keep = transmittance >= cfg.early_stop_eps
-    kept = RaySamples(samples.ray_indices[keep], samples.t_starts[keep], samples.t_ends[keep])
-    sigma, feature, seen_along = sigma[keep], feature[keep], directions[kept.ray_indices]
-    rgb = torch.cat([field_module.color_of(f, d) for f, d in zip(feature.split(limit), seen_along.split(limit))])
-    return composite(rgb, sigma, kept, len(origins), background, cfg.render_backend)
-
-
-@torch.no_grad()
-def render_image(
-    model: nn.ModuleDict,
-    cfg: NeRFTaskConfig,
-    near: float,
-    origins: torch.Tensor,
-    directions: torch.Tensor,
-    background: torch.Tensor,
-    on_chunk: Callable[[int], Any] | None = None,
-) -> dict[str, torch.Tensor]:
-    """Render rays (N, 3) in chunks of `cfg.render_chunk`: rgb (N, 3), depth (N,), opacity (N,);
-    `on_chunk(n_rays)` is called after each chunk (a progress bar's update)."""
-    parts: dict[str, list[torch.Tensor]] = {"rgb": [], "depth": [], "opacity": []}
-    for o, d in zip(origins.split(cfg.render_chunk), directions.split(cfg.render_chunk)):
-        out = render_nerf_rays(model, cfg, near, o, d, background, train=False)[0]
-        for key in parts:
-            parts[key].append(out[key].float())
-        if on_chunk is not None:
-            on_chunk(len(o))
-    return {key: torch.cat(values) for key, values in parts.items()}
-
-
-def render_poses(
-    model: nn.ModuleDict,
-    cfg: NeRFTaskConfig,
-    near: float,
-    poses: torch.Tensor,
-    camera: PinholeCamera,
-    background: torch.Tensor,
-    progress: bool = True,
-) -> list[dict[str, torch.Tensor]]:
-    """Render each of `poses` (n, 4, 4) with `camera`: per frame rgb (H, W, 3), depth (H, W), opacity
-    (H, W); `progress` shows a bar over the rays of every frame (a CPU takes a while over one)."""
-    frames = []
-    label = f"render ({len(poses)} frame{'s' if len(poses) != 1 else ''})"
-    total = len(poses) * camera.height * camera.width
-    with progress_bar(total=total, desc=label, unit="ray", unit_scale=True, enabled=progress) as bar:
-        for c2w in poses:
-            origins, directions = camera_rays(camera, c2w.to(background.device))
-            out = render_image(model, cfg, near, origins, directions, background, on_chunk=bar.update)
-            frames.append({key: value.reshape(camera.height, camera.width, -1).squeeze(-1).cpu() for key, value in out.items()})
-    return frames
 
 
 def cameras_to_json(cameras: CameraSet) -> dict[str, Any]:
@@ -582,4 +446,5 @@ def cameras_from_json(data: dict[str, Any]) -> CameraSet:
 
 
 def write_cameras(run_dir: Path, cameras: CameraSet) -> None:
-    (Path(run_dir) / "cameras.json").write_text(json.dumps(cameras_to_json(cameras)) + "\n")
+    """Write the run's training cameras (cameras.json: render paths and the viewer read them)."""
+    RunDirectory(run_dir).cameras.write_text(json.dumps(cameras_to_json(cameras)) + "\n")

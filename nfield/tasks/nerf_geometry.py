@@ -2,8 +2,8 @@
 
 Mesh (`extract_nerf_mesh`). Marching cubes on the field's volume density sigma (per world unit of
 length) over the scene box, R samples per axis (the box's own aspect: cells are (hi - lo) / (R - 1)
-per axis), through `nfield.export.extract_mesh`'s slab-by-slab sweep, so the samples in memory are a
-slab's, never the R^3 grid (the budget is `nfield.export.extraction_memory_bytes`: about 0.3 GiB at
+per axis), through `nfield.geometry.marching_cubes.extract_mesh`'s slab-by-slab sweep, so the samples in memory are a
+slab's, never the R^3 grid (the budget is `nfield.geometry.marching_cubes.extraction_memory_bytes`: about 0.3 GiB at
 R = 512, checked against the memory available before anything is evaluated). The surface is where
 sigma crosses `level`:
 
@@ -48,10 +48,11 @@ import torch
 from torch import nn
 
 from nfield.errors import NfieldError
-from nfield.export import extract_mesh
+from nfield.geometry.marching_cubes import extract_mesh
 from nfield.outputs import write_atomic
 from nfield.progress import progress_bar
 from nfield.render.cameras import CameraSet, pixel_rays
+from nfield.render.radiance import march_step
 
 GEOMETRY_SUFFIXES = (".ply", ".obj", ".glb")  # mesh and point-cloud formats, with vertex colours
 DEFAULT_RESOLUTION = 256  # marching-cubes samples per axis
@@ -71,10 +72,9 @@ def render_steps_per_ray(cfg) -> int:
 
 def default_level(aabb: torch.Tensor, steps_per_ray: int) -> float:
     """The default density threshold: -ln(1 - 0.5) / step = ln 2 / step, with step = the box's
-    diagonal / `steps_per_ray` (the occupancy sampler's march step, world units): the density at
+    diagonal / `steps_per_ray` (`march_step`, the occupancy sampler's step, world units): the density at
     which one render sample is half opaque. In the field's units, per world unit of length."""
-    step = float((aabb[1] - aabb[0]).norm()) / steps_per_ray
-    return -math.log(1.0 - LEVEL_STEP_OPACITY) / step
+    return -math.log(1.0 - LEVEL_STEP_OPACITY) / march_step(aabb, steps_per_ray)
 
 
 @torch.no_grad()
@@ -100,7 +100,7 @@ def extract_nerf_mesh(
             box and `steps_per_ray`.
         steps_per_ray: the run's march steps across the box's diagonal (for the default level).
         chunk: the most points per density call.
-        slab: cell layers per slab of the sweep (None: `nfield.export`'s choice); the mesh does not
+        slab: cell layers per slab of the sweep (None: `nfield.geometry.marching_cubes`'s choice); the mesh does not
             depend on it.
         color_chunk: the most vertices per colour call.
         progress: show a bar over the grid samples.
@@ -197,7 +197,7 @@ def nerf_point_cloud(
     Args:
         render_rays: (origins (N, 3), unit directions (N, 3)) -> rgb (N, 3) on black, depth (N,) the
             expected distance along the ray given that it stops, opacity (N,); e.g.
-            `nfield.tasks.nerf.render_image` with a black background.
+            `nfield.render.radiance.render_image` with a black background.
         cameras: the views; rays are made on the device of ``cameras.c2w``.
         downscale: K, an integer >= 1: each view gives (H // K) x (W // K) rays, through the
             centres of K x K pixel blocks (lens distortion removed).

@@ -2,7 +2,7 @@
 point cloud.
 
 Meshes (ground-truth distances). Training points come from a pool of `pool_size` samples whose
-exact signed distances are computed at once (`nfield.data.meshes.signed_distance`) and redrawn every
+exact signed distances are computed at once (`nfield.geometry.distance.signed_distance`) and redrawn every
 `resample_every` steps: on-surface points, near-surface points (surface points plus Gaussian offsets
 at two scales) and uniform points in [-1, 1]^3, in `SDFTaskConfig`'s proportions. The loss is the
 L1 (or L2) distance error, summed over all LODs for fields that have them (NGLOD trains every LOD
@@ -35,21 +35,9 @@ import torch
 import torch.nn.functional as F
 
 from nfield.components import config_from_dict
-from nfield.data.meshes import (
-    Normalisation,
-    OrientedPointCloud,
-    SDFBackend,
-    Shape,
-    TriangleMesh,
-    inside,
-    load_shape,
-    sample_surface,
-    signed_distance,
-    surface_samples,
-)
+from nfield.data.meshes import Normalisation, OrientedPointCloud, Shape, TriangleMesh, load_shape, sample_surface, surface_samples
 from nfield.encodings.octree import SparseOctree
 from nfield.errors import NfieldError
-from nfield.export import extract_mesh, write_mesh
 from nfield.fields.sdf import (
     NGLODField,
     SDFField,
@@ -57,13 +45,17 @@ from nfield.fields.sdf import (
     build_sdf_field,
     check_lod,
     distance_fn,
+    needs_octree,
     sdf_field_config_from_dict,
     sdf_field_config_to_dict,
 )
-from nfield.metrics import surface_metrics, volumetric_iou
+from nfield.geometry.distance import SDFBackend, inside, signed_distance
+from nfield.geometry.marching_cubes import extract_mesh, write_mesh
+from nfield.geometry.surface_metrics import surface_metrics, volumetric_iou
 from nfield.progress import progress_bar
+from nfield.run_directory import EVAL_FILE, RunDirectory
 from nfield.tasks.sdf_views import render_view_to_files
-from nfield.tasks.teaching import Teacher, TeachingConfig
+from nfield.tasks.teaching import Teacher, TeachingConfig, load_sampler_state, sampler_state
 
 
 @dataclass(frozen=True)
@@ -101,7 +93,7 @@ class SDFTaskConfig:
     preview_height: int = 360
     chunk: int = 2**17  # points per forward pass when evaluating the field without gradients
 
-    def validate(self) -> None:
+    def __post_init__(self) -> None:
         sizes = (
             "batch_size pool_size resample_every candidate_batches octree_points eval_points metric_points iou_points "
             "preview_width preview_height"
@@ -142,7 +134,6 @@ class SDFTask:
         seed: int = 0,
         normalisation: Normalisation | None = None,
     ):
-        cfg.validate()
         if shape is not None:
             _check_teaching(shape, cfg)
         self.cfg, self.device = cfg, torch.device(device)
@@ -155,7 +146,7 @@ class SDFTask:
         self.teacher = Teacher(cfg.teaching) if cfg.teaching.enabled else None
         self.step, self.total = 0, 1  # set by `update` (the teacher's schedules need both)
         octree = None
-        if hasattr(field_cfg, "octree") and shape is not None:
+        if needs_octree(field_cfg) and shape is not None:
             points, _ = surface_samples(self.shape, cfg.octree_points, self.generator)
             octree = SparseOctree.from_points(points, field_cfg.octree)
         self.model = build_sdf_field(field_cfg, octree).to(self.device)
@@ -208,8 +199,8 @@ class SDFTask:
         )
 
     def outputs(self) -> list[str]:
-        """The files `export` writes, relative to the run directory."""
-        return ["mesh.ply", "render.png", "eval.json"]
+        """The files `write_outputs` writes, relative to the run directory."""
+        return ["mesh.ply", "render.png", EVAL_FILE]
 
     def _data(self) -> Shape:
         if self.shape is None:
@@ -308,22 +299,35 @@ class SDFTask:
     def param_groups(self) -> list[dict[str, Any]]:
         return [{"params": list(self.model.parameters())}]
 
+    # --- the field-loss protocol (`nfield.training.stacked.FieldLossTask`): many shapes as one model ---
+    field_method = "forward_all_lods"
+    coordinate_dim = 3
+
     @property
-    def needs_gradient(self) -> bool:
+    def needs_input_gradient(self) -> bool:
         """Whether the loss uses the field's spatial gradient (eikonal and normal terms, point clouds)."""
         return not self.has_distances or self.cfg.eikonal_weight > 0 or self.cfg.normal_weight > 0
 
-    def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        x = batch["positions"].detach().requires_grad_(self.needs_gradient)
-        predicted = self.model.forward_all_lods(x).float()  # (B, n_lods)
-        gradient = sdf_gradient(predicted[:, -1], x) if self.needs_gradient else None
-        return self.loss_terms(batch, predicted, gradient)
+    def field_inputs(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The batch's points (B, 3) in the normalised box."""
+        return batch["positions"]
 
-    def loss_terms(
+    def gradient_source(self, outputs: torch.Tensor) -> torch.Tensor:
+        """The finest level's distances (B,) of the field's `outputs` (B, n_lods): what the eikonal
+        and normal terms differentiate."""
+        return outputs[..., -1]
+
+    def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        x = self.field_inputs(batch).detach().requires_grad_(self.needs_input_gradient)
+        predicted = self.model.forward_all_lods(x).float()  # (B, n_lods)
+        gradient = sdf_gradient(self.gradient_source(predicted), x) if self.needs_input_gradient else None
+        return self.field_loss(batch, predicted, gradient)
+
+    def field_loss(
         self, batch: dict[str, torch.Tensor], predicted: torch.Tensor, gradient: torch.Tensor | None
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """(the loss, its metrics) of the field's values `predicted` (B, n_lods) float32 at the batch's
-        positions, with its spatial gradient there (B, 3) when `needs_gradient`."""
+        positions, with its spatial gradient there (B, 3) when `needs_input_gradient`."""
         cfg = self.cfg
         metrics: dict[str, torch.Tensor] = {}
         surface = batch["on_surface"]
@@ -387,7 +391,7 @@ class SDFTask:
                 metrics[f"sign_iou{suffix}"] = volumetric_iou((values[uniform] < 0).cpu(), truth.cpu())
         return metrics
 
-    def export(self, run_dir: Path, progress: bool = False) -> None:
+    def write_outputs(self, run_dir: Path, progress: bool = False) -> None:
         """Write mesh.ply (input coordinates), eval.json (`geometry_report`) and render.png (a
         sphere-traced preview), each phase with its bar when `progress` is set."""
         run_dir = Path(run_dir)
@@ -400,7 +404,7 @@ class SDFTask:
             progress=progress,
         )
         report = geometry_report(self.model, self._data(), vertices, faces, self.cfg, seed=0, progress=progress)
-        (run_dir / "eval.json").write_text(json.dumps(report, indent=2) + "\n")
+        RunDirectory(run_dir).eval.write_text(json.dumps(report, indent=2) + "\n")
         width, height = self.cfg.preview_width, self.cfg.preview_height
         render_view_to_files(self.model, run_dir / "render.png", width=width, height=height, progress=progress, label="preview")
 
@@ -423,16 +427,13 @@ class SDFTask:
         return {"lod": self.model.n_lods - 1 if lod is None else lod, "resolution": resolution, **report}
 
     def state_dict(self) -> dict[str, Any]:
-        state = {"generator": self.generator.get_state()}
-        if self.teacher is not None:
-            state["teacher"] = self.teacher.state_dict()
-        return state
+        """The checkpoint's task state: the sampler's (`sampler_state`)."""
+        return sampler_state(self.generator, self.teacher)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.generator.set_state(state["generator"])
+        """Resume from `state_dict`'s state."""
+        load_sampler_state(state, self.generator, self.teacher, self.device)
         self._pool, self._pool_step = None, -1  # redrawn from its own seed at the next step (the picks index it)
-        if self.teacher is not None and "teacher" in state:
-            self.teacher.load_state_dict(state["teacher"], self.device)
 
 
 def _check_teaching(shape: Shape, cfg: SDFTaskConfig) -> None:

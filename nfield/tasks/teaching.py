@@ -43,7 +43,7 @@ class TeachingConfig:
     max_interval: int = 50  # incremental: the longest interval between picks, in steps
     n_increments: int = 5  # incremental: stages in which the interval grows
 
-    def validate(self) -> None:
+    def __post_init__(self) -> None:
         if not 0 < self.start_ratio <= 1:
             raise NfieldError(f"teaching.start_ratio must lie in (0, 1], got {self.start_ratio}")
         if self.schedule not in SCHEDULES or self.refresh not in REFRESHES:
@@ -86,7 +86,6 @@ class Teacher:
     """
 
     def __init__(self, cfg: TeachingConfig):
-        cfg.validate()
         self.cfg = cfg
         self.picked: torch.Tensor | None = None
         self.picked_at = -1
@@ -117,3 +116,19 @@ class Teacher:
     def load_state_dict(self, state: dict[str, Any], device: torch.device) -> None:
         self.picked = None if state["picked"] is None else state["picked"].to(device)
         self.picked_at = state["picked_at"]
+
+
+def sampler_state(generator: torch.Generator, teacher: Teacher | None) -> dict[str, Any]:
+    """A task's sampling state for its checkpoint: {"generator": the sampler's generator state (uint8
+    tensor), and with teaching "teacher": the teacher's picks}."""
+    state = {"generator": generator.get_state()}
+    if teacher is not None:
+        state["teacher"] = teacher.state_dict()
+    return state
+
+
+def load_sampler_state(state: dict[str, Any], generator: torch.Generator, teacher: Teacher | None, device: torch.device) -> None:
+    """Resume `sampler_state`'s state (a checkpoint without the teacher's picks leaves it to pick anew)."""
+    generator.set_state(state["generator"])
+    if teacher is not None and "teacher" in state:
+        teacher.load_state_dict(state["teacher"], device)

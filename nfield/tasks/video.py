@@ -33,14 +33,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from nfield.components import config_from_dict
 from nfield.data.video import Video, load_video, video_coordinates
 from nfield.errors import NfieldError
-from nfield.fields import Field, FieldConfig, field_config_from_dict, field_config_to_dict
+from nfield.fields import FieldConfig
 from nfield.metrics import psnr, psnr_from_mse, ssim
 from nfield.progress import progress_bar
-from nfield.tasks.gradient_adjustment import GradientAdjuster, GradientAdjustmentConfig, patch_groups, random_blocks
-from nfield.tasks.teaching import Teacher, TeachingConfig
+from nfield.tasks.gradient_adjustment import GradientAdjustmentConfig, patch_groups, random_blocks
+from nfield.tasks.signal import SignalTask
+from nfield.tasks.teaching import TeachingConfig
 from nfield.video import write_video
 
 
@@ -55,7 +55,7 @@ class VideoTaskConfig:
         default_factory=GradientAdjustmentConfig
     )  # IGA: eNTK-balanced steps over patches of one frame
 
-    def validate(self) -> None:
+    def __post_init__(self) -> None:
         if self.batch_size <= 0 or self.render_chunk <= 0:
             raise NfieldError(f"--batch-size must be positive, got {self.batch_size}")
         if self.candidate_batches < 1:
@@ -64,7 +64,7 @@ class VideoTaskConfig:
             raise NfieldError(f"eval_frames must be >= 0, got {self.eval_frames}")
 
 
-class VideoTask:
+class VideoTask(SignalTask):
     """Fit `video` with a `Field` of 3 inputs (x, y, t) and 3 outputs (RGB).
 
     Args:
@@ -77,7 +77,11 @@ class VideoTask:
     """
 
     name = "fit-video"
-    kind = "video"  # config.json's "task"
+    kind = "video"
+    config_class = VideoTaskConfig
+    data_noun = "video"
+    output_files = ("reconstruction.mp4", "psnr_per_frame.json")
+    sampler_device = "cpu"  # the frames stay on the CPU, and so do the draws of their pixels
 
     def __init__(
         self,
@@ -87,32 +91,27 @@ class VideoTask:
         device: torch.device | str = "cpu",
         seed: int = 0,
     ):
-        cfg.validate()
-        self.cfg, self.device, self.video = cfg, torch.device(device), video
-        self.model = Field(3, 3, field_cfg).to(self.device)
+        super().__init__(video, 3, 3, field_cfg, cfg, device, seed)
         self._feedback = [m for m in self.model.modules() if callable(getattr(m, "observe_error", None))]
-        self.generator = torch.Generator()
-        self.generator.manual_seed(seed)
-        self.teacher = Teacher(cfg.teaching) if cfg.teaching.enabled else None
-        self.adjuster = GradientAdjuster(cfg.gradient_adjustment) if cfg.gradient_adjustment.enabled else None
-        self.step, self.total = 0, 1  # set by `update` (the teacher's schedules need both)
+
+    @property
+    def video(self) -> Video | None:
+        """The video fitted, its frames on the CPU (None: built without it)."""
+        return self.signal
 
     # --- a run directory's task ---------------------------------------------------------------
-    @staticmethod
-    def run_config(video: Video, downscale: int, field_cfg: FieldConfig, cfg: VideoTaskConfig) -> dict[str, Any]:
+    @classmethod
+    def run_config(cls, video: Video, downscale: int, field_cfg: FieldConfig, cfg: VideoTaskConfig) -> dict[str, Any]:
         """The task's part of a new run's config.json: the video, the field and the task settings."""
-        return {
-            "video": {
-                "source": str(Path(video.source).resolve()),
-                "downscale": downscale,
-                "frames": video.n_frames,
-                "height": video.height,
-                "width": video.width,
-                "fps": video.fps,
-            },
-            "field": field_config_to_dict(field_cfg),
-            "task_config": dataclasses.asdict(cfg),
+        fitted = {
+            "source": str(Path(video.source).resolve()),
+            "downscale": downscale,
+            "frames": video.n_frames,
+            "height": video.height,
+            "width": video.width,
+            "fps": video.fps,
         }
+        return cls._config_part(fitted, field_cfg, cfg)
 
     @staticmethod
     def load_data(config: dict[str, Any], source: str | Path | None = None) -> Video:
@@ -127,37 +126,18 @@ class VideoTask:
         return video
 
     @classmethod
-    def from_config(cls, config: dict[str, Any], device: torch.device | str, data: Video | None = None) -> VideoTask:
-        """The task a run's config.json describes (untrained), on `data` (None: without its video)."""
-        cfg = config_from_dict(VideoTaskConfig, config.get("task_config", {}))
-        return cls(data, field_config_from_dict(config["field"]), cfg, device=device, seed=config["train"].get("seed", 0))
+    def _options_without_data(cls, config: dict[str, Any]) -> dict[str, Any]:
+        """Nothing: the field's outputs are RGB whatever the video."""
+        return {}
 
-    def describe(self) -> str:
-        """One line on what is fitted with what (the command line prints it before training)."""
-        video, n_params = self._data(), sum(p.numel() for p in self.model.parameters())
-        return (
-            f"fitting {video.source} ({video.n_frames} frames of {video.width}x{video.height} at {video.fps:g} fps) "
-            f"[{type(self.model.encoding).__name__} -> {type(self.model.network).__name__}, {n_params:,} parameters, "
-            f"{self.cfg.batch_size:,} pixels per step]"
-        )
+    def _data_summary(self) -> str:
+        video = self._data()
+        return f"{video.n_frames} frames of {video.width}x{video.height} at {video.fps:g} fps"
 
-    def outputs(self) -> list[str]:
-        """The files `export` writes, relative to the run directory."""
-        return ["reconstruction.mp4", "psnr_per_frame.json"]
-
-    def _data(self) -> Video:
-        if self.video is None:
-            raise NfieldError("this video task was loaded without its video; load the run with its data")
-        return self.video
+    def _batch_summary(self) -> list[str]:
+        return [f"{self.cfg.batch_size:,} pixels per step"]
 
     # --- the trainer's interface -------------------------------------------------------------
-    def param_groups(self) -> list[dict[str, Any]]:
-        return [{"params": list(self.model.parameters())}]
-
-    def update(self, step: int, total: int) -> None:
-        """The trainer's progress (the teacher's schedules depend on it)."""
-        self.step, self.total = step, total
-
     def sample(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(coords (B, 3) as (x, y, t), targets (B, 3) in [0, 1]) for one step; with teaching, the
         pixels of a larger random batch the field fits worst, re-picked on the teacher's schedule;
@@ -245,7 +225,7 @@ class VideoTask:
             "scored_frames": indices,
         }
 
-    def export(self, run_dir: Path, progress: bool = False) -> None:
+    def write_outputs(self, run_dir: Path, progress: bool = False) -> None:
         """Write reconstruction.mp4 (every frame, at the video's frame rate) and psnr_per_frame.json
         (every frame's PSNR, item k for frame k), from one render of every frame (with a bar when
         `progress` is set)."""
@@ -256,17 +236,6 @@ class VideoTask:
         write_video(run_dir / "reconstruction.mp4", to_uint8_frames(rendered), video.fps)
         per_frame = self._scores(rendered, list(range(video.n_frames)))["psnr_per_frame"]
         (run_dir / "psnr_per_frame.json").write_text(json.dumps(per_frame) + "\n")
-
-    def state_dict(self) -> dict[str, Any]:
-        state = {"generator": self.generator.get_state()}
-        if self.teacher is not None:
-            state["teacher"] = self.teacher.state_dict()
-        return state
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.generator.set_state(state["generator"])
-        if self.teacher is not None and "teacher" in state:
-            self.teacher.load_state_dict(state["teacher"], self.device)
 
     # --- rendering -----------------------------------------------------------------------------
     @torch.no_grad()

@@ -10,11 +10,14 @@ it starts on another port when the asked one is taken, and any failure turns it 
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import sys
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, ContextManager, Optional, Sequence
 
+from nfield.distributed import writes_run_files
 from nfield.errors import NfieldError
 from nfield.viewer.server import REFRESH_SECONDS, Viewer, check_port, free_port
 
@@ -108,3 +111,25 @@ class LiveViewer:
                 viewer.close()
             except Exception:
                 pass
+
+
+def live_viewer(port: int) -> Callable[[Path, dict[str, Any], Any], ContextManager[Sequence[Any]]]:
+    """What a training command attaches to its run (`nfield.runs.single.train`'s `watch`) to serve
+    the live viewer on `port` while it trains."""
+    return functools.partial(_serving, port)
+
+
+@contextlib.contextmanager
+def _serving(port: int, run_dir: Path, config: dict[str, Any], task: Any):
+    """Serve the live viewer of `task` on `port` while the block trains; yields the observers to
+    give the block's trainers (none on ranks other than 0, or when the viewer cannot start), and
+    says at the end what it drew and what it cost."""
+    if not writes_run_files():
+        yield ()
+        return
+    live = LiveViewer.start(run_dir, config, task, port)
+    try:
+        yield () if live is None else (live,)
+    finally:
+        if live is not None:
+            print(live.close(), file=sys.stderr)

@@ -26,7 +26,7 @@ the random number generators or autograd state the training uses (`torch.random.
 evaluation mode restored afterwards).
 
 The page. The control panel is docked beside the 3D view, which it never covers, and each page's
-first view is framed for its own 3D view's aspect (`scene.framing(aspect)`) until the person moves
+first view is framed for its own 3D view's aspect (`display.framing(aspect)`) until the person moves
 the camera. The loss is plotted on a log axis with a labelled tick at each decade only (`log_axis`).
 """
 
@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import math
 import socket
 import sys
@@ -50,8 +49,9 @@ import torch
 
 from nfield.errors import NfieldError
 from nfield.render.cameras import look_at
+from nfield.run_directory import MetricsReader, RunDirectory
 from nfield.viewer.cameras import ViewCamera, frame_size, pose_from_browser
-from nfield.viewer.scenes import DEFAULT_ASPECT, scene_for
+from nfield.viewer.displays import DEFAULT_ASPECT, display_for
 
 #: Fewest rows of a preview (and the rows of a page's first frame before the render speed is known).
 MIN_PREVIEW_ROWS = 48
@@ -66,7 +66,7 @@ SETTLE_SECONDS = 0.25
 REFRESH_SECONDS = 2.0
 #: Seconds between re-reads of metrics.jsonl for the page's curves.
 CURVES_SECONDS = 2.0
-#: Default rows of a full frame: on a CUDA device, on the CPU (a scene may ask for others, see `default_rows`).
+#: Default rows of a full frame: on a CUDA device, on the CPU (a display may ask for others, see `default_rows`).
 CUDA_ROWS, CPU_ROWS = 720, 240
 #: A narrow 3D view (width / height): a laptop's page beside the docked panel.
 NARROW_ASPECT = 1.25
@@ -98,12 +98,12 @@ def free_port(host: str) -> int:
         return probe.getsockname()[1]
 
 
-def default_rows(scene: Any, device: Any) -> int:
-    """Rows of a full frame when none are asked for: what the scene asks for (an image run: its
+def default_rows(display: Any, device: Any) -> int:
+    """Rows of a full frame when none are asked for: what the display asks for (an image run: its
     pixels one to one in the first view of a 3D view as narrow as `NARROW_ASPECT`, see
-    `SignalScene.default_rows`), else `CUDA_ROWS` on a CUDA device and `CPU_ROWS` on the CPU."""
+    `SignalDisplay.default_rows`), else `CUDA_ROWS` on a CUDA device and `CPU_ROWS` on the CPU."""
     on_cuda = getattr(device, "type", str(device)) == "cuda"
-    asked = getattr(scene, "default_rows", None)
+    asked = getattr(display, "default_rows", None)
     return int(asked(NARROW_ASPECT, on_cuda)) if callable(asked) else CUDA_ROWS if on_cuda else CPU_ROWS
 
 
@@ -195,7 +195,6 @@ class _Browser:
 class _Curves:
     """What the page plots, read incrementally from metrics.jsonl."""
 
-    offset: int = 0
     steps: list[float] = field(default_factory=list)
     loss: list[float] = field(default_factory=list)
     train_psnr: list[float] = field(default_factory=list)
@@ -220,7 +219,7 @@ class Viewer:
         import viser
 
         self.run_dir, self.config, self.task = Path(run_dir), config, task
-        self.scene = scene_for(task, config, run_dir)
+        self.display = display_for(task, config, run_dir)
         self.lock = threading.Lock()
         self.wake = threading.Event()  # set by every browser event: the drawing thread looks again
         self.browsers: dict[int, _Browser] = {}
@@ -229,11 +228,12 @@ class Viewer:
         self.render_seconds = 0.0
         self.speed = RenderSpeed()
         self.curves = _Curves()
+        self.metrics_reader = MetricsReader(RunDirectory(run_dir).metrics)
         self.curves_read_at = 0.0
         self.loss_decades: Optional[tuple] = None
         self.failure: Optional[str] = None
         if resolution is None:
-            resolution = default_rows(self.scene, getattr(task, "device", "cpu"))
+            resolution = default_rows(self.display, getattr(task, "device", "cpu"))
         with contextlib.redirect_stdout(io.StringIO()):  # viser's banner: the caller prints the address
             self.server = viser.ViserServer(host=host, port=port, label=f"nfield · {self.run_dir.name}", verbose=False)
         self.url = f"http://{'localhost' if host in ('0.0.0.0', '::') else host}:{self.server.get_port()}"
@@ -251,8 +251,8 @@ class Viewer:
         self.frame_info = gui.add_markdown("*no frame drawn yet*")
         self.resolution = gui.add_slider("resolution (rows)", min=MIN_ROWS, max=MAX_ROWS, step=16, initial_value=resolution)
         self.resolution.on_update(lambda _: self.changed())
-        self.scene.add_controls(self.server, self.changed)
-        framing = self.scene.framing(DEFAULT_ASPECT)
+        self.display.add_controls(self.server, self.changed)
+        framing = self.display.framing(DEFAULT_ASPECT)
         self.server.scene.set_up_direction(framing.up)
         camera = self.server.initial_camera
         camera.position, camera.look_at, camera.up, camera.fov = framing.position, framing.look_at, framing.up, framing.fov_y
@@ -292,7 +292,7 @@ class Viewer:
         """A page connected (viser calls this on its event loop when the page's first camera
         arrives, before it hands that camera to the camera callbacks: the callback registered here
         would miss it, so the camera is read here too)."""
-        browser = _Browser(client, framed_position=np.asarray(self.scene.framing(DEFAULT_ASPECT).position, np.float64))
+        browser = _Browser(client, framed_position=np.asarray(self.display.framing(DEFAULT_ASPECT).position, np.float64))
         with self.lock:
             self.browsers[client.client_id] = browser
         client.camera.on_update(lambda camera: self._camera_moved(browser, camera))
@@ -300,7 +300,7 @@ class Viewer:
 
     def _camera_moved(self, browser: _Browser, camera: Any) -> None:
         """A browser's camera (viser's `CameraHandle`) changed: record it; while the person has not
-        moved it, frame the scene for the 3D view's aspect (its width is known only now)."""
+        moved it, frame the display for the 3D view's aspect (its width is known only now)."""
         wxyz, position = tuple(np.asarray(camera.wxyz).tolist()), tuple(np.asarray(camera.position).tolist())
         pose = (wxyz, position, float(camera.fov), float(camera.aspect))
         with self.lock:
@@ -311,7 +311,7 @@ class Viewer:
         self._frame_for_aspect(browser, camera)
 
     def _frame_for_aspect(self, browser: _Browser, camera: Any) -> None:
-        """Re-frame the scene (`framing(aspect)`) while the camera is where the viewer put it and the
+        """Re-frame the display (`framing(aspect)`) while the camera is where the viewer put it and the
         3D view's aspect changed (the page's first camera has its default aspect; the docked panel,
         a resized window change it). A page reports its own default camera until the viewer's
         arrives; once it has, a camera elsewhere was moved by the person and is left alone."""
@@ -327,7 +327,7 @@ class Viewer:
         aspect = float(camera.aspect)
         if not math.isfinite(aspect) or aspect <= 0 or abs(aspect / browser.framed_aspect - 1) < 0.01:
             return
-        framing = self.scene.framing(aspect)
+        framing = self.display.framing(aspect)
         browser.framed_aspect = aspect
         target = np.asarray(framing.position, np.float64)
         if np.allclose(target, framed):
@@ -352,8 +352,8 @@ class Viewer:
     def weights_changed(self) -> None:
         """The model's weights changed (a new checkpoint was loaded, or training stepped)."""
         self.version += 1
-        if callable(getattr(self.scene, "weights_changed", None)):
-            self.scene.weights_changed()
+        if callable(getattr(self.display, "weights_changed", None)):
+            self.display.weights_changed()
 
     def refresh_curves(self, force: bool = False) -> dict[str, Any]:
         """Read what metrics.jsonl gained and update the plots (at most every `CURVES_SECONDS`);
@@ -362,24 +362,11 @@ class Viewer:
         if not force and now - self.curves_read_at < CURVES_SECONDS:
             return self.curves.last
         self.curves_read_at = now
-        path = self.run_dir / "metrics.jsonl"
+        records, restarted = self.metrics_reader.read_new()
+        if restarted:  # rewritten (a resumed run dropped lines past its checkpoint)
+            self.curves = _Curves()
         curves = self.curves
-        try:
-            size = path.stat().st_size
-        except OSError:
-            return curves.last
-        if size < curves.offset:  # rewritten (a resumed run dropped lines past its checkpoint)
-            self.curves = curves = _Curves()
-        with open(path, "rb") as f:
-            f.seek(curves.offset)
-            data = f.read()
-        complete = data[: data.rfind(b"\n") + 1]
-        curves.offset += len(complete)
-        for line in complete.decode("utf-8", "replace").splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue
+        for record in records:
             if record.get("kind") == "train" and "loss" in record:
                 curves.steps.append(record["step"])
                 curves.loss.append(record["loss"])
@@ -390,7 +377,7 @@ class Viewer:
                 if "psnr" in record:
                     curves.eval_steps.append(record["step"])
                     curves.eval_psnr.append(record["psnr"])
-        if complete:
+        if records:
             self._plot()
         return curves.last
 
@@ -446,9 +433,9 @@ class Viewer:
             return (frame.want, frame.rows), 0.0
         if browser.pose is None:
             return None, math.inf
-        if not getattr(self.scene, "draws_frames", lambda: True)():
+        if not getattr(self.display, "draws_frames", lambda: True)():
             return ((("cleared",), 0), 0.0) if browser.shown != ("cleared",) else (None, math.inf)
-        want = (browser.pose, self.scene.settings())
+        want = (browser.pose, self.display.settings())
         full, aspect = int(self.resolution.value), browser.pose[3]
         shown = browser.shown
         if shown is None or shown[0] != want:  # a new picture: a preview first
@@ -524,7 +511,7 @@ class Viewer:
         started = time.perf_counter()
         try:
             with _quiet_rendering(self.task):
-                frame.pixels[frame.rows_done : last] = self.scene.render_rows(camera, frame.rows_done, last)
+                frame.pixels[frame.rows_done : last] = self.display.render_rows(camera, frame.rows_done, last)
         except Exception as err:  # the page says what failed; the caller (training) goes on
             self._failed(err)
             browser.frame = None
@@ -548,8 +535,8 @@ class Viewer:
         costs (caches, first calls) are paid before a browser connects, and the first preview and
         bands are sized from measured costs (a band of two rows and the whole frame: the fixed cost
         of a band and the cost of a pixel). A failure is left for the first real frame to report."""
-        framing = self.scene.framing(DEFAULT_ASPECT)
-        if not getattr(self.scene, "draws_frames", lambda: True)():
+        framing = self.display.framing(DEFAULT_ASPECT)
+        if not getattr(self.display, "draws_frames", lambda: True)():
             return
         width, height = frame_size(DEFAULT_ASPECT, MIN_PREVIEW_ROWS)
         try:
@@ -557,7 +544,7 @@ class Viewer:
             for rows, measured in ((height, False), (height, True), (2, True)):  # the first call pays the one-off costs
                 started = time.perf_counter()
                 with _quiet_rendering(self.task):
-                    self.scene.render_rows(camera, height // 2 - rows // 2, height // 2 + (rows + 1) // 2)
+                    self.display.render_rows(camera, height // 2 - rows // 2, height // 2 + (rows + 1) // 2)
                 if measured:
                     self.speed.add(rows * width, time.perf_counter() - started)
         except Exception:

@@ -5,16 +5,9 @@ import pytest
 import torch
 import trimesh
 
-from nfield.data.meshes import (
-    Normalisation,
-    OrientedPointCloud,
-    TriangleMesh,
-    load_shape,
-    sample_surface,
-    signed_distance,
-    winding_number,
-)
+from nfield.data.meshes import Normalisation, OrientedPointCloud, TriangleMesh, load_shape, sample_surface
 from nfield.errors import NfieldError
+from nfield.geometry.distance import signed_distance, winding_number
 
 BUNNY = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "sdf" / "bunny.obj"
 needs_bunny = pytest.mark.skipif(not BUNNY.exists(), reason="shared data not available")

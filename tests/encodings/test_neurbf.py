@@ -321,7 +321,7 @@ def test_image_fit(tmp_path):
     from nfield.fields import FieldConfig
     from nfield.networks import MLPConfig
     from nfield.tasks.image import ImageTask, ImageTaskConfig
-    from nfield.train import TrainConfig, Trainer, seed_everything
+    from nfield.training.trainer import TrainConfig, Trainer, seed_everything
 
     image = load_image("camera", 8)  # 64 x 64 grey
     seed_everything(0)

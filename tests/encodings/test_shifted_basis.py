@@ -160,7 +160,7 @@ def test_fits_a_small_image(tmp_path):
     from nfield.fields import FieldConfig
     from nfield.networks import MLPConfig
     from nfield.tasks.image import ImageTask, ImageTaskConfig
-    from nfield.train import TrainConfig, Trainer, seed_everything
+    from nfield.training.trainer import TrainConfig, Trainer, seed_everything
 
     image = load_image("camera", 16)  # 32 x 32 grey
     seed_everything(0)

@@ -5,9 +5,9 @@ from nfield.encodings.frequency import frequency_features
 from nfield.errors import NfieldError
 from nfield.fields.kilonerf import KiloNeRFConfig, KiloNeRFField, grid_resolution
 from nfield.fields.radiance import trunc_exp
-from nfield.render.samplers import OccupancyGrid, OccupancyGridConfig
+from nfield.render.occupancy import OccupancyGrid, OccupancyGridConfig
 
-SMALL = KiloNeRFConfig(longest_axis_cells=4, position_frequencies=2, direction_frequencies=1, hidden=8, feature_dim=6)
+SMALL = KiloNeRFConfig(longest_axis_cells=4, position_frequencies=2, direction_frequencies=1, n_neurons=8, feature_dim=6)
 BOX = torch.tensor([[-1.0, -0.5, -0.25], [1.0, 0.5, 0.25]])
 
 
@@ -100,7 +100,7 @@ def test_segment_strategy_keeps_each_grouped_mm_under_hoppers_group_limit(monkey
 
     monkeypatch.setattr(torch.nn.functional, "grouped_mm", hopper_grouped_mm)
     torch.manual_seed(4)
-    cfg = KiloNeRFConfig(longest_axis_cells=12, position_frequencies=1, direction_frequencies=1, hidden=8, feature_dim=4)
+    cfg = KiloNeRFConfig(longest_axis_cells=12, position_frequencies=1, direction_frequencies=1, n_neurons=8, feature_dim=4)
     field = KiloNeRFField(cfg, torch.tensor([[-1.0] * 3, [1.0] * 3]), strategy="segment")  # 12^3 cells
     x = torch.rand(4000, 3) * 2.2 - 1.1
     d = torch.nn.functional.normalize(torch.randn(len(x), 3), dim=-1)
@@ -216,3 +216,31 @@ def test_export_round_trips_with_its_header_and_occupied_cells(tmp_path):
     (tmp_path / "bad.safetensors").write_bytes(b"not safetensors")
     with pytest.raises(NfieldError, match="not a KiloNeRF export"):
         load_kilonerf(tmp_path / "bad.safetensors")
+
+
+def test_exports_and_configs_before_0_3_say_hidden_for_n_neurons(tmp_path):
+    """0.2.0 wrote the cells' width as "hidden" (config.json, the distill section, the export's header):
+    it reads as `n_neurons`, and the weights keep their names."""
+    import dataclasses
+    import json
+
+    from safetensors.torch import save_file
+
+    from nfield.components import config_from_dict
+    from nfield.fields.kilonerf import load_kilonerf, save_kilonerf
+
+    old = {**dataclasses.asdict(SMALL), "hidden": SMALL.n_neurons}
+    del old["n_neurons"]
+    assert config_from_dict(KiloNeRFConfig, old) == SMALL
+    torch.manual_seed(2)
+    field = KiloNeRFField(SMALL, BOX)
+    save_kilonerf(tmp_path / "new.safetensors", field)
+    header = {"format": "nfield-kilonerf-1", "resolution": list(field.resolution), "aabb": BOX.tolist(), "config": old}
+    tensors = {name: value.contiguous() for name, value in field.state_dict().items()}
+    save_file(tensors, str(tmp_path / "old.safetensors"), metadata={"kilonerf": json.dumps(header)})
+    loaded, occupied = load_kilonerf(tmp_path / "old.safetensors")
+    assert loaded.cfg == SMALL and occupied is None
+    assert loaded.state_dict().keys() == load_kilonerf(tmp_path / "new.safetensors")[0].state_dict().keys()
+    x, d = torch.rand(20, 3) - 0.5, torch.nn.functional.normalize(torch.randn(20, 3), dim=-1)
+    for got, want in zip(loaded(x, d), field(x, d)):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)

@@ -5,14 +5,14 @@ checked against this path in Triton's interpreter (tests/kernels/kernel_checks.p
 import pytest
 import torch
 
-from nfield.dispatch_counter import DispatchCounter
 from nfield.errors import NfieldError
 from nfield.fields.nglod_tracing import PIXEL_FOOTPRINT, kernel_refusal, nglod_tracer, trace_nglod
 from nfield.fields.sdf import distance_fn
+from nfield.kernels.dispatch_counter import DispatchCounter
 from nfield.render.camera_paths import orbit_poses
 from nfield.render.cameras import PinholeCamera, camera_rays
 from nfield.render.sphere_tracing import render_surface, sdf_tracer
-from nfield.run import load_run
+from nfield.runs.single import load_run
 
 
 @pytest.fixture(scope="module")

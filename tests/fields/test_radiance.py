@@ -7,6 +7,8 @@ import torch
 
 from nfield.encodings import FrequencyConfig, GaussianFourierConfig, HashGridConfig, IdentityConfig
 from nfield.errors import NfieldError
+from nfield.fields import FIELDS
+from nfield.fields.kilonerf import KiloNeRFConfig
 from nfield.fields.radiance import (
     TRUNC_EXP_MAX,
     GenericRadianceConfig,
@@ -23,15 +25,16 @@ from nfield.networks import MLPConfig, SirenConfig
 AABB = torch.tensor([[-1.0, -2.0, 0.0], [3.0, 2.0, 1.0]])  # not a cube, not centred
 SMALL_GRID = HashGridConfig(n_levels=4, n_features_per_level=2, log2_hashmap_size=12, base_resolution=4, per_level_scale=2.0)
 CONFIGS = {
-    "vanilla": VanillaNeRFConfig(position_frequencies=4, direction_frequencies=2, width=32, depth=4, skip_layer=2),
-    "ngp": NGPFieldConfig(grid=SMALL_GRID, density_width=16, color_width=16, sh_degree=3),
+    "vanilla": VanillaNeRFConfig(position_frequencies=4, direction_frequencies=2, trunk=MLPConfig(32, 4), skip_layer=2),
+    "ngp": NGPFieldConfig(
+        grid=SMALL_GRID, density=MLPConfig(16, 1), color=MLPConfig(16, 2, output_activation="sigmoid"), sh_degree=3
+    ),
     "generic": GenericRadianceConfig(
         encoding=GaussianFourierConfig(n_features=16, sigma=2.0),
         network=SirenConfig(n_neurons=32, n_hidden_layers=2),
         direction_encoding=FrequencyConfig(n_frequencies=2),
         geometry_features=7,
-        color_width=16,
-        color_layers=1,
+        color=MLPConfig(16, 1, output_activation="sigmoid"),
     ),
 }
 
@@ -145,6 +148,48 @@ def test_config_json_round_trip_rebuilds_the_same_field(kind):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
+def test_configs_of_runs_before_0_3_load_under_tiny_cuda_nn_names():
+    """0.2.0 wrote the MLP sizes flat (``density_width``, ``width``, ``depth``, ``direction_width``,
+    ``hidden``); they load into the nested `MLPConfig`s, keeping every other key at the field's default,
+    and the field built from them holds the same parameters under the same names."""
+    old = {
+        "otype": "NGP",
+        "grid": radiance_config_to_dict(NGPFieldConfig(grid=SMALL_GRID))["grid"],
+        "density_width": 16,
+        "density_layers": 2,
+        "geometry_features": 15,
+        "sh_degree": 3,
+        "color_width": 8,
+        "color_layers": 1,
+    }
+    cfg = radiance_config_from_dict(old)
+    assert cfg == NGPFieldConfig(
+        grid=SMALL_GRID, density=MLPConfig(16, 2), color=MLPConfig(8, 1, output_activation="sigmoid"), sh_degree=3
+    )
+    vanilla = {"otype": "VanillaNeRF", "position_frequencies": 4, "direction_frequencies": 2, "width": 16, "depth": 3}
+    vanilla = radiance_config_from_dict({**vanilla, "skip_layer": 1, "direction_width": 8})
+    assert (vanilla.trunk, vanilla.color) == (MLPConfig(16, 3), MLPConfig(8, 1, output_activation="sigmoid"))
+    generic = radiance_config_from_dict({"otype": "Generic", "color_width": 8, "color_layers": 3})
+    assert generic.color == MLPConfig(8, 3, output_activation="sigmoid")
+    kilonerf = radiance_config_from_dict({"otype": "KiloNeRF", "longest_axis_cells": 2, "hidden": 8})
+    assert kilonerf == KiloNeRFConfig(longest_axis_cells=2, n_neurons=8)
+
+    def linears(*modules):
+        return {f"{m}.layers.{i}.{p}" for m, n in modules for i in range(0, 2 * n, 2) for p in ("weight", "bias")}
+
+    expected = {
+        "NGP": {"aabb"} | linears(("geometry.network", 3), ("color", 2)),
+        "VanillaNeRF": {"aabb", "geometry.head.weight", "geometry.head.bias"}
+        | linears(("geometry.before_skip", 1), ("geometry.after_skip", 2), ("color", 2)),
+    }
+    for config in (cfg, vanilla):
+        state = build_radiance_field(config, AABB).state_dict()
+        assert {k for k in state if not k.startswith("geometry.encoding.")} == expected[FIELDS.otype(config)]
+    # what the current configs write reads back, and carries tiny-cuda-nn's keys
+    data = radiance_config_to_dict(cfg)
+    assert data["density"]["otype"] == "MLP" and data["density"]["n_neurons"] == 16 and "density_width" not in data
+
+
 def test_config_errors_are_one_line_nfield_errors():
     good = radiance_config_to_dict(CONFIGS["generic"])
     cases = [
@@ -155,7 +200,17 @@ def test_config_errors_are_one_line_nfield_errors():
         ({**good, "network": {"otype": "MLP", "n_neurons": 8, "depth": 2}}, "unknown key.*'depth' for MLP"),
         ({"otype": "NGP", "grid": {"otype": "DenseGrid"}}, "grid must be a HashGrid config"),
         ({"otype": "NGP", "sh_degree": 9}, "sh_degree must be an integer in"),
-        ({"otype": "VanillaNeRF", "depth": 4, "skip_layer": 4}, "skip_layer must be below depth=4"),
+        (
+            {"otype": "VanillaNeRF", "trunk": {"n_hidden_layers": 4}, "skip_layer": 4},
+            "skip_layer must be below trunk.n_hidden_layers=4",
+        ),
+        ({"otype": "VanillaNeRF", "depth": 4, "skip_layer": 4}, "skip_layer must be below trunk.n_hidden_layers=4"),
+        ({"otype": "NGP", "color": {"otype": "MLP", "n_neurons": 8}}, r"color.output_activation must be 'sigmoid'"),
+        ({"otype": "NGP", "density": {"otype": "Siren"}}, "density must be an MLP config"),
+        (
+            {"otype": "NGP", "density_width": 8, "density": {"n_neurons": 16}},
+            "'density_width' is the older name of 'density.n_neurons'",
+        ),
     ]
     for data, message in cases:
         with pytest.raises(NfieldError, match=message):
@@ -185,7 +240,9 @@ def test_ngp_learns_a_red_ball():
     # Inside a ball of radius 0.6 (world units): red and dense; elsewhere in the box: empty.
     torch.manual_seed(0)
     aabb = torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]]) * 1.5
-    cfg = NGPFieldConfig(grid=SMALL_GRID, density_width=16, color_width=16, color_layers=1, sh_degree=2)
+    cfg = NGPFieldConfig(
+        grid=SMALL_GRID, density=MLPConfig(16, 1), color=MLPConfig(16, 1, output_activation="sigmoid"), sh_degree=2
+    )
     field = build_radiance_field(cfg, aabb)
     optimizer = torch.optim.Adam(field.parameters(), lr=1e-2)
     red, dense = torch.tensor([1.0, 0.0, 0.0]), torch.log1p(torch.tensor(50.0))

@@ -4,7 +4,7 @@ the same commands on ``--backend torch``.
 Kernel checks (`kernel_checks`) test each kernel alone; the three compile errors of nfield's first
 GPU run were each in a kernel those checks had passed, reached by a real run in a way they did
 not. Here each run of `RUNS` (``train-nerf``, ``fit-sdf --model hash`` and ``nglod`` with the
-eikonal term, ``fit-image --model hash``) goes through the same `nfield.run.train` as the command
+eikonal term, ``fit-image --model hash``) goes through the same `nfield.runs.single.train` as the command
 twice, in this process, on tiny generated inputs: first with every component on the PyTorch
 reference, then with every component forced onto its Triton kernel (``--backend triton``: grid
 encodings, the fused MLP, occupancy marching, compositing), which Triton's interpreter runs on
@@ -45,7 +45,7 @@ class Run:
     defaults made small (the interpreter is slow).
 
     kind, source: the task and the key of its generated input (see `make_inputs`).
-    model, model_options, task_options: as on the command line.
+    model, overrides, task_overrides: as on the command line.
     steps: training steps compared; warm_steps: steps trained first on the torch backend, whose
         checkpoint both backends then resume (a hash-grid SDF needs some 30 steps before it has a
         surface to mesh, too many to interpret).
@@ -61,8 +61,8 @@ class Run:
     backends: tuple[str, ...]
     loss_rtol: float
     metrics: dict[str, float]
-    model_options: dict[str, Any] = field(default_factory=dict)
-    task_options: dict[str, Any] = field(default_factory=dict)
+    overrides: dict[str, Any] = field(default_factory=dict)
+    task_overrides: dict[str, Any] = field(default_factory=dict)
     warm_steps: int = 0
 
 
@@ -76,8 +76,8 @@ RUNS = {
         "scene",
         "ngp",
         steps=3,
-        model_options={"grid_resolution": 8, "grid_warmup": 2, "steps_per_ray": 32, "n_levels": 4, "log2_hashmap_size": 10},
-        task_options={"batch_rays": 32, "eval_views": 1},
+        overrides={"grid_resolution": 8, "grid_warmup": 2, "steps_per_ray": 32, "n_levels": 4, "log2_hashmap_size": 10},
+        task_overrides={"batch_rays": 32, "eval_views": 1},
         backends=("HashGrid", "MLP", "OccupancyGrid.march", "composite", "render_weights"),
         loss_rtol=1e-3,
         metrics={"psnr": 0.02, "ssim": 0.002},
@@ -90,8 +90,8 @@ RUNS = {
         "hash",
         steps=2,
         warm_steps=30,
-        model_options={"n_levels": 4, "log2_hashmap_size": 10},
-        task_options={**_SDF_SIZES, "eikonal_weight": 0.1},
+        overrides={"n_levels": 4, "log2_hashmap_size": 10},
+        task_overrides={**_SDF_SIZES, "eikonal_weight": 0.1},
         backends=("HashGrid", "MLP"),
         loss_rtol=2e-3,
         metrics={"distance_mae": 5e-4, "iou": 0.03, "chamfer_l1": 0.01},
@@ -102,8 +102,8 @@ RUNS = {
         "mesh",
         "nglod",
         steps=3,
-        model_options={"lods": 3},
-        task_options={**_SDF_SIZES, "eikonal_weight": 0.1},
+        overrides={"lods": 3},
+        task_overrides={**_SDF_SIZES, "eikonal_weight": 0.1},
         backends=("MLP",),
         loss_rtol=2e-3,
         metrics={"distance_mae": 5e-4, "iou": 0.03, "chamfer_l1": 0.01},
@@ -143,7 +143,7 @@ def run_once(
     run: Run, inputs: dict[str, str], backend: str, out: Path, steps: int, resume: bool = False
 ) -> tuple[dict, list[dict]]:
     """`run` on `backend` into `out` up to `steps`: (its final metrics, its metrics.jsonl lines)."""
-    from nfield.run import RunRequest, train
+    from nfield.runs.single import RunRequest, train
 
     train_options = {
         "steps": steps,
@@ -161,8 +161,8 @@ def run_once(
         resume=resume,
         device="cpu",
         train=train_options,
-        model_options={} if resume else run.model_options,
-        task_options={} if resume else run.task_options,
+        overrides={} if resume else run.overrides,
+        task_overrides={} if resume else run.task_overrides,
     )
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         final = train(request)

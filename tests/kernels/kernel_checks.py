@@ -28,7 +28,8 @@ import torch
 from nfield.encodings import DenseGrid, DenseGridConfig, HashGrid, HashGridConfig
 from nfield.encodings.grid import interpolate_reference
 from nfield.networks import MLP, MLPConfig
-from nfield.render.samplers import OccupancyGrid, OccupancyGridConfig, RaySamples
+from nfield.render.occupancy import OccupancyGrid, OccupancyGridConfig
+from nfield.render.rays import RaySamples
 from nfield.render.volume import composite, render_weights
 from tests.kernels import hopper_compile, interpreter_bounds, interpreter_speed
 
@@ -250,8 +251,7 @@ def check_mlp(device: str, size: str) -> str:
     """Every launch configuration (`VARIANTS`; on CUDA the one the GPU's probe settled on, since a
     variant that faults poisons the process) against the reference with the kernels' float16
     roundings, forward and backward; the float32 network's forward within float16's error."""
-    from nfield.kernels.mlp_variants import variant_for
-    from nfield.kernels.tiny_mlp import VARIANTS
+    from nfield.kernels.mlp_variants import VARIANTS, variant_for
 
     variants = VARIANTS if torch.device(device).type == "cpu" else (variant_for(torch.device(device)),)
 
@@ -309,8 +309,8 @@ def check_mlp_offsets(device: str, size: str) -> str:
     a saved-activation buffer sized for all 2^24 rows (6 GiB, reserved but untouched): the third
     layer starts 2^31 elements in, where int32 offsets wrap and the bounds check stops the store.
     On CUDA the whole launch runs and its last rows are compared."""
+    from nfield.kernels.mlp_variants import VARIANTS
     from nfield.kernels.tiny_mlp import (
-        VARIANTS,
         PackedWeights,
         _forward,
         _mlp_backward_kernel,
@@ -410,7 +410,7 @@ def check_mesh_distance(device: str, size: str) -> str:
     just inside and just outside the surface."""
     import trimesh
 
-    from nfield.data.meshes import unsigned_distance, winding_number
+    from nfield.geometry.distance import unsigned_distance, winding_number
     from nfield.kernels.mesh_distance import mesh_distance_and_winding
 
     sphere = trimesh.creation.icosphere(subdivisions=2 if size == "small" else 4, radius=0.7)
@@ -456,9 +456,9 @@ def check_nglod_trace(device: str, size: str) -> str:
     """The fused tracer against the PyTorch path on a fitted field: the same hits and evaluations
     per ray, t within 1e-4, normals those of `tetrahedral_normals` at the same points; one Triton
     launch and no host synchronisation per frame, whatever max_steps (counted by `DispatchCounter`)."""
-    from nfield.dispatch_counter import DispatchCounter
     from nfield.fields.nglod_tracing import nglod_tracer, packed_field
     from nfield.fields.sdf import distance_fn
+    from nfield.kernels.dispatch_counter import DispatchCounter
     from nfield.render.camera_paths import orbit_poses
     from nfield.render.cameras import PinholeCamera, camera_rays
     from nfield.render.sphere_tracing import render_surface, tetrahedral_normals

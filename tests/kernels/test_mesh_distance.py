@@ -8,13 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from nfield.data.meshes import (
-    load_shape,
-    sample_surface,
-    signed_distance,
-    unsigned_distance,
-    winding_number,
-)
+from nfield.data.meshes import load_shape, sample_surface
+from nfield.geometry.distance import signed_distance, unsigned_distance, winding_number
 
 ROOT = Path(__file__).resolve().parents[2]
 BUNNY = ROOT.parent / "shared" / "data" / "sdf" / "bunny.obj"

@@ -1,7 +1,9 @@
 """Write one small run directory of every kind with the installed nfield, for the load and resume
 tests (tests/test_legacy_runs.py). Run from this folder: ``python make.py VERSION``; it writes
 ``VERSION/`` (inputs/ and one run per kind). The runs are kept as test data: every later release
-must load them, render and evaluate them, and resume the resumable ones.
+must load them, render and evaluate them, and resume the resumable ones. Each folder was written by
+this script as it stood in that release (its git history); it is kept in the current release's
+flags and names, ready to write the next folder.
 """
 
 from __future__ import annotations
@@ -22,8 +24,6 @@ import torch  # noqa: E402
 import trimesh  # noqa: E402
 
 from nfield.cli import main  # noqa: E402
-
-SMALL_NGP = ("--n-levels", 4, "--log2-hashmap-size", 10, "--grid-resolution", 16, "--grid-warmup", 8, "--steps-per-ray", 32)
 
 
 def run(*argv, keep: bool = True) -> None:
@@ -59,28 +59,30 @@ SIGNAL_RUNS = {
     "collection": "fit-image inputs/pair --model siren --n-neurons 16 --n-hidden-layers 1 --steps 20",
     "audio": "fit-audio inputs/chirp.wav --n-neurons 16 --n-hidden-layers 1 --steps 20",
     "video": "fit-video inputs/clip.gif --model siren --n-neurons 16 --n-hidden-layers 1 --steps 20",
-    "sdf": "fit-sdf inputs/sphere.obj --lods 2 --feature-dim 4 --batch-size 512 --pool-size 4096 --mesh-resolution 24 --steps 20",
+    "sdf": "fit-sdf inputs/sphere.obj --n-lods 2 --feature-dim 4 --batch-size 512 --pool-size 4096 --mesh-resolution 24"
+    " --steps 20",
 }
 _NERF = "train-nerf inputs/primitives --batch-rays 128 --steps 20 --eval-every 0 --eval-views 1 --render-views 1"
 NERF_RUNS = {
-    "nerf-ngp": f"{_NERF} --n-levels 4 --log2-hashmap-size 10 --grid-resolution 16 --grid-warmup 8 --steps-per-ray 32",
-    "nerf-kilonerf": f"{_NERF} --model kilonerf --longest-axis-cells 2 --grid-resolution 16",
+    "nerf-ngp": f"{_NERF} --n-levels 4 --log2-hashmap-size 10 --occupancy-resolution 16 --occupancy-warmup 8 --steps-per-ray 32",
+    "nerf-kilonerf": f"{_NERF} --model kilonerf --longest-axis-cells 2 --occupancy-resolution 16",
     "nerf-vanilla": f"{_NERF} --model vanilla --n-samples 8 --n-importance 8",  # its preset narrowed below
 }
-DISTILLED = "distill nerf-ngp --longest-axis-cells 2 --hidden 8 --distill-steps 10 --finetune-steps 10 --batch-points 256"
+DISTILLED = "distill nerf-ngp --longest-axis-cells 2 --n-neurons 8 --distill-steps 10 --finetune-steps 10 --batch-points 256"
 
 
 def runs(version: Path) -> None:
     """Every kind of run, written from inside `version` so that the recorded paths are relative."""
     from nfield.fields.radiance import VanillaNeRFConfig
+    from nfield.networks import MLPConfig
     from nfield.presets import nerf as nerf_presets
 
     os.chdir(version)
     for out, command in {**SIGNAL_RUNS, **NERF_RUNS}.items():
         vanilla = nerf_presets.NERF_PRESETS["vanilla"]
         if out == "nerf-vanilla":  # no flag sets the vanilla NeRF's width: its preset at a test's size
-            narrow = VanillaNeRFConfig(position_frequencies=4, direction_frequencies=2, width=16, depth=3, skip_layer=1)
-            narrow = dataclasses.replace(narrow, direction_width=16)
+            trunk, color = MLPConfig(n_neurons=16, n_hidden_layers=3), MLPConfig(16, 1, output_activation="sigmoid")
+            narrow = VanillaNeRFConfig(position_frequencies=4, direction_frequencies=2, trunk=trunk, skip_layer=1, color=color)
             nerf_presets.NERF_PRESETS["vanilla"] = dataclasses.replace(vanilla, field=narrow)
         run(*command.split(), "--out", out)
         nerf_presets.NERF_PRESETS["vanilla"] = vanilla

@@ -24,7 +24,7 @@ def camera_fit_psnr(network_cfg, lr: float, run_dir, steps: int = 300) -> float:
     from nfield.encodings import IdentityConfig
     from nfield.fields import FieldConfig
     from nfield.tasks.image import ImageTask, ImageTaskConfig
-    from nfield.train import TrainConfig, Trainer, seed_everything
+    from nfield.training.trainer import TrainConfig, Trainer, seed_everything
 
     seed_everything(0)
     task = ImageTask(load_image("camera", 16), FieldConfig(IdentityConfig(), network_cfg), ImageTaskConfig(), seed=0)

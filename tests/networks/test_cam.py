@@ -195,7 +195,7 @@ def test_encoded_inputs_and_wrong_shapes_are_refused_in_one_line():
 def _fit_camera(field_cfg, tmp_path, name):
     from nfield.data.images import load_image
     from nfield.tasks.image import ImageTask, ImageTaskConfig
-    from nfield.train import TrainConfig, Trainer, seed_everything
+    from nfield.training.trainer import TrainConfig, Trainer, seed_everything
 
     seed_everything(0)
     task = ImageTask(load_image("camera", 16), field_cfg, ImageTaskConfig(), seed=0)

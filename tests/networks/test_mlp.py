@@ -310,7 +310,7 @@ def _fit_camera(network, tmp_path):
     from nfield.encodings import FrequencyConfig
     from nfield.fields import FieldConfig
     from nfield.tasks.image import ImageTask, ImageTaskConfig
-    from nfield.train import TrainConfig, Trainer, seed_everything
+    from nfield.training.trainer import TrainConfig, Trainer, seed_everything
 
     seed_everything(0)
     task = ImageTask(load_image("camera", 16), FieldConfig(FrequencyConfig(n_frequencies=6), network), ImageTaskConfig(), seed=0)

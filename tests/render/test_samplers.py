@@ -6,15 +6,10 @@ import pytest
 import torch
 
 from nfield.errors import NfieldError
-from nfield.render import samplers
-from nfield.render.samplers import (
-    OccupancyGrid,
-    OccupancyGridConfig,
-    RaySamples,
-    importance_samples,
-    ray_aabb,
-    stratified_samples,
-)
+from nfield.render import occupancy
+from nfield.render.occupancy import OccupancyGrid, OccupancyGridConfig
+from nfield.render.rays import RaySamples, ray_aabb
+from nfield.render.samplers import importance_samples, stratified_samples
 from nfield.render.volume import composite
 
 CUBE = torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])
@@ -296,7 +291,7 @@ def test_march_in_chunks_gives_the_same_samples(monkeypatch):
     near, far, _ = ray_aabb(origins, directions, CUBE)
     far[3] = near[3]  # a ray with nothing to march
     whole = grid.march(origins, directions, near, far, 0.01, sigma_fn=sphere_density)
-    monkeypatch.setattr(samplers, "_CHUNK", 1000)
+    monkeypatch.setattr(occupancy, "_CHUNK", 1000)
     chunked = grid.march(origins, directions, near, far, 0.01, sigma_fn=sphere_density)
     assert 3 not in whole.ray_indices.tolist()
     for name in ("ray_indices", "t_starts", "t_ends"):

@@ -7,8 +7,8 @@ import torch
 
 from nfield.errors import NfieldError
 from nfield.render.cameras import PinholeCamera, camera_rays, look_at
+from nfield.render.rays import ray_box_intersection
 from nfield.render.sphere_tracing import (
-    ray_box_intersection,
     render_sdf,
     sdf_normals,
     shade_matcap,

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from nfield.errors import NfieldError
-from nfield.render.samplers import RaySamples, stratified_samples
+from nfield.render.rays import RaySamples
+from nfield.render.samplers import stratified_samples
 from nfield.render.volume import accumulate, composite, render_rays, render_weights
 
 

@@ -7,7 +7,7 @@ from torch import nn
 from nfield.data.scenes import load_scene
 from nfield.errors import NfieldError
 from nfield.fields.kilonerf import KiloNeRFConfig
-from nfield.render.samplers import OccupancyGridConfig
+from nfield.render.occupancy import OccupancyGridConfig
 from nfield.tasks.distill import DistillConfig, DistillTask, check_box_contains, student_task_config, teacher_occupancy
 from nfield.tasks.nerf import NeRFTaskConfig
 from scenes.synthetic import generate
@@ -42,7 +42,7 @@ def _task(scene, seed=0):
     task_cfg = student_task_config(NeRFTaskConfig(sampler="hierarchical", steps_per_ray=64), l2_last_layers=0.0)
     task_cfg = NeRFTaskConfig(**{**task_cfg.__dict__, "occupancy": OccupancyGridConfig(resolution=16, frozen=True)})
     grid = teacher_occupancy(teacher, task_cfg.occupancy, step_size=0.05)
-    student = KiloNeRFConfig(longest_axis_cells=4, position_frequencies=3, direction_frequencies=1, hidden=16, feature_dim=8)
+    student = KiloNeRFConfig(longest_axis_cells=4, position_frequencies=3, direction_frequencies=1, n_neurons=16, feature_dim=8)
     cfg = DistillConfig(batch_points=2048, rays_per_step=128)
     return DistillTask(teacher, grid, scene, student, BOX, task_cfg, cfg, seed=seed), teacher
 

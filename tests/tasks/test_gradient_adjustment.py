@@ -22,7 +22,7 @@ from nfield.encodings import FrequencyConfig
 from nfield.errors import NfieldError
 from nfield.fields import FieldConfig
 from nfield.networks import MLPConfig
-from nfield.run import RunRequest, load_run, train
+from nfield.runs.single import RunRequest, load_run, train
 from nfield.tasks.audio import AudioTask, AudioTaskConfig
 from nfield.tasks.gradient_adjustment import (
     GradientAdjuster,
@@ -211,8 +211,8 @@ def test_a_short_fit_with_iga_beats_plain_training_and_the_run_rebuilds_with_it(
                 out=tmp_path / name,
                 device="cpu",
                 train={"steps": 200, "lr": 5e-3, "progress": False, "eval_every": 0, "checkpoint_every": 0, "seed": 0},
-                model_options={"n_neurons": 64, "n_hidden_layers": 2, "n_frequencies": 4},
-                task_options={"gradient_adjustment": adjustment},
+                overrides={"n_neurons": 64, "n_hidden_layers": 2, "n_frequencies": 4},
+                task_overrides={"gradient_adjustment": adjustment},
             )
         )
 

@@ -68,7 +68,7 @@ def test_loss_feeds_the_per_pixel_error_back_to_sape():
 def test_stateful_encodings_resume_exactly(tmp_path):
     """SAPE's progress map and the PINs schedule live in buffers: pause + resume == one run."""
     from nfield.networks import ProgressiveNetworkConfig
-    from nfield.train import TrainConfig, Trainer, seed_everything
+    from nfield.training.trainer import TrainConfig, Trainer, seed_everything
 
     image = random_image(24, 24)
     for name, field in {
@@ -98,7 +98,8 @@ def test_a_target_range_is_learned_by_the_network_and_mapped_back(tmp_path):
     (renders, metrics) are in the image's units, the map is in config.json, and a config without it
     (every run before it existed) maps nothing."""
     from nfield.fields import Field, field_config_from_dict, field_config_to_dict
-    from nfield.run import RunRequest, load_run, read_config, train
+    from nfield.run_directory import RunDirectory
+    from nfield.runs.single import RunRequest, load_run, train
 
     request = RunRequest(
         "image",
@@ -110,7 +111,7 @@ def test_a_target_range_is_learned_by_the_network_and_mapped_back(tmp_path):
         data_options={"downscale": 16},
     )
     result = train(request)
-    config = read_config(tmp_path / "run")
+    config = RunDirectory(tmp_path / "run").read_config()
     assert config["field"]["output"] == {"scale": 0.5, "shift": 0.5}  # siren's [-1, 1] for [0, 1] intensities
     run = load_run(tmp_path / "run", "cpu", data=True)
     target = run.task._data().as_float()

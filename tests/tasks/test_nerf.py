@@ -11,9 +11,12 @@ from nfield.data.scenes import load_scene
 from nfield.encodings import HashGridConfig
 from nfield.fields.kilonerf import KiloNeRFConfig
 from nfield.fields.radiance import NGPFieldConfig, VanillaNeRFConfig
-from nfield.render.samplers import OccupancyGridConfig
-from nfield.run import read_config, task_from_config
-from nfield.tasks.nerf import NeRFTask, NeRFTaskConfig, composite_on
+from nfield.networks import MLPConfig
+from nfield.render.occupancy import OccupancyGridConfig
+from nfield.render.radiance import composite_on
+from nfield.run_directory import RunDirectory
+from nfield.runs.single import task_from_config
+from nfield.tasks.nerf import NeRFTask, NeRFTaskConfig
 from scenes.synthetic import generate
 
 FOX = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "nerf" / "fox"
@@ -51,7 +54,7 @@ def test_ngp_learns_a_synthetic_scene_to_a_held_out_psnr(ngp_run, capsys):
     assert main(["eval", str(ngp_run), "--no-progress"]) == 0
     after = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     torch.manual_seed(0)
-    before = task_from_config(ngp_run, read_config(ngp_run), torch.device("cpu"), data=True).evaluate()
+    before = task_from_config(ngp_run, RunDirectory(ngp_run).read_config(), torch.device("cpu"), data=True).evaluate()
     # measured: 8.3 dB before, 23.5 dB and SSIM 0.91 after
     assert before["psnr"] < 14 and after["psnr"] > 22 and after["ssim"] > 0.85, (before, after)
 
@@ -77,9 +80,11 @@ def test_samples_are_composited_on_each_rays_background(primitives):
 
 def test_vanilla_nerf_trains_with_coarse_and_fine_sampling(primitives):
     torch.manual_seed(0)
-    vanilla = VanillaNeRFConfig(
-        position_frequencies=4, direction_frequencies=2, width=32, depth=4, skip_layer=2, direction_width=16
+    trunk, color = (
+        MLPConfig(n_neurons=32, n_hidden_layers=4),
+        MLPConfig(n_neurons=16, n_hidden_layers=1, output_activation="sigmoid"),
     )
+    vanilla = VanillaNeRFConfig(position_frequencies=4, direction_frequencies=2, trunk=trunk, skip_layer=2, color=color)
     cfg = NeRFTaskConfig(batch_rays=256, sampler="hierarchical", n_samples=16, n_importance=16)
     task = NeRFTask(primitives, vanilla, cfg, seed=0)
     assert set(task.model) == {"field", "coarse"}

@@ -18,8 +18,9 @@ from torch import nn
 from nfield.cli import main
 from nfield.errors import NfieldError
 from nfield.render.cameras import CameraSet, PinholeCamera, camera_rays, look_at
-from nfield.render.samplers import OccupancyGrid, OccupancyGridConfig
-from nfield.tasks.nerf import NeRFTaskConfig, render_image
+from nfield.render.occupancy import OccupancyGrid, OccupancyGridConfig
+from nfield.render.radiance import render_image
+from nfield.tasks.nerf import NeRFTaskConfig
 from nfield.tasks.nerf_geometry import (
     default_level,
     extract_nerf_mesh,
@@ -172,7 +173,7 @@ def ring_cameras(n=6, size=32, distance=2.0):
 
 def test_point_cloud_of_an_analytic_ball_lies_on_it_with_its_colour(tmp_path):
     model, cfg, black = ball_model(), NeRFTaskConfig(steps_per_ray=1024), torch.zeros(3)
-    render = lambda o, d: render_image(model, cfg, 0.05, o, d, black)  # noqa: E731
+    render = lambda o, d: render_image(model, cfg.render_settings(), 0.05, o, d, black)  # noqa: E731
     cameras = ring_cameras()
     points, colors = nerf_point_cloud(render, cameras, downscale=2, max_points=10**6)
     error = np.abs(np.linalg.norm(points - CENTRE.numpy(), axis=1) - RADIUS)

@@ -1,11 +1,12 @@
 import torch
 import trimesh
 
-from nfield.data.meshes import Normalisation, OrientedPointCloud, TriangleMesh, signed_distance
+from nfield.data.meshes import Normalisation, OrientedPointCloud, TriangleMesh
 from nfield.encodings import IdentityConfig
 from nfield.encodings.octree import OctreeFeaturesConfig
 from nfield.fields import FieldConfig
 from nfield.fields.sdf import NGLODConfig
+from nfield.geometry.distance import signed_distance
 from nfield.networks import SirenConfig
 from nfield.tasks.sdf import SDFTask, SDFTaskConfig
 

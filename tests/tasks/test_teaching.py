@@ -10,7 +10,7 @@ from nfield.fields import FieldConfig
 from nfield.networks import MLPConfig
 from nfield.tasks.image import ImageTask, ImageTaskConfig
 from nfield.tasks.teaching import Teacher, TeachingConfig, pick_interval, selection_ratio
-from nfield.train import TrainConfig, Trainer, seed_everything
+from nfield.training.trainer import TrainConfig, Trainer, seed_everything
 
 FIELD = FieldConfig(FrequencyConfig(n_frequencies=6), MLPConfig(n_neurons=32, n_hidden_layers=2))
 

@@ -25,7 +25,7 @@ from nfield.tasks.audio import AudioTask, AudioTaskConfig
 from nfield.tasks.sdf import SDFTask, SDFTaskConfig
 from nfield.tasks.teaching import TeachingConfig, selection_ratio
 from nfield.tasks.video import VideoTask, VideoTaskConfig
-from nfield.train import TrainConfig, Trainer, seed_everything
+from nfield.training.trainer import TrainConfig, Trainer, seed_everything
 from tests.run_checks import cli
 
 ON = TeachingConfig(enabled=True)
@@ -229,8 +229,9 @@ def test_nerf_trains_on_the_rays_it_renders_worst_and_resumes_the_picks(tmp_path
     from nfield.data.scenes import load_scene
     from nfield.fields.radiance import NGPFieldConfig
     from nfield.render.cameras import pixel_rays
-    from nfield.render.samplers import OccupancyGridConfig
-    from nfield.tasks.nerf import NeRFTask, NeRFTaskConfig, render_nerf_rays
+    from nfield.render.occupancy import OccupancyGridConfig
+    from nfield.render.radiance import render_nerf_rays
+    from nfield.tasks.nerf import NeRFTask, NeRFTaskConfig
     from scenes.synthetic import generate
 
     scene = load_scene(generate("textured", tmp_path / "scene", size=12, n_train=3, n_val=1, n_test=1))
@@ -246,8 +247,9 @@ def test_nerf_trains_on_the_rays_it_renders_worst_and_resumes_the_picks(tmp_path
     camera, row, column = (torch.randint(0, m, (50,), generator=generator) for m in (n, height, width))
     flat = (camera * height + row) * width + column
     origins, directions = pixel_rays(task.cameras, camera, column.float() + 0.5, row.float() + 0.5)
+    settings = cfg.render_settings()
     with torch.no_grad():
-        rgb = render_nerf_rays(task.model, cfg, task.near, origins, directions, torch.zeros(50, 3), train=False)[0]["rgb"]
+        rgb = render_nerf_rays(task.model, settings, task.near, origins, directions, torch.zeros(50, 3), train=False)[0]["rgb"]
     pixels = scene.train.images[camera, row, column].float() / 255
     target = pixels[:, :3] * pixels[:, 3:] if pixels.shape[1] == 4 else pixels  # on black
     error = (rgb.float() - target).square().mean(-1)

@@ -19,10 +19,10 @@ import pytest
 import skimage.data
 import skimage.transform
 
-from nfield.run import RunRequest, train
+from nfield.runs.single import RunRequest, train
 from nfield.viewer import live
-from nfield.viewer.live import LiveViewer
-from nfield.viewer.scenes import PANEL_BACKGROUND
+from nfield.viewer.displays import PANEL_BACKGROUND
+from nfield.viewer.live import LiveViewer, live_viewer
 from nfield.viewer.server import free_port
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -61,8 +61,8 @@ def astronaut(tmp_path_factory) -> Path:
     return path
 
 
-def _request(image: Path, out: Path, viewer_port=None) -> RunRequest:
-    return RunRequest("image", str(image), out=out, device="cpu", train={"steps": 80, "progress": False}, viewer_port=viewer_port)
+def _request(image: Path, out: Path) -> RunRequest:
+    return RunRequest("image", str(image), out=out, device="cpu", train={"steps": 80, "progress": False})
 
 
 @pytest.fixture(scope="module")
@@ -148,7 +148,7 @@ def test_training_with_the_viewer_open_ends_as_training_without_it(browser, astr
 
     monkeypatch.setattr(LiveViewer, "after_step", wait_for_the_page)
     result = {}
-    training = threading.Thread(target=lambda: result.update(train(_request(astronaut, tmp_path / "live", port))))
+    training = threading.Thread(target=lambda: result.update(train(_request(astronaut, tmp_path / "live"), live_viewer(port))))
     training.start()
     page = browser.new_page(viewport=VIEWPORT)
     deadline = time.monotonic() + 60

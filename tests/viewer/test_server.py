@@ -18,7 +18,7 @@ import pytest
 
 from nfield.cli import main
 from nfield.errors import NfieldError
-from nfield.run import load_run
+from nfield.runs.single import load_run
 from nfield.viewer import live
 from nfield.viewer.live import LiveViewer
 from nfield.viewer.server import (
@@ -222,7 +222,7 @@ def test_a_page_that_goes_away_mid_frame_is_forgotten(image_run):
 def test_a_failing_render_is_reported_and_never_raised(image_run, capsys):
     viewer = _viewer(image_run)
     try:
-        viewer.scene.render_rows = MagicMock(side_effect=RuntimeError("out of memory"))
+        viewer.display.render_rows = MagicMock(side_effect=RuntimeError("out of memory"))
         handle = MagicMock(client_id=2)
         viewer.browsers[2] = _browser(handle)
         viewer.work(60.0)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from nfield.components import config_from_dict
 from nfield.errors import NfieldError
 from nfield.fields.kilonerf.field import KiloNeRFConfig, KiloNeRFField
 from nfield.outputs import atomic_path
@@ -44,7 +45,8 @@ def load_kilonerf(path) -> tuple[KiloNeRFField, torch.Tensor | None]:
         with safe_open(str(path), framework="pt") as handle:
             header = json.loads((handle.metadata() or {})["kilonerf"])
         tensors = load_file(str(path))
-        field = KiloNeRFField(KiloNeRFConfig(**header["config"]), torch.tensor(header["aabb"]))
+        cfg = config_from_dict(KiloNeRFConfig, header["config"], what="KiloNeRF")  # exports before 0.3 say "hidden"
+        field = KiloNeRFField(cfg, torch.tensor(header["aabb"]))
     except Exception as err:  # safetensors raises its own error types for corrupt files
         raise NfieldError(
             f"{path}: not a KiloNeRF export ({str(err).splitlines()[0] if str(err) else type(err).__name__})"

@@ -7,8 +7,8 @@ on the upper faces), flattened as (i * ry + j) * rz + k; points outside the box 
 and have zero density. Each cell's network sees the point in the cell's local coordinates in
 [-1, 1]^3, frequency-encoded.
 
-Network per cell (the paper's): encoded position -> hidden -> hidden -> (density, feature), then
-[feature, encoded direction] -> hidden -> RGB (sigmoid). Density uses instant-ngp's truncated
+Network per cell (the paper's), every hidden layer `n_neurons` wide: encoded position -> hidden ->
+hidden -> (density, feature), then [feature, encoded direction] -> hidden -> RGB (sigmoid). Density uses instant-ngp's truncated
 exponential. Every layer's parameters are stacked tensors (n_cells, in, out), never a list of
 modules.
 
@@ -30,8 +30,10 @@ from torch import nn
 from nfield.encodings.frequency import frequency_features
 from nfield.errors import NfieldError
 from nfield.fields.density import trunc_exp
-from nfield.fields.kilonerf.strategies import _LAYOUTS
-from nfield.render.samplers import OccupancyGrid
+from nfield.fields.kilonerf.layers import StackedLinear
+from nfield.fields.kilonerf.strategies import check_strategy, group_by_cell
+from nfield.fields.registry import FIELDS
+from nfield.render.occupancy import OccupancyGrid
 
 #: Cells above this many would not fit a sensible amount of memory (4M cells x ~5k weights).
 MAX_CELLS = 2**22
@@ -45,11 +47,11 @@ class KiloNeRFConfig:
     longest_axis_cells: int = 16  # cells along the box's longest axis; the others proportional
     position_frequencies: int = 10  # octaves of the local-position encoding (input included)
     direction_frequencies: int = 4  # octaves of the direction encoding (input included)
-    hidden: int = 32  # neurons of every hidden layer
+    n_neurons: int = 32  # neurons of every hidden layer (config.json before 0.3: "hidden")
     feature_dim: int = 32  # the feature passed from the position part to the colour part
 
     def __post_init__(self) -> None:
-        for key in ("longest_axis_cells", "hidden", "feature_dim"):
+        for key in ("longest_axis_cells", "n_neurons", "feature_dim"):
             value = getattr(self, key)
             if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
                 raise NfieldError(f"KiloNeRFConfig.{key} must be a positive integer, got {value!r}")
@@ -73,21 +75,7 @@ def grid_resolution(longest_axis_cells: int, aabb: torch.Tensor) -> tuple[int, i
     return resolution
 
 
-class StackedLinear(nn.Module):
-    """`n_cells` independent linear layers (in_dim -> out_dim) in stacked tensors, each initialised
-    like `nn.Linear` (uniform in +-1/sqrt(in_dim))."""
-
-    def __init__(self, n_cells: int, in_dim: int, out_dim: int):
-        super().__init__()
-        bound = 1 / math.sqrt(in_dim)
-        self.weight = nn.Parameter(torch.empty(n_cells, in_dim, out_dim).uniform_(-bound, bound))
-        self.bias = nn.Parameter(torch.empty(n_cells, out_dim).uniform_(-bound, bound))
-
-    def forward(self, x: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
-        """x (C, P, in_dim) padded points of the cells `cells` (C,) -> (C, P, out_dim)."""
-        return torch.baddbmm(self.bias[cells][:, None, :], x, self.weight[cells])
-
-
+@FIELDS.register("KiloNeRF", KiloNeRFConfig, renamed={"hidden": "n_neurons"})  # "hidden" before 0.3
 class KiloNeRFField(nn.Module):
     """A grid of tiny radiance MLPs over the world box `aabb` (2, 3); the same interface as
     `RadianceField`: ``density(x) -> (M,)`` and ``forward(x, d) -> (rgb (M, 3), sigma (M,))``.
@@ -106,8 +94,7 @@ class KiloNeRFField(nn.Module):
 
     def __init__(self, cfg: KiloNeRFConfig, aabb: torch.Tensor, strategy: str = "tiled", tile: int = 128):
         super().__init__()
-        if strategy not in _LAYOUTS:
-            raise NfieldError(f"unknown KiloNeRF evaluation strategy '{strategy}'; use one of {', '.join(_LAYOUTS)}")
+        check_strategy(strategy)
         if not (isinstance(tile, int) and tile >= 1):
             raise NfieldError(f"KiloNeRF tile must be a positive integer, got {tile!r}")
         self.strategy, self.tile = strategy, tile
@@ -120,7 +107,7 @@ class KiloNeRFField(nn.Module):
         self.n_cells = math.prod(self.resolution)
         position_dim = 3 * (1 + 2 * cfg.position_frequencies)
         self.direction_dim = 3 * (1 + 2 * cfg.direction_frequencies)
-        n, h = self.n_cells, cfg.hidden
+        n, h = self.n_cells, cfg.n_neurons
         self.position_layers = nn.ModuleList(
             [StackedLinear(n, position_dim, h), StackedLinear(n, h, h), StackedLinear(n, h, 1 + cfg.feature_dim)]
         )
@@ -170,7 +157,7 @@ class KiloNeRFField(nn.Module):
         inside = torch.nonzero(cells >= 0).squeeze(1)
         if len(inside) == 0:
             return rgb, sigma
-        groups = _LAYOUTS[self.strategy](cells[inside], self.tile)
+        groups = group_by_cell(self.strategy, cells[inside], self.tile)
         local = self.local_coordinates(x[inside], cells[inside])
         h = groups.pad(torch.cat([local, frequency_features(local, self.cfg.position_frequencies)], dim=-1))
         for layer in self.position_layers[:-1]:

@@ -6,13 +6,13 @@ points' (M,) cell indices and offers `pad` (per-point values into the strategy's
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Callable, Protocol
 
 import torch
 from torch import nn
 
-if TYPE_CHECKING:
-    from nfield.fields.kilonerf.field import StackedLinear
+from nfield.errors import NfieldError
+from nfield.fields.kilonerf.layers import StackedLinear
 
 #: Cells per `grouped_mm` call of the ``segment`` strategy: it refuses 1024 or more groups on Hopper
 #: GPUs, and a default grid has thousands of cells.
@@ -113,6 +113,34 @@ class _Gather:
         return torch.cat(parts)
 
 
-_LAYOUTS = {"tiled": _Tiles, "padded": lambda cells, tile: _Tiles(cells, None), "segment": _Segments, "gather": _Gather}
+class Grouping(Protocol):
+    """Points grouped by cell: what every strategy offers (see the module's docstring)."""
+
+    def pad(self, values: torch.Tensor) -> torch.Tensor: ...
+
+    def unpad(self, values: torch.Tensor) -> torch.Tensor: ...
+
+    def linear(self, layer: StackedLinear, h: torch.Tensor) -> torch.Tensor: ...
+
+
+_GROUPINGS: dict[str, Callable[[torch.Tensor, int | None], Grouping]] = {
+    "tiled": _Tiles,
+    "padded": lambda cells, tile: _Tiles(cells, None),
+    "segment": _Segments,
+    "gather": _Gather,
+}
 #: How `KiloNeRFField` groups points for its batched matrix products (see `KiloNeRFField`).
-STRATEGIES = tuple(_LAYOUTS)
+STRATEGIES = tuple(_GROUPINGS)
+
+
+def check_strategy(strategy: str) -> None:
+    """`NfieldError` unless `strategy` is one of `STRATEGIES`."""
+    if strategy not in _GROUPINGS:
+        raise NfieldError(f"unknown KiloNeRF evaluation strategy '{strategy}'; use one of {', '.join(STRATEGIES)}")
+
+
+def group_by_cell(strategy: str, cells: torch.Tensor, tile: int) -> Grouping:
+    """The points of (M,) cell indices `cells` (all >= 0) grouped by the strategy `strategy`, in tiles
+    of `tile` points where it uses tiles."""
+    check_strategy(strategy)
+    return _GROUPINGS[strategy](cells, tile)

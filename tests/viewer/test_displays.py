@@ -16,12 +16,12 @@ from nfield.encodings import HashGridConfig
 from nfield.fields.kilonerf import KiloNeRFConfig, occupied_cells
 from nfield.fields.radiance import NGPFieldConfig
 from nfield.render.cameras import camera_rays, look_at
-from nfield.render.samplers import OccupancyGridConfig
-from nfield.run import load_run
+from nfield.render.occupancy import OccupancyGridConfig
+from nfield.runs.single import load_run
 from nfield.tasks.image import ERROR_MAP_MAX
 from nfield.tasks.nerf import NeRFTask, NeRFTaskConfig, write_cameras
 from nfield.viewer.cameras import ViewCamera
-from nfield.viewer.scenes import PANEL_BACKGROUND, PULL_BACK, RadianceScene, SDFScene, SignalScene, scene_for
+from nfield.viewer.displays import PANEL_BACKGROUND, PULL_BACK, RadianceDisplay, SDFDisplay, SignalDisplay, display_for
 from scenes.synthetic import generate
 
 
@@ -44,7 +44,7 @@ def _looking_at(x: float, y: float, size: int, fov_deg: float = 10.0) -> ViewCam
 
 
 def test_signal_scene_draws_the_field_the_target_and_the_error_at_exact_points(image_run):
-    scene = SignalScene(image_run.task, image_run.config)
+    scene = SignalDisplay(image_run.task, image_run.config)
     assert scene.panels == ("reconstruction", "target", "error")
     a, b = scene.half
     assert (a, b) == (1.0, 12 / 20)
@@ -70,7 +70,7 @@ def test_signal_scene_draws_the_field_the_target_and_the_error_at_exact_points(i
 def test_signal_scene_zooms_into_the_field_between_pixels(image_run):
     """Zoomed in on one target pixel, the target stays constant while the field is evaluated at
     sub-pixel positions (super-resolution): the reconstruction panel matches the model there."""
-    scene = SignalScene(image_run.task, image_run.config)
+    scene = SignalDisplay(image_run.task, image_run.config)
     u, v = 2 * 10.5 / 20 - 1, 2 * 6.5 / 12 - 1  # the centre of pixel (row 6, column 10)
     x, y = u * scene.half[0], -v * scene.half[1]
     camera = _looking_at(x, y, 7, fov_deg=0.5)  # a window of about a fifth of a pixel
@@ -87,7 +87,7 @@ def test_signal_scene_zooms_into_the_field_between_pixels(image_run):
 
 
 def test_signal_scene_bands_make_the_whole_frame(image_run):
-    scene = SignalScene(image_run.task, image_run.config)
+    scene = SignalDisplay(image_run.task, image_run.config)
     framing = scene.framing()
     c2w = look_at(framing.position, framing.look_at, framing.up)
     camera = ViewCamera(c2w, framing.fov_y, 64, 40)
@@ -100,7 +100,7 @@ def test_signal_scene_bands_make_the_whole_frame(image_run):
 def test_signal_scene_frames_every_panel_whole_at_any_aspect(image_run, aspect):
     """The first view of a page `aspect` wide: three panels across the middle row, grey on every
     side of the frame; and the default rows show the image's rows one to one or finer."""
-    scene = SignalScene(image_run.task, image_run.config)
+    scene = SignalDisplay(image_run.task, image_run.config)
     framing = scene.framing(aspect)
     rows = 120
     camera = ViewCamera(look_at(framing.position, framing.look_at, framing.up), framing.fov_y, round(rows * aspect), rows)
@@ -129,7 +129,7 @@ class _Sphere(nn.Module):
 
 def test_sdf_scene_traces_the_surface_and_bands_make_the_whole_frame(tmp_path):
     task = MagicMock(model=_Sphere())
-    scene = SDFScene(task, tmp_path)
+    scene = SDFDisplay(task, tmp_path)
     framing = scene.framing()
     c2w = look_at(framing.position, framing.look_at, framing.up)
     camera = ViewCamera(c2w, framing.fov_y, 33, 33)
@@ -159,7 +159,7 @@ def test_radiance_scene_modes_bands_and_frustums(scene_dir, tmp_path):
     scene_data = load_scene(scene_dir)
     task = NeRFTask(scene_data, SMALL_NGP, SAMPLING, seed=0)
     write_cameras(tmp_path, task.cameras)
-    scene = RadianceScene(task, tmp_path)
+    scene = RadianceDisplay(task, tmp_path)
     server = MagicMock()
     scene.add_controls(server, lambda: None)
     assert server.scene.add_camera_frustum.call_count == len(task.cameras)
@@ -169,7 +169,7 @@ def test_radiance_scene_modes_bands_and_frustums(scene_dir, tmp_path):
     np.testing.assert_allclose(framing.position, expected.numpy(), rtol=1e-6)
     c2w = look_at(framing.position, framing.look_at, framing.up)
     camera = ViewCamera(c2w, framing.fov_y, 12, 10)
-    for mode in RadianceScene.MODES:
+    for mode in RadianceDisplay.MODES:
         scene.mode = MagicMock(value=mode)
         whole = scene.render_rows(camera, 0, 10)
         bands = np.concatenate([scene.render_rows(camera, 0, 4), scene.render_rows(camera, 4, 10)])
@@ -183,7 +183,7 @@ def test_radiance_scene_shows_the_kilonerf_cells(scene_dir, tmp_path):
     from nfield.data.scenes import load_scene
 
     task = NeRFTask(load_scene(scene_dir), KiloNeRFConfig(longest_axis_cells=4, position_frequencies=2), SAMPLING, seed=0)
-    scene = RadianceScene(task, tmp_path)
+    scene = RadianceDisplay(task, tmp_path)
     assert scene.is_kilonerf
     server = MagicMock()
     scene.add_controls(server, lambda: None)
@@ -197,4 +197,4 @@ def test_audio_runs_are_refused_in_one_line(tmp_path):
     from nfield.errors import NfieldError
 
     with pytest.raises(NfieldError, match="render a 'audio' run"):
-        scene_for(None, {"task": "audio"}, tmp_path)
+        display_for(None, {"task": "audio"}, tmp_path)

@@ -1,6 +1,6 @@
 """Training curves: a run's loss and PSNR against steps and training time.
 
-Every run's ``metrics.jsonl`` (written by `nfield.train.Trainer`) holds ``"kind": "train"`` lines
+Every run's ``metrics.jsonl`` (written by `nfield.training.trainer.Trainer`) holds ``"kind": "train"`` lines
 (``step``, ``loss``, ``train_<metric>``, ``lr``, ``train_seconds``) and ``"kind": "eval"`` lines
 (``step`` and the task's held-out metrics: ``psnr``/``ssim``, or for SDF runs ``distance_mae``,
 ``surface_mae``, ``sign_iou``). `read_metrics` reads them back (corrupt lines skipped; an
@@ -29,19 +29,16 @@ from __future__ import annotations
 import bisect
 import json
 import math
+import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
-
 from nfield.errors import NfieldError
-from nfield.outputs import atomic_path
+from nfield.outputs import check_figure_path, write_figure
+from nfield.run_directory import CONFIG_FILE, CURVES_FILE, DISTILL_DIR, METRICS_FILE, read_records
 
-METRICS_FILE = "metrics.jsonl"
-CURVES_FILE = "curves.png"
-#: Where a distilled run keeps its distillation phase (nfield.tasks.distill.DISTILL_DIR).
-DISTILL_DIR = "distill"
 #: The second row's metric: the first of these a run has (else any other evaluated metric).
 PREFERRED_METRICS = ("psnr", "distance_mae", "surface_mae", "chamfer_l1", "sign_iou", "iou", "snr", "ssim")
 #: metric -> (axis label with its unit, log scale)
@@ -56,7 +53,6 @@ METRIC_AXES = {
     "iou": ("IoU", False),
 }
 #: Output formats accepted (matplotlib writes each with its own backends, no LaTeX needed).
-FORMATS = ("png", "pdf", "svg", "jpg", "jpeg", "webp", "tif", "tiff", "eps", "ps")
 
 
 @dataclass
@@ -140,7 +136,7 @@ def read_metrics(run_dir: Path | str) -> RunMetrics:
     if main.is_file():
         files.append(("fine-tune" if files else "", main))
     if not files:
-        if (run_dir / "config.json").is_file():
+        if (run_dir / CONFIG_FILE).is_file():
             raise NfieldError(f"{run_dir}: the run has no {METRICS_FILE} yet (train it first)")
         raise NfieldError(f"{run_dir}: not an nfield run directory (no config.json or {METRICS_FILE})")
     run = RunMetrics(run_dir, config)
@@ -172,17 +168,9 @@ def read_metrics_file(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, 
     """(train records, eval records) of one metrics.jsonl, each sorted by step, with only their
     finite numbers; eval records get the train_seconds of the train record at the same or the
     nearest earlier step (0 before the first). Lines that are not such records are skipped."""
-    try:
-        text = Path(path).read_text(errors="replace")
-    except OSError as err:
-        raise NfieldError(f"{path}: unreadable ({err.strerror or err})") from None
     train, evals = [], []
-    for line in text.splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if not isinstance(record, dict) or record.get("kind") not in ("train", "eval"):
+    for record in read_records(path):
+        if record.get("kind") not in ("train", "eval"):
             continue
         step = record.get("step")
         if not isinstance(step, int) or isinstance(step, bool) or step < 0:
@@ -209,8 +197,34 @@ def write_curves(run_dir: Path | str, out: Path | str | None = None) -> Path:
     """Draw `run_dir`'s training curves into `out` (default ``RUN_DIR/curves.png``); returns the path."""
     run_dir = Path(run_dir)
     out = Path(out) if out is not None else run_dir / CURVES_FILE
-    _check_output(out)
-    return _save(_figure([read_metrics(run_dir)], None), out)
+    check_figure_path(out)
+    return write_figure(_figure([read_metrics(run_dir)], None), out)
+
+
+#: "0": runs do not draw curves.png when they end (`nfield plot RUN` draws it later).
+CURVES_ENV = "NFIELD_CURVES"
+
+
+class CurvesDrawer:
+    """A trainer's observer that draws the run's curves.png when the run ends or is interrupted,
+    unless NFIELD_CURVES=0 (drawing takes about 0.3 s a run: a collection of thousands of signals,
+    or a test suite, may skip it). A failure to plot never fails training: it is one warning."""
+
+    def run_ended(self, trainer: Any) -> None:
+        for run_dir in getattr(trainer, "run_dirs", None) or [trainer.run_dir]:
+            draw_curves_quietly(run_dir)
+
+
+def draw_curves_quietly(run_dir: Path) -> None:
+    """`write_curves` of `run_dir` as `CurvesDrawer` draws it: skipped under NFIELD_CURVES=0, a
+    failure said in one warning."""
+    if os.environ.get(CURVES_ENV, "1").strip() == "0":
+        return
+    try:
+        write_curves(run_dir)
+    except Exception as err:
+        message = (str(err).splitlines() or [type(err).__name__])[0]
+        print(f"nfield: warning: could not write {Path(run_dir) / CURVES_FILE}: {message}", file=sys.stderr)
 
 
 def plot_runs(run_dirs: Sequence[Path | str], out: Path | str) -> Path:
@@ -219,9 +233,9 @@ def plot_runs(run_dirs: Sequence[Path | str], out: Path | str) -> Path:
     if not run_dirs:
         raise NfieldError("no run directories to plot")
     out = Path(out)
-    _check_output(out)
+    check_figure_path(out)
     runs = [read_metrics(d) for d in run_dirs]
-    return _save(_figure(runs, run_labels([Path(d) for d in run_dirs]) if len(runs) > 1 else None), out)
+    return write_figure(_figure(runs, run_labels([Path(d) for d in run_dirs]) if len(runs) > 1 else None), out)
 
 
 def run_labels(run_dirs: Sequence[Path]) -> list[str]:
@@ -237,93 +251,6 @@ def run_labels(run_dirs: Sequence[Path]) -> list[str]:
 
 
 # --- drawing ---------------------------------------------------------------------------------
-
-
-#: Waveforms longer than this many samples are drawn as the range (min to max) of each of as many time bins.
-WAVEFORM_BINS = 2000
-#: The spectrograms' colour scale: from this many dB under the target's loudest bin up to it.
-SPECTROGRAM_FLOOR_DB = -80.0
-
-
-def audio_comparison_figure(target, fitted, sample_rate: int, title: str | None = None):
-    """The comparison of a fitted sound with its target, both mono (T,) tensors or arrays at
-    `sample_rate`: their waveforms together (a legend tells them apart), their difference, and
-    their spectrograms side by side on one colour scale (dB relative to the target's loudest bin).
-    Every panel has a title and labelled axes in seconds, amplitude (full scale = 1) or hertz."""
-    from matplotlib.figure import Figure
-
-    from nfield.data.audio import spectrogram_magnitude
-
-    target, fitted = (np.asarray(_numpy(x), dtype=np.float64).reshape(-1) for x in (target, fitted))
-    seconds = len(target) / sample_rate
-    figure = Figure(figsize=(11, 9), dpi=100)  # a fixed layout: a constrained one takes twice as long to draw
-    grid = figure.add_gridspec(3, 2, height_ratios=(1, 1, 1.4))
-    figure.subplots_adjust(left=0.08, right=0.9, top=0.9 if title else 0.94, bottom=0.07, wspace=0.25, hspace=0.5)
-    waves, difference = figure.add_subplot(grid[0, :]), figure.add_subplot(grid[1, :])
-    spectra = [figure.add_subplot(grid[2, 0]), figure.add_subplot(grid[2, 1])]
-
-    _draw_waveform(waves, target, sample_rate, color="0.55", label="target", width=2.2, alpha=0.5)
-    _draw_waveform(waves, fitted, sample_rate, color="C1", label="fitted", width=1.0, alpha=0.6)
-    waves.legend(loc="upper right", fontsize=9)
-    waves.set_title("waveforms: target and fitted", fontsize=10)
-    error = fitted - target
-    _draw_waveform(difference, error, sample_rate, color="C3", label="fitted - target", width=1.0, alpha=0.8)
-    rms = float(np.sqrt(np.mean(error**2))) if len(error) else 0.0
-    difference.set_title(f"difference: fitted - target (RMS {rms:.3g})", fontsize=10)
-    for ax in (waves, difference):
-        ax.set_xlim(0, seconds)
-        ax.set_xlabel("time (s)")
-        ax.set_ylabel("amplitude (full scale = 1)")
-        ax.grid(alpha=0.3)
-
-    target_magnitude, fitted_magnitude = spectrogram_magnitude(_tensor(target)), spectrogram_magnitude(_tensor(fitted))
-    peak = max(float(target_magnitude.max()), 1e-12)
-    extent = (0.0, seconds, 0.0, sample_rate / 2)
-    for ax, magnitude, name in zip(spectra, (target_magnitude, fitted_magnitude), ("target", "fitted")):
-        decibels = 20 * np.log10(np.maximum(magnitude, 1e-12) / peak)
-        image = ax.imshow(
-            decibels, origin="lower", aspect="auto", extent=extent, cmap="inferno", vmin=SPECTROGRAM_FLOOR_DB, vmax=0.0
-        )
-        ax.set_title(f"{name} spectrogram", fontsize=10)
-        ax.set_xlabel("time (s)")
-        ax.set_ylabel("frequency (Hz)")
-    colour_bar = figure.colorbar(image, ax=spectra, fraction=0.04, pad=0.02)
-    colour_bar.set_label("level (dB re. the target's peak)")
-    if title:
-        figure.suptitle(title, fontsize=11)
-    return figure
-
-
-def write_audio_comparison(out: Path | str, target, fitted, sample_rate: int, title: str | None = None) -> Path:
-    """Draw `audio_comparison_figure` into `out` (PNG, PDF, SVG...); returns the path."""
-    out = Path(out)
-    _check_output(out)
-    return _save(audio_comparison_figure(target, fitted, sample_rate, title), out)
-
-
-def _draw_waveform(ax, samples: np.ndarray, sample_rate: int, color, label: str, width: float, alpha: float) -> None:
-    """`samples` against time at sample centres, a line `width` points wide; a long signal as the
-    min-to-max range of each of `WAVEFORM_BINS` time bins (a band of opacity `alpha`), so every peak shows."""
-    if len(samples) <= 2 * WAVEFORM_BINS:
-        ax.plot((np.arange(len(samples)) + 0.5) / sample_rate, samples, "-", color=color, lw=width, label=label)
-        return
-    bins = np.array_split(samples, WAVEFORM_BINS)
-    edges = np.cumsum([0] + [len(b) for b in bins])
-    times = 0.5 * (edges[:-1] + edges[1:]) / sample_rate
-    low, high = np.array([b.min() for b in bins]), np.array([b.max() for b in bins])
-    ax.fill_between(times, low, high, color=color, alpha=alpha, lw=0, label=label)
-
-
-def _numpy(values) -> np.ndarray:
-    """A tensor (any device) or array as a NumPy array."""
-    detach = getattr(values, "detach", None)
-    return detach().float().cpu().numpy() if callable(detach) else np.asarray(values)
-
-
-def _tensor(values: np.ndarray):
-    import torch
-
-    return torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32))
 
 
 def _figure(runs: list[RunMetrics], labels: list[str] | None):
@@ -473,31 +400,9 @@ def _colours(n: int) -> list:
 # --- files -----------------------------------------------------------------------------------
 
 
-def _check_output(out: Path) -> None:
-    """NfieldError unless matplotlib can write a figure to `out` (known suffix, not a directory)."""
-    suffix = out.suffix.lower().lstrip(".")
-    shown = ", ".join(f".{f}" for f in FORMATS[:4])
-    if not suffix:
-        raise NfieldError(f"{out}: no file extension to choose the format by; use {shown}")
-    if suffix not in FORMATS:
-        raise NfieldError(f"{out}: cannot write '.{suffix}' figures; use {shown} (or .webp, .tif, .eps, .ps)")
-    if out.is_dir():
-        raise NfieldError(f"{out}: is a directory; give a file name such as {out / 'curves.png'}")
-
-
-def _save(figure, out: Path) -> Path:
-    """Write `figure` to `out` atomically (a temporary file beside it, then renamed)."""
-    try:
-        with atomic_path(out) as temporary:
-            figure.savefig(temporary, format=out.suffix.lower().lstrip("."))
-    except OSError as err:
-        raise NfieldError(f"{out}: cannot write it ({err.strerror or err})") from None
-    return out
-
-
 def _read_config(run_dir: Path) -> dict[str, Any]:
     try:
-        config = json.loads((run_dir / "config.json").read_text())
+        config = json.loads((run_dir / CONFIG_FILE).read_text())
     except (OSError, ValueError):
         return {}
     return config if isinstance(config, dict) else {}

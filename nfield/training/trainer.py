@@ -5,8 +5,8 @@ task for the loss, steps Adam under a learning-rate schedule (with mixed precisi
 enabled), calls ``update(step, total)`` on every progress-aware module, seeds its random streams from
 ``cfg.seed`` when a run starts, shows a tqdm progress bar (and, when a run will take over a minute,
 how long after its first steps),
-evaluates periodically, appends to ``metrics.jsonl`` (drawn into ``curves.png`` when a run ends or is
-interrupted, see `nfield.plots`), writes atomic checkpoints and resumes from
+evaluates periodically, appends to ``metrics.jsonl``, tells its observers after each step and when
+the run ends or is interrupted (the live viewer; the curves `nfield.runs.plots` draws), writes atomic checkpoints and resumes from
 them exactly, and stops with a clear message (keeping the last good checkpoint) if the loss stops
 being finite.
 
@@ -18,9 +18,7 @@ Example::
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import random
 import sys
 from dataclasses import dataclass
@@ -34,10 +32,11 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from nfield.backends import BACKENDS, backends_in_use, choose_backend, reset_backends, set_backend
-from nfield.checkpoint import latest_checkpoint, load_model_weights, load_trainer_state, save_checkpoint
 from nfield.distributed import all_reduce_, average_gradients, data_parallel, main_first, writes_run_files
 from nfield.errors import Interrupted, NfieldError, TrainingDiverged
 from nfield.progress import exclude_from_rate, progress_bar
+from nfield.run_directory import RunDirectory, append_metrics, truncate_metrics
+from nfield.training.checkpoint import load_model_weights, load_trainer_state, save_checkpoint
 
 #: Steps timed (after the first, which warms up) before the trainer says how long the run will take...
 ESTIMATE_AFTER_STEPS = 5
@@ -72,7 +71,7 @@ class TrainConfig:
     progress: bool = True  # show the tqdm progress bar
     backend: str = "auto"  # force every component with several implementations onto one: torch, triton, tcnn (auto: each its own)
 
-    def validate(self) -> None:
+    def __post_init__(self) -> None:
         if self.steps <= 0:
             raise NfieldError(f"--steps must be a positive number of steps, got {self.steps}")
         if not self.lr > 0 or not math.isfinite(self.lr):
@@ -96,7 +95,7 @@ class Task(Protocol):
     """What the trainer needs from a task (see nfield/tasks/).
 
     ``model`` holds every trainable parameter and buffer (it is what checkpoints store).
-    ``evaluate`` and ``export`` show a progress bar when ``progress`` is set (and a phase takes
+    ``evaluate`` and ``write_outputs`` show a progress bar when ``progress`` is set (and a phase takes
     long enough to need one); ``leave=False`` clears an evaluation's bar when it ends (one inside
     the training bar).
     A task may also expose ``update(step, total)`` (its own schedules); the trainer calls it before
@@ -116,7 +115,7 @@ class Task(Protocol):
 
     def evaluate(self, progress: bool = False, leave: bool = True) -> dict[str, float]: ...
 
-    def export(self, run_dir: Path, progress: bool = False) -> None: ...
+    def write_outputs(self, run_dir: Path, progress: bool = False) -> None: ...
 
     def state_dict(self) -> dict[str, Any]: ...
 
@@ -252,7 +251,6 @@ class Trainer:
     """
 
     def __init__(self, task: Task, cfg: TrainConfig, run_dir: Path, device: torch.device | str = "cpu"):
-        cfg.validate()
         self.task, self.cfg, self.run_dir = task, cfg, Path(run_dir)
         self.device = torch.device(device)
         # components that cannot take the backend asked for (networks built on PyTorch cannot move
@@ -278,18 +276,25 @@ class Trainer:
         self.train_seconds = 0.0
         self._saved_at = 0.0  # train_seconds at the last checkpoint
         self.is_main = writes_run_files()  # in a data-parallel run, rank 0 logs, evaluates and checkpoints
-        #: called as ``observer.after_step(trainer)`` after every step (the live viewer); an
-        #: observer keeps its own failures to itself
+        #: called as ``observer.after_step(trainer)`` after every step (the live viewer) and, on the
+        #: process that writes the run, ``observer.run_ended(trainer)`` when the run ends or is
+        #: interrupted (the curves), where they have those methods; an observer keeps its own failures
+        #: to itself
         self.observers: list[Any] = []
 
     @property
+    def saved_where(self) -> str:
+        """Where an interrupted run's checkpoint went, as the interruption says it."""
+        return f"checkpoint saved in {self.run_dir}"
+
+    @property
     def metrics_path(self) -> Path:
-        return self.run_dir / "metrics.jsonl"
+        return RunDirectory(self.run_dir).metrics
 
     def resume(self) -> int:
         """Restore the newest checkpoint of `run_dir` and say so on stderr (from which step and
         checkpoint); returns its step."""
-        checkpoint = latest_checkpoint(self.run_dir)
+        checkpoint = RunDirectory(self.run_dir).latest_checkpoint()
         if checkpoint is None:
             raise NfieldError(f"{self.run_dir}: no checkpoint to resume from (start without --resume)")
         load_model_weights(self.task.model, checkpoint)
@@ -381,25 +386,23 @@ class Trainer:
                     window = []
                 if evaluate and self.is_main:
                     started = perf_counter()
-                    evaluated = self.task.evaluate(progress=shown, leave=False)
+                    self._evaluate(shown, False, bar)
                     seconds = perf_counter() - started
                     clock.evaluated(seconds)
                     exclude_from_rate(bar, seconds)
-                    self._log({"step": self.step, "kind": "eval", **evaluated}, bar)
                 if checkpoint:
                     started = perf_counter()
                     self.save()
                     exclude_from_rate(bar, perf_counter() - started)
                 for observer in self.observers:
-                    observer.after_step(self)
+                    if callable(getattr(observer, "after_step", None)):
+                        observer.after_step(self)
         except KeyboardInterrupt:
             if window:
                 self._flush(window, bar)
             self.save()
-            self._write_curves()
-            raise Interrupted(
-                f"interrupted at step {self.step}; checkpoint saved in {self.run_dir}; continue with --resume"
-            ) from None
+            self._run_ended()
+            raise Interrupted(f"interrupted at step {self.step}; {self.saved_where}; continue with --resume") from None
         finally:
             bar.close()
         if self.step < total:
@@ -410,17 +413,24 @@ class Trainer:
         # leave the process group together (and an error of rank 0's stops them all)
         return main_first(lambda: self._close(shown, bar)) or {}
 
-    def _close(self, shown: bool, bar: tqdm) -> dict[str, float]:
-        """The closing evaluation (logged) and the task's outputs, each phase with its own bar."""
-        evaluated = self.task.evaluate(progress=shown)
+    def _evaluate(self, progress: bool, leave: bool, bar: tqdm) -> dict[str, float]:
+        """Evaluate the task (a bar when `progress`; `leave`: keep it when done) and log the metrics."""
+        evaluated = self.task.evaluate(progress=progress, leave=leave)
         self._log({"step": self.step, "kind": "eval", **evaluated}, bar)
-        self.task.export(self.run_dir, progress=shown)
-        self._write_curves()
         return evaluated
 
-    def _write_curves(self) -> None:
+    def _close(self, shown: bool, bar: tqdm) -> Any:
+        """The closing evaluation (logged) and the task's outputs, each phase with its own bar."""
+        evaluated = self._evaluate(shown, True, bar)
+        self.task.write_outputs(self.run_dir, progress=shown)
+        self._run_ended()
+        return evaluated
+
+    def _run_ended(self) -> None:
         if self.is_main:
-            write_curves_quietly(self.run_dir)
+            for observer in self.observers:
+                if callable(getattr(observer, "run_ended", None)):
+                    observer.run_ended(self)
 
     def _train_step(self) -> tuple[int, torch.Tensor, dict[str, torch.Tensor]]:
         cfg, step = self.cfg, self.step
@@ -438,12 +448,15 @@ class Trainer:
         average_gradients(p for g in self.optimizer.param_groups for p in g["params"])  # data-parallel ranks
         if cfg.grad_clip > 0:
             self.scaler.unscale_(self.optimizer)
-            params = [p for g in self.optimizer.param_groups for p in g["params"]]
-            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            self._clip_gradients(cfg.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         return step, loss.detach(), {k: v.detach() for k, v in metrics.items()}
+
+    def _clip_gradients(self, max_norm: float) -> None:
+        """Scale the gradients to a global norm of at most `max_norm`."""
+        torch.nn.utils.clip_grad_norm_([p for g in self.optimizer.param_groups for p in g["params"]], max_norm)
 
     def _log_backends(self, bar: tqdm) -> None:
         """Write which implementation ran each component in the first step (metrics.jsonl and stderr)."""
@@ -465,7 +478,7 @@ class Trainer:
         finite = torch.isfinite(losses)
         if not bool(finite.all()):
             bad = steps[int((~finite).nonzero()[0, 0])]
-            kept = latest_checkpoint(self.run_dir)
+            kept = RunDirectory(self.run_dir).latest_checkpoint()
             where = (
                 f"the last good checkpoint (step {kept.step}) is kept in {kept.path.parent}"
                 if kept
@@ -496,8 +509,7 @@ class Trainer:
     def _log(self, record: dict[str, Any], bar: tqdm | None) -> None:
         if not self.is_main:
             return
-        with open(self.metrics_path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        append_metrics(self.metrics_path, record)
         if bar is not None and record.get("kind") == "eval":
             shown = ", ".join(f"{k} {v:.4g}" for k, v in record.items() if isinstance(v, float))
             bar.write(f"step {record['step']}: {shown}", file=sys.stderr)
@@ -505,36 +517,3 @@ class Trainer:
     def _truncate_metrics(self, step: int) -> None:
         if self.is_main:
             truncate_metrics(self.metrics_path, step)
-
-
-def truncate_metrics(path: Path, step: int) -> None:
-    """Drop the lines of a metrics.jsonl written after `step` (by a run interrupted after its last
-    checkpoint)."""
-    if not path.exists():
-        return
-    kept = []
-    for line in path.read_text().splitlines():
-        try:
-            if json.loads(line).get("step", 0) <= step:
-                kept.append(line)
-        except json.JSONDecodeError:
-            continue
-    path.write_text("".join(line + "\n" for line in kept))
-
-
-CURVES_ENV = "NFIELD_CURVES"  # "0": runs do not draw curves.png (`nfield plot RUN` draws it later)
-
-
-def write_curves_quietly(run_dir: Path) -> None:
-    """Draw a run's curves.png (`nfield.plots`) unless NFIELD_CURVES=0 (drawing takes about 0.3 s a
-    run: a collection of thousands of signals, or a test suite, may skip it); a failure to plot
-    never fails training."""
-    if os.environ.get(CURVES_ENV, "1").strip() == "0":
-        return
-    try:
-        from nfield.plots import write_curves
-
-        write_curves(run_dir)
-    except Exception as err:
-        message = (str(err).splitlines() or [type(err).__name__])[0]
-        print(f"nfield: warning: could not write {Path(run_dir) / 'curves.png'}: {message}", file=sys.stderr)

@@ -8,9 +8,9 @@ import trimesh
 from scipy.spatial import cKDTree
 from skimage.measure import marching_cubes
 
-import nfield.export
+import nfield.geometry.marching_cubes
 from nfield.errors import NfieldError
-from nfield.export import check_extraction_memory, extract_mesh, extraction_memory_bytes, write_mesh
+from nfield.geometry.marching_cubes import check_extraction_memory, extract_mesh, extraction_memory_bytes, write_mesh
 
 CENTER = torch.tensor([0.1, -0.05, 0.07])
 
@@ -159,7 +159,7 @@ def test_memory_check_names_the_largest_resolution_that_fits():
 
 
 def test_extract_mesh_checks_memory_before_evaluating(monkeypatch):
-    monkeypatch.setattr(nfield.export, "available_memory_bytes", lambda: 2**20)
+    monkeypatch.setattr(nfield.geometry.marching_cubes, "available_memory_bytes", lambda: 2**20)
 
     def never(points):
         raise AssertionError("sdf_fn was called before the memory check")

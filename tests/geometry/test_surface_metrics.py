@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from nfield.errors import NfieldError
-from nfield.metrics import chamfer_l1, normal_consistency, surface_metrics, volumetric_iou
+from nfield.geometry.surface_metrics import chamfer_l1, normal_consistency, surface_metrics, volumetric_iou
 
 
 def fibonacci_sphere(n, radius=1.0):
@@ -102,7 +102,7 @@ def test_bad_inputs_are_errors(call):
 def test_matching_against_meshes_removes_the_sampling_floor():
     import trimesh
 
-    from nfield.metrics import surface_metrics
+    from nfield.geometry.surface_metrics import surface_metrics
 
     inner = trimesh.creation.icosphere(subdivisions=4, radius=0.5)
     outer = trimesh.creation.icosphere(subdivisions=4, radius=0.6)

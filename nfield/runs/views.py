@@ -1,6 +1,6 @@
 """What the commands that read a finished run make of it: renders, evaluations, meshes, summaries.
 
-Every function takes a `LoadedRun` (`nfield.run.load_run`) and works on each run kind it applies
+Every function takes a `LoadedRun` (`nfield.runs.single.load_run`) and works on each run kind it applies
 to, so ``nfield render``, ``eval``, ``mesh`` and ``info`` have one path for image, SDF, NeRF,
 KiloNeRF and distilled runs; an option or a command that does not apply to a kind is refused in
 one line.
@@ -18,24 +18,24 @@ import imageio.v3 as iio
 import numpy as np
 import torch
 
-from nfield.checkpoint import latest_checkpoint
 from nfield.colormap import inferno
 from nfield.data.audio import save_audio
 from nfield.data.images import save_image
 from nfield.errors import NfieldError
-from nfield.export import MESH_SUFFIXES, available_memory_bytes, check_extraction_memory
 from nfield.fields.kilonerf import load_kilonerf
 from nfield.fields.sdf import check_lod
 from nfield.flag_hints import STATED
+from nfield.geometry.marching_cubes import MESH_SUFFIXES, available_memory_bytes, check_extraction_memory
 from nfield.outputs import IMAGE_SUFFIXES, check_writable_directory, writable_file
 from nfield.render.camera_path_files import load_camera_path
 from nfield.render.camera_paths import interpolated_path, scene_orbit, spiral_path
 from nfield.render.cameras import PinholeCamera
-from nfield.run import LoadedRun, train_config
-from nfield.tasks.distill import DISTILL_DIR
+from nfield.render.radiance import half_precision, render_poses
+from nfield.render.radiance import render_image as render_nerf_image
+from nfield.run_directory import RunDirectory, read_records
+from nfield.runs.single import LoadedRun, train_config
 from nfield.tasks.image import render_field
-from nfield.tasks.nerf import BACKGROUNDS, cameras_from_json, half_precision, render_poses
-from nfield.tasks.nerf import render_image as render_nerf_image
+from nfield.tasks.nerf import BACKGROUNDS, cameras_from_json
 from nfield.tasks.nerf_geometry import (
     DEFAULT_DOWNSCALE,
     DEFAULT_MIN_OPACITY,
@@ -256,7 +256,7 @@ def _render_nerf(run: LoadedRun, options: RenderOptions) -> str:
         raise NfieldError(f"--out {out}: a camera path is written as an .mp4 video")
     started = time.perf_counter()
     with half_precision(task.device, options.half):
-        rendered = render_poses(task.model, task.cfg, task.near, poses, camera, background, options.progress)
+        rendered = render_poses(task.model, task.cfg.render_settings(), task.near, poses, camera, background, options.progress)
     render_fps = len(rendered) / (time.perf_counter() - started)
     video = np.stack([(frame["rgb"].clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy() for frame in rendered])
     written = [write_video(out, video, fps)]
@@ -274,7 +274,7 @@ def _render_nerf(run: LoadedRun, options: RenderOptions) -> str:
 
 def _training_cameras(run: LoadedRun):
     """A NeRF run's training cameras, from its cameras.json (`CameraSet` on the CPU)."""
-    cameras_file = run.run_dir / "cameras.json"
+    cameras_file = RunDirectory(run.run_dir).cameras
     if not cameras_file.is_file():
         raise NfieldError(f"{run.run_dir}: no cameras.json (the training cameras); was it written by train-nerf?")
     return cameras_from_json(json.loads(cameras_file.read_text()))
@@ -377,7 +377,7 @@ def export_point_cloud(
     black = torch.zeros(3, device=task.device)
 
     def render_rays(origins: torch.Tensor, directions: torch.Tensor) -> dict[str, torch.Tensor]:
-        return render_nerf_image(task.model, task.cfg, task.near, origins, directions, black)
+        return render_nerf_image(task.model, task.cfg.render_settings(), task.near, origins, directions, black)
 
     cloud, colors = nerf_point_cloud(
         render_rays,
@@ -404,14 +404,14 @@ def describe(run: LoadedRun) -> list[str]:
     """The lines ``nfield info RUN`` prints: task, model, progress, weights, field, backends, and for
     distilled runs each phase and the teacher, for KiloNeRF exports their size."""
     config, run_dir = run.config, run.run_dir
-    checkpoint = latest_checkpoint(run_dir)
+    checkpoint = RunDirectory(run_dir).latest_checkpoint()
     model_file = checkpoint.model_file
     parameters = sum(p.numel() for p in run.task.model.parameters())
     buffers = sum(b.numel() for b in run.task.model.buffers())
     lines = [f"run {run_dir}: task {run.kind}, model {config.get('model')}"]
     if "distill" in config:
         settings = config["distill"]
-        distilled = latest_checkpoint(run_dir / DISTILL_DIR)
+        distilled = RunDirectory(run_dir).distill.latest_checkpoint()
         lines.append(f"distillation: step {distilled.step if distilled else 0} of {settings.get('steps')}")
         finetune = settings.get("finetune_steps", 0)
         lines.append(f"fine-tuning: step {run.step if finetune else 0} of {finetune}" + ("" if finetune else " (none asked for)"))
@@ -439,14 +439,9 @@ def describe(run: LoadedRun) -> list[str]:
 
 def logged_backends(run_dir: Path) -> dict[str, str]:
     """The backends the run's last training session logged for its first step (metrics.jsonl)."""
-    path = run_dir / "metrics.jsonl"
+    path = RunDirectory(run_dir).metrics
     found: dict[str, str] = {}
-    if path.is_file():
-        for line in path.read_text(errors="replace").splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(record, dict) and record.get("kind") == "backends" and isinstance(record.get("backends"), dict):
-                found = record["backends"]
+    for record in read_records(path) if path.is_file() else []:
+        if record.get("kind") == "backends" and isinstance(record.get("backends"), dict):
+            found = record["backends"]
     return found

@@ -1,4 +1,5 @@
-"""Checkpoints: model weights in safetensors plus optimiser, RNG and task state, written atomically.
+"""Checkpoints: model weights in safetensors plus optimiser, RNG and task state, written atomically
+(finding them is the run directory's: `nfield.run_directory.RunDirectory.latest_checkpoint`).
 
 Layout inside a run directory::
 
@@ -13,9 +14,7 @@ the next save removes a temporary folder a killed process left behind.
 from __future__ import annotations
 
 import os
-import re
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,48 +23,12 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from nfield.errors import NfieldError
-
-_STEP_DIR = re.compile(r"^step_(\d+)$")
-MODEL_FILE = "model.safetensors"
-STATE_FILE = "trainer.pt"
-
-
-@dataclass(frozen=True)
-class Checkpoint:
-    """A complete checkpoint on disk."""
-
-    step: int
-    path: Path
-
-    @property
-    def model_file(self) -> Path:
-        return self.path / MODEL_FILE
-
-    @property
-    def state_file(self) -> Path:
-        return self.path / STATE_FILE
-
-
-def list_checkpoints(run_dir: Path) -> list[Checkpoint]:
-    """Complete checkpoints of a run, oldest first."""
-    folder = Path(run_dir) / "checkpoints"
-    found = []
-    if folder.is_dir():
-        for entry in folder.iterdir():
-            match = _STEP_DIR.match(entry.name)
-            if match and (entry / MODEL_FILE).is_file() and (entry / STATE_FILE).is_file():
-                found.append(Checkpoint(int(match.group(1)), entry))
-    return sorted(found, key=lambda c: c.step)
-
-
-def latest_checkpoint(run_dir: Path) -> Checkpoint | None:
-    found = list_checkpoints(run_dir)
-    return found[-1] if found else None
+from nfield.run_directory import CHECKPOINTS_DIR, MODEL_FILE, STATE_FILE, Checkpoint, RunDirectory
 
 
 def save_checkpoint(run_dir: Path, step: int, model: torch.nn.Module, state: dict[str, Any], keep: int = 3) -> Checkpoint:
     """Write model weights and trainer state for `step`; keep only the newest `keep` checkpoints."""
-    folder = Path(run_dir) / "checkpoints"
+    folder = Path(run_dir) / CHECKPOINTS_DIR
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / f"step_{step:07d}"
     tmp = folder / f".tmp-step_{step:07d}-{os.getpid()}"
@@ -81,7 +44,7 @@ def save_checkpoint(run_dir: Path, step: int, model: torch.nn.Module, state: dic
         shutil.rmtree(final)
     os.replace(tmp, final)
     _fsync(folder)
-    for old in list_checkpoints(run_dir)[:-keep] if keep > 0 else []:
+    for old in RunDirectory(run_dir).list_checkpoints()[:-keep] if keep > 0 else []:
         shutil.rmtree(old.path, ignore_errors=True)
     return Checkpoint(step, final)
 

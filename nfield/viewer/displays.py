@@ -1,19 +1,19 @@
 """What the viewer draws for each kind of run, row band by row band.
 
-A scene draws one frame for a browser camera (`ViewCamera`) in bands of rows, so the caller can
+A display draws one frame for a browser camera (`ViewCamera`) in bands of rows, so the caller can
 stop between bands (training goes on between them) and a moved camera abandons a stale frame:
 
-- `SignalScene` (image and video runs): the reconstruction, the target and the error map side by
+- `SignalDisplay` (image and video runs): the reconstruction, the target and the error map side by
   side on the plane z = 0, seen through the browser's camera. Every pixel of the frame samples the
   field at the point its ray hits, so zooming in renders the field at any resolution (the
   super-resolution a coordinate network gives), beside the target's own pixels; a video run adds
   a frame slider.
-- `SDFScene`: the sphere-traced surface with a level-of-detail slider and the shading, or the
+- `SDFDisplay`: the sphere-traced surface with a level-of-detail slider and the shading, or the
   mesh the run exported (mesh.ply) as a 3D object.
-- `RadianceScene` (NeRF and KiloNeRF runs): volume rendering from the browser's camera as RGB,
+- `RadianceDisplay` (NeRF and KiloNeRF runs): volume rendering from the browser's camera as RGB,
   depth or opacity, with the training cameras as frustums and, for KiloNeRF, its occupied cells.
 
-Every scene's `render_rows(camera, first, last)` returns (last - first, width, 3) float32 colours
+Every display's `render_rows(camera, first, last)` returns (last - first, width, 3) float32 colours
 in [0, 1]; `add_controls(server, changed)` adds its settings to the page and calls `changed()` when
 one moves; `framing(aspect)` is the camera a page starts with (for a 3D view of that width / height).
 """
@@ -32,13 +32,15 @@ from nfield.colormap import inferno
 from nfield.fields.kilonerf import KiloNeRFField, cell_corners, occupied_cells
 from nfield.render.camera_paths import orbit_poses
 from nfield.render.cameras import camera_rays
+from nfield.render.radiance import render_image
 from nfield.render.sphere_tracing import render_surface
+from nfield.run_directory import RunDirectory
 from nfield.tasks.image import ERROR_MAP_MAX
-from nfield.tasks.nerf import BACKGROUNDS, cameras_from_json, render_image
+from nfield.tasks.nerf import BACKGROUNDS, cameras_from_json
 from nfield.tasks.sdf_views import surface_tracer
 from nfield.viewer.cameras import ViewCamera, browser_pose
 
-#: Width / height of the 3D view a scene is framed for until a browser reports its own.
+#: Width / height of the 3D view a display is framed for until a browser reports its own.
 DEFAULT_ASPECT = 1.6
 #: Grey behind the signal panels.
 PANEL_BACKGROUND = 0.12
@@ -67,7 +69,7 @@ class Framing:
     fov_y: float
 
 
-class SignalScene:
+class SignalDisplay:
     """Image and video runs: reconstruction | target | error map, side by side on the plane z = 0.
 
     Panel k spans x in [c_k - a, c_k + a] and y in [-b, b] with (a, b) the image's half extent
@@ -195,7 +197,7 @@ def _rgb(values: torch.Tensor) -> torch.Tensor:
     return values.expand(-1, 3) if values.shape[1] == 1 else values[:, :3]
 
 
-class SDFScene:
+class SDFDisplay:
     """SDF runs: the sphere-traced surface (LOD slider, matcap or normal shading), or the exported mesh.
 
     Args:
@@ -268,7 +270,7 @@ class SDFScene:
         return result["rgb"].detach().float().cpu().numpy()
 
 
-class RadianceScene:
+class RadianceDisplay:
     """NeRF and KiloNeRF runs: the field volume-rendered from the browser camera (RGB, depth or
     opacity), the training cameras as frustums, and a KiloNeRF's occupied cells.
 
@@ -288,7 +290,7 @@ class RadianceScene:
         self.server = None
 
     def _training_cameras(self) -> Optional[Any]:
-        path = self.run_dir / "cameras.json"
+        path = RunDirectory(self.run_dir).cameras
         if path.is_file():
             import json
 
@@ -386,7 +388,7 @@ class RadianceScene:
         c2w = camera.c2w.to(task.device)
         origins, directions = camera_rays(camera.rows(first, last), c2w)
         background = torch.tensor(BACKGROUNDS[task.cfg.eval_background], device=task.device)
-        out = render_image(task.model, task.cfg, task.near, origins, directions, background)
+        out = render_image(task.model, task.cfg.render_settings(), task.near, origins, directions, background)
         mode = self.mode.value if self.mode else "rgb"
         if mode == "rgb":
             colours = out["rgb"].clamp(0, 1)
@@ -400,15 +402,15 @@ class RadianceScene:
         return colours.float().cpu().reshape(last - first, camera.width, 3).numpy()
 
 
-def scene_for(task: Any, config: dict[str, Any], run_dir: Path) -> Any:
-    """The scene that draws a run of `config`'s kind."""
+def display_for(task: Any, config: dict[str, Any], run_dir: Path) -> Any:
+    """The display that draws a run of `config`'s kind."""
     kind = config["task"]
     if kind in ("image", "video"):
-        return SignalScene(task, config)
+        return SignalDisplay(task, config)
     if kind == "sdf":
-        return SDFScene(task, run_dir)
+        return SDFDisplay(task, run_dir)
     if kind == "nerf":
-        return RadianceScene(task, run_dir)
+        return RadianceDisplay(task, run_dir)
     from nfield.errors import NfieldError
 
     raise NfieldError(f"{run_dir}: the viewer shows image, video, SDF and NeRF runs; render a '{kind}' run with `nfield render`")

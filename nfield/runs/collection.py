@@ -6,11 +6,11 @@ The result is a collection directory::
     OUT/index.jsonl         one line per input file, in sorted file order: file, run_dir, status
                             ("ok", "skipped": unreadable, "failed": diverged or refused) and the
                             final metrics (PSNR/SSIM, Chamfer-L1...) or the error
-    OUT/<file stem>/        a run directory per signal, in the single-run format (`nfield.run`), so
+    OUT/<file stem>/        a run directory per signal, in the single-run format (`nfield.runs.single`), so
                             eval, render-image, mesh and info work on each
 
 Signals of one configuration (for images: one size, which decides the grids' scales) train together
-as one stacked model (`nfield.stacked`), `signals_per_batch` at a time (by default as many as fit
+as one stacked model (`nfield.training.stacked`), `signals_per_batch` at a time (by default as many as fit
 in half the free memory, estimated from the parameter and activation sizes); models that cannot be
 stacked are fitted one after another. A file that cannot be read is reported and skipped.
 
@@ -26,7 +26,6 @@ import dataclasses
 import glob
 import json
 import os
-import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,18 +35,17 @@ from typing import Any
 import torch
 
 import nfield
-from nfield.checkpoint import latest_checkpoint
 from nfield.data.meshes import MESH_SUFFIXES, POINT_SUFFIXES
 from nfield.distributed import barrier, device_for, init_from_environment, main_first
 from nfield.errors import Interrupted, NfieldError
-from nfield.export import available_memory_bytes
-from nfield.outputs import writable_directory, write_atomic
-from nfield.run import TASKS, RunRequest, new_config, read_config, train, train_config, write_config
-from nfield.stacked import StackedTrainer, unstackable
-from nfield.train import resolve_device, seed_everything
+from nfield.geometry.marching_cubes import available_memory_bytes
+from nfield.outputs import write_atomic
+from nfield.run_directory import COLLECTION_FILE, INDEX_FILE, RunDirectory, read_records
+from nfield.runs.plots import CurvesDrawer
+from nfield.runs.single import TASKS, RunRequest, build_task, run_config, train, train_config
+from nfield.training.stacked import StackedTrainer, unstackable
+from nfield.training.trainer import resolve_device
 
-COLLECTION_FILE = "collection.json"
-INDEX_FILE = "index.jsonl"
 #: File types a folder is searched for, per task.
 SUFFIXES = {
     "image": (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".gif", ".exr", ".hdr", ".pfm"),
@@ -164,34 +162,24 @@ class _Signal:
 
 
 def _prepare(out: Path, request: CollectionRequest, files: list[Path]) -> None:
-    """Check the collection directory (fresh, --resume or --overwrite) and write collection.json."""
-    record = out / COLLECTION_FILE
-    if out.exists() and not out.is_dir():
-        raise NfieldError(f"--out {out}: exists and is not a directory")
+    """Check the collection directory by the run directory's rules (`RunDirectory.prepare`: fresh,
+    --resume or --overwrite) and, for a fresh start, write collection.json."""
+    RunDirectory(out).prepare(request.run.resume, request.run.overwrite, marker=COLLECTION_FILE)
     if request.run.resume:
-        if not record.is_file():
-            raise NfieldError(f"--out {out}: holds no collection to resume (no {COLLECTION_FILE}); start without --resume")
         return
-    if out.is_dir() and any(out.iterdir()):
-        if not request.run.overwrite:
-            raise NfieldError(f"--out {out}: already holds runs; pass --resume to continue them or --overwrite to replace them")
-        if not record.is_file():
-            raise NfieldError(f"--out {out}: is a non-empty directory that is not an nfield collection; refusing to delete it")
-        shutil.rmtree(out)
-    writable_directory(out)
     settings = {
         "kind": request.kind,
         "nfield_version": nfield.__version__,
         "pattern": request.run.source,
         "model": request.run.model or TASKS[request.kind][1],
         "train": request.run.train,
-        "model_options": request.run.model_options,
-        "task_options": _jsonable(request.run.task_options),
+        "overrides": request.run.overrides,
+        "task_overrides": _jsonable(request.run.task_overrides),
         "data_options": request.run.data_options,
         "signals_per_batch": request.signals_per_batch,
         "files": [str(f) for f in files],
     }
-    write_atomic(record, json.dumps(settings, indent=2) + "\n")
+    write_atomic(out / COLLECTION_FILE, json.dumps(settings, indent=2) + "\n")
 
 
 def _jsonable(options: dict[str, Any]) -> dict[str, Any]:
@@ -205,27 +193,29 @@ def _recorded(out: Path, request: CollectionRequest) -> CollectionRequest:
         kind, model = settings["kind"], settings["model"]
     except (OSError, json.JSONDecodeError, KeyError, TypeError) as err:
         raise NfieldError(f"{out / COLLECTION_FILE}: unreadable ({type(err).__name__}: {err})") from None
-    if kind != request.kind:
-        raise NfieldError(f"{out}: is a collection of '{kind}' runs, not {request.kind}")
-    if request.run.model is not None and request.run.model != model:
-        raise NfieldError(f"{out}: was fitted with --model {model}; resume it without changing the model")
-    if request.run.model_options:
-        raise NfieldError("model options cannot change when resuming; start a new collection to change the model")
-    recorded_seed = settings.get("train", {}).get("seed")
-    if "seed" in request.run.train and request.run.train["seed"] != recorded_seed:
-        raise NfieldError(f"{out}: was fitted with --seed {recorded_seed}; resume it without changing the seed")
+    recorded = {"kind": kind, "model": model, "seed": settings.get("train", {}).get("seed")}
+    asked = {"kind": request.kind, "model": request.run.model, "overrides": request.run.overrides}
+    if "seed" in request.run.train:
+        asked["seed"] = request.run.train["seed"]
+    RunDirectory(out).refuse_changes(recorded, asked, what="collection")
+    recorded_tasks = _recorded_key(settings, "task_overrides", "task_options")
     run = dataclasses.replace(
         request.run,
         model=model,
         train={**settings.get("train", {}), **request.run.train},
-        model_options=settings.get("model_options", {}),
-        task_options={**_task_options(kind, settings.get("task_options", {})), **request.run.task_options},
+        overrides=_recorded_key(settings, "overrides", "model_options"),
+        task_overrides={**_task_overrides(kind, recorded_tasks), **request.run.task_overrides},
         data_options=settings.get("data_options", {}),
     )
     return dataclasses.replace(request, run=run)
 
 
-def _task_options(kind: str, recorded: dict[str, Any]) -> dict[str, Any]:
+def _recorded_key(settings: dict[str, Any], key: str, before: str) -> dict[str, Any]:
+    """collection.json's `key` (collections before 0.3 wrote it as `before`)."""
+    return settings.get(key, settings.get(before, {}))
+
+
+def _task_overrides(kind: str, recorded: dict[str, Any]) -> dict[str, Any]:
     """Task options read back from collection.json (nested configs as their dataclasses)."""
     from nfield.components import config_from_dict
     from nfield.tasks.gradient_adjustment import GradientAdjustmentConfig
@@ -236,23 +226,16 @@ def _task_options(kind: str, recorded: dict[str, Any]) -> dict[str, Any]:
 
 
 def _load_signal(file: Path, run_dir: Path, request: CollectionRequest, device: torch.device) -> _Signal:
-    """The config and data of one file's run: a new one from the preset, or (resuming) the one in its
-    run directory when that has a checkpoint."""
-    task_cls, default_model, new_run = TASKS[request.kind]
-    checkpoint = latest_checkpoint(run_dir) if (run_dir / "config.json").is_file() else None
-    if request.run.resume and checkpoint is not None:
-        config = read_config(run_dir)
-        train_cfg = dataclasses.replace(train_config(config, run_dir), **request.run.train)
-        train_cfg.validate()
-        config["train"] = dataclasses.asdict(train_cfg)
-        return _Signal(file, run_dir, config, task_cls.load_data(config), checkpoint.step)
-    model = request.run.model or default_model
-    train_cfg, task_part, data = new_run(
-        str(file), model, request.run.model_options, request.run.task_options, device, **request.run.data_options
-    )
-    train_cfg = dataclasses.replace(train_cfg, **request.run.train)
-    train_cfg.validate()
-    return _Signal(file, run_dir, new_config(request.kind, model, train_cfg, task_part), data, 0)
+    """The config and data of one file's run as its single run makes them (`run_config`): a new one
+    from the preset, or (resuming) the one in its run directory when that has a checkpoint."""
+    directory = RunDirectory(run_dir)
+    checkpoint = directory.latest_checkpoint() if directory.is_run() else None
+    resume = request.run.resume and checkpoint is not None
+    run = dataclasses.replace(request.run, source=str(file), out=run_dir, overrides={} if resume else request.run.overrides)
+    config, data = run_config(run, device, directory, resume=resume)
+    if data is None:
+        data = TASKS[request.kind][0].load_data(config)
+    return _Signal(file, run_dir, config, data, checkpoint.step if resume else 0)
 
 
 def _groups(mine: list[tuple[Path, Path]], request: CollectionRequest, device: torch.device, index: _IndexWriter):
@@ -321,6 +304,7 @@ def _fit_chunk(
         train_cfg = train_config(signals[0].config, signals[0].run_dir)
         resume = signals[0].resume_step > 0
         trainer = StackedTrainer(tasks, train_cfg, [s.run_dir for s in signals], device, resume=resume)
+        trainer.observers.append(CurvesDrawer())
         try:
             trainer.probe()
         except NfieldError as err:
@@ -360,16 +344,15 @@ def _build(
 ) -> tuple[list[_Signal], list[Any]]:
     """The chunk's signals with their run directories written (config.json) and tasks built as their
     single runs would be (seeded, so with the same initial weights)."""
-    task_cls = TASKS[request.kind][0]
     signals, tasks = [], []
     for file, run_dir in chunk:
         try:
             signal = _load_signal(file, run_dir, request, device)
-            if signal.resume_step == 0:
-                _fresh_run_dir(run_dir)
-            write_config(run_dir, signal.config)
-            seed_everything(signal.config["train"]["seed"])
-            task = task_cls.from_config(signal.config, device, signal.data)
+            directory = RunDirectory(run_dir)
+            if signal.resume_step == 0:  # a signal left without a checkpoint (a fit killed before its first) starts over
+                directory.prepare(resume=False, overwrite=True)
+            directory.write_config(signal.config)
+            task = build_task(signal.config, device, signal.data, run_dir)
         except NfieldError as err:
             _record_failure(index, file, run_dir, "skipped", err)
             continue
@@ -378,15 +361,8 @@ def _build(
     return signals, tasks
 
 
-def _fresh_run_dir(run_dir: Path) -> None:
-    """Empty a signal's run directory left without a checkpoint (a fit killed before its first one)."""
-    if run_dir.is_dir():
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True)
-
-
 def _fit_alone(signal: _Signal, request: CollectionRequest, index: _IndexWriter) -> None:
-    """One signal as a single run (`nfield.run.train`); its failure is recorded, never raised."""
+    """One signal as a single run (`nfield.runs.single.train`); its failure is recorded, never raised."""
     resume = signal.resume_step > 0
     run = dataclasses.replace(request.run, source=str(signal.file), out=signal.run_dir, resume=resume, overwrite=not resume)
     try:
@@ -440,7 +416,7 @@ def _bytes_per_signal(task: Any, signal: _Signal) -> float:
     ]
     try:
         with torch.no_grad():
-            x = torch.zeros(points, 3 if task.kind == "sdf" else 2, device=next(model.parameters()).device)
+            x = torch.zeros(points, task.coordinate_dim, device=next(model.parameters()).device)
             model(x)
     finally:
         for hook in hooks:
@@ -471,16 +447,8 @@ class _IndexWriter:
 def read_index(out: Path) -> list[dict[str, Any]]:
     """Every index line of a collection: index.jsonl, then the ranks' partial files (later wins)."""
     out = Path(out)
-    entries = []
-    for path in [out / INDEX_FILE, *sorted(out.glob(".index-rank*.jsonl"))]:
-        if not path.is_file():
-            continue
-        for line in path.read_text().splitlines():
-            try:
-                entries.append(json.loads(line))
-            except json.JSONDecodeError:  # a line cut by a kill
-                continue
-    return entries
+    paths = [out / INDEX_FILE, *sorted(out.glob(".index-rank*.jsonl"))]
+    return [entry for path in paths if path.is_file() for entry in read_records(path)]  # a line cut by a kill is skipped
 
 
 def merge_index(out: Path, files: list[Path]) -> list[dict[str, Any]]:
