@@ -8,6 +8,8 @@ A run directory (``runs/<task>/<name>/``) holds::
     eval.json            the final evaluation of the run's outputs (SDF meshes)
     cameras.json         a NeRF's training cameras (render paths and the viewer read them)
     curves.png           the metrics drawn (`nfield plot`)
+    tensorboard/         TensorBoard event files (``--logger tensorboard``, `nfield.runs.loggers`)
+    wandb/               Weights & Biases offline runs (``--logger wandb``; W&B's own name for its folder)
     distill/             a distilled run's first phase: a run directory of its own
 
 A collection of many signals (``fit-image FOLDER``) keeps ``collection.json`` and ``index.jsonl``
@@ -44,6 +46,8 @@ METRICS_FILE = "metrics.jsonl"
 EVAL_FILE = "eval.json"
 CAMERAS_FILE = "cameras.json"
 CURVES_FILE = "curves.png"
+TENSORBOARD_DIR = "tensorboard"
+WANDB_DIR = "wandb"  # where wandb.init(dir=RUN) writes
 CHECKPOINTS_DIR = "checkpoints"
 DISTILL_DIR = "distill"
 COLLECTION_FILE = "collection.json"
@@ -102,6 +106,14 @@ class RunDirectory:
     @property
     def curves(self) -> Path:
         return self.path / CURVES_FILE
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.path / TENSORBOARD_DIR
+
+    @property
+    def wandb(self) -> Path:
+        return self.path / WANDB_DIR
 
     @property
     def checkpoints(self) -> Path:

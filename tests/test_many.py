@@ -163,7 +163,7 @@ def test_resume_picks_up_the_signals_of_a_killed_rank(folder, tmp_path, capsys):
     status, lines, err = run(capsys, "fit-image", str(folder / "img*.png"), "--out", out, "--resume", "--no-progress")
     assert status == 0, err
     entries = index_of(out)
-    assert [e["status"] for e in entries] == ["ok"] * 4 and all(e["step"] == 1000 for e in entries)
+    assert [e["status"] for e in entries] == ["ok"] * 4 and all(e["step"] == 1000 for e in entries), entries
     steps = [json.loads(line)["step"] for line in (victim_run / "metrics.jsonl").read_text().splitlines()]
     train_steps = [s for s, line in zip(steps, (victim_run / "metrics.jsonl").read_text().splitlines()) if '"train"' in line]
     assert train_steps == sorted(set(train_steps)) and train_steps[-1] == 1000  # continued, nothing logged twice

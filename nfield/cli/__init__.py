@@ -33,6 +33,7 @@ from nfield.cli.image import FitImage, RenderImage
 from nfield.cli.nerf import TrainNeRF
 from nfield.cli.parse_errors import CommandLineError, one_line_parse_errors
 from nfield.cli.plot import Plot
+from nfield.cli.process_data import ProcessData
 from nfield.cli.sdf import FitSDF, Mesh
 from nfield.cli.video import FitVideo
 from nfield.cli.view import View
@@ -138,6 +139,7 @@ COMMANDS = {
     "render-image": RenderImage,
     "fit-sdf": FitSDF,
     "train-nerf": TrainNeRF,
+    "process-data": ProcessData,
     "fit-audio": FitAudio,
     "fit-video": FitVideo,
     "distill": Distill,

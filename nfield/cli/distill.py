@@ -78,5 +78,6 @@ class Distill:
             flags.overwrite,
             flags.progress,
             watched(flags),
+            flags.logger,
         )
         print(json.dumps(summary))

@@ -54,6 +54,8 @@ class RunFlags:
     progress: bool = True  # show the progress bar
     viewer: bool = False  # serve the live web viewer while training (see `nfield view`)
     port: int = 8080  # the live viewer's port (another free one if it is taken)
+    logger: Literal["none", "tensorboard", "wandb"] = "none"
+    """also log the metrics (and evaluation renders) to TensorBoard (RUN/tensorboard) or W&B offline (RUN/wandb)"""
 
 
 def describe_default(presets: dict[str, Preset], value_of: Callable[[Preset], Any]) -> str:
@@ -155,6 +157,7 @@ class TrainingCommand:
             overrides=self.model_options.overrides(),  # type: ignore[attr-defined]
             task_overrides={k: v for k, v in task_flags.items() if v is not None},
             data_options=data_options,
+            logger=flags.logger,
         )
 
     def submit_collection(

@@ -336,10 +336,10 @@ def _read_image(frame: _Frame, downscale: int) -> tuple[tuple[int, int], np.ndar
     height, width = array.shape[:2]
     if height < downscale or width < downscale:
         raise NfieldError(f"{frame.where}: a {width}x{height} image cannot be downscaled by {downscale}; use a smaller factor")
-    return (height, width), _box_downscale(array, downscale)
+    return (height, width), box_downscale(array, downscale)
 
 
-def _box_downscale(array: np.ndarray, factor: int) -> np.ndarray:
+def box_downscale(array: np.ndarray, factor: int) -> np.ndarray:
     """(H, W, C) uint8 -> (H // f, W // f, C) uint8 block means rounded half up, cropping the remainder."""
     if factor == 1:
         return array

@@ -41,6 +41,7 @@ from nfield.errors import Interrupted, NfieldError
 from nfield.geometry.marching_cubes import available_memory_bytes
 from nfield.outputs import write_atomic
 from nfield.run_directory import COLLECTION_FILE, INDEX_FILE, RunDirectory, read_records
+from nfield.runs.loggers import check_logger, logger_observers
 from nfield.runs.plots import CurvesDrawer
 from nfield.runs.single import TASKS, RunRequest, build_task, run_config, train, train_config
 from nfield.training.stacked import StackedTrainer, unstackable
@@ -118,6 +119,7 @@ def fit_collection(request: CollectionRequest) -> dict[str, Any] | None:
         raise NfieldError("--resume and --overwrite contradict each other; pass one")
     if request.signals_per_batch < 0:
         raise NfieldError(f"--signals-per-batch must be >= 0 (0: sized from free memory), got {request.signals_per_batch}")
+    check_logger(request.run.logger)  # each signal's run logs into its own run directory
     started = perf_counter()
     where = init_from_environment(request.run.device)
     files = find_files(request.run.source, request.kind)
@@ -304,7 +306,7 @@ def _fit_chunk(
         train_cfg = train_config(signals[0].config, signals[0].run_dir)
         resume = signals[0].resume_step > 0
         trainer = StackedTrainer(tasks, train_cfg, [s.run_dir for s in signals], device, resume=resume)
-        trainer.observers.append(CurvesDrawer())
+        trainer.observers.extend([CurvesDrawer(), *logger_observers(request.run.logger)])
         try:
             trainer.probe()
         except NfieldError as err:

@@ -24,6 +24,7 @@ from nfield.fields.kilonerf import grid_resolution
 from nfield.fields.radiance import radiance_config_to_dict
 from nfield.render.radiance import march_step
 from nfield.run_directory import RunDirectory
+from nfield.runs.loggers import check_logger, logger_observers
 from nfield.runs.plots import CurvesDrawer
 from nfield.runs.single import Watch, from_run_config, load_run, new_config, unwatched
 from nfield.tasks.distill import (
@@ -47,14 +48,17 @@ def distill(
     overwrite: bool = False,
     progress: bool = True,
     watch: Watch = unwatched,
+    logger: str = "none",
 ) -> dict[str, Any]:
     """Distil the radiance field of the run `teacher_dir` into a KiloNeRF run in `out` (default
     ``runs/nerf/<teacher>-kilonerf``), then fine-tune it on the images (see `nfield.tasks.distill`).
 
     The new run is an ordinary NeRF run whose config.json also records the teacher and the
-    settings; with `resume` those recorded settings are used and `settings` is ignored. Returns the
+    settings; with `resume` those recorded settings are used and `settings` is ignored. Each phase
+    logs its metrics to `logger` (none, tensorboard or wandb) in its own run directory. Returns the
     teacher's, the distilled and the fine-tuned metrics with the phases' durations and sizes.
     """
+    check_logger(logger)
     teacher_dir = Path(teacher_dir)
     out = Path(out or Path("runs/nerf") / f"{teacher_dir.name}-kilonerf")
     directory = RunDirectory(out)
@@ -101,7 +105,9 @@ def distill(
     )
     summary = {"teacher": teacher.task.evaluate(progress=progress)}
     with watch(out, directory.read_config(), task.images) as observers:
-        summary.update(distil_and_finetune(task, settings, out, resume=resume, progress=progress, observers=observers))
+        summary.update(
+            distil_and_finetune(task, settings, out, resume=resume, progress=progress, observers=observers, logger=logger)
+        )
     sizes = {"cells": n_cells, "occupied_cells": n_occupied, "parameters": task.student.parameter_count()}
     return {**summary, **sizes, "run_dir": str(out)}
 
@@ -137,18 +143,20 @@ def distil_and_finetune(
     resume: bool = False,
     progress: bool = True,
     observers: Sequence[Any] = (),
+    logger: str = "none",
 ) -> dict[str, Any]:
     """Phase 1, distillation (its own checkpoints in ``RUN/distill``), then phase 2, fine-tuning on
     the images (the run's main checkpoints; its outputs written at the end). With `resume` either phase
     continues from its newest checkpoint; `observers` are given to both phases' trainers (the live
-    viewer). Returns the metrics of each phase and its duration."""
+    viewer), and each logs its metrics to `logger` in its own directory. Returns the metrics of each
+    phase and its duration."""
     directory = RunDirectory(run_dir)
     finetune_started = resume and directory.latest_checkpoint() is not None
     summary: dict[str, Any] = {}
     distill_seconds = 0.0
     if settings.steps > 0 and not finetune_started:
         trainer = Trainer(task, phase_config(settings, "distill", progress), directory.distill.path, device=task.device)
-        trainer.observers.extend([*observers, CurvesDrawer()])
+        trainer.observers.extend([*observers, CurvesDrawer(), *logger_observers(logger)])
         if resume and directory.distill.latest_checkpoint() is not None:
             trainer.resume()
         summary["distilled"] = trainer.fit()
@@ -156,7 +164,7 @@ def distil_and_finetune(
     elif not finetune_started:
         summary["distilled"] = task.evaluate(progress=progress)
     trainer = Trainer(task.images, phase_config(settings, "finetune", progress), directory.path, device=task.device)
-    trainer.observers.extend([*observers, CurvesDrawer()])
+    trainer.observers.extend([*observers, CurvesDrawer(), *logger_observers(logger)])
     if finetune_started:
         trainer.resume()
     if settings.finetune_steps > 0:

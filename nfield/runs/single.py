@@ -38,6 +38,7 @@ from nfield.presets.sdf import new_sdf_run
 from nfield.presets.video import DEFAULT_MODEL as VIDEO_DEFAULT
 from nfield.presets.video import new_video_run
 from nfield.run_directory import CONFIG_FILE, RunDirectory
+from nfield.runs.loggers import check_logger, logger_observers
 from nfield.runs.plots import CurvesDrawer
 from nfield.tasks.audio import AudioTask
 from nfield.tasks.image import ImageTask
@@ -76,6 +77,7 @@ class RunRequest:
         overrides: the preset's hyper-parameters the user set (each goes where the model has it).
         task_overrides: the task settings the user set (batch sizes, loss, ...).
         data_options: how the data is read (downscale, ...), passed to the preset's new-run function.
+        logger: where the metrics are also logged: none, tensorboard or wandb (`nfield.runs.loggers`).
     """
 
     kind: str
@@ -89,6 +91,7 @@ class RunRequest:
     overrides: dict[str, Any] = field(default_factory=dict)
     task_overrides: dict[str, Any] = field(default_factory=dict)
     data_options: dict[str, Any] = field(default_factory=dict)
+    logger: str = "none"
 
     @property
     def run_dir(self) -> Path:
@@ -138,6 +141,7 @@ def train(request: RunRequest, watch: Watch = unwatched) -> dict[str, Any] | Non
     """
     if request.kind not in TASKS:
         raise NfieldError(f"unknown task '{request.kind}'; one of {', '.join(TASKS)}")
+    check_logger(request.logger)  # a missing package is said before anything is read or trained
     task_cls = TASKS[request.kind][0]
     out, device = request.run_dir, resolve_device(device_for(request.device, layout()))
     if data_parallel() is not None and request.kind not in DATA_PARALLEL_TASKS:
@@ -157,7 +161,7 @@ def train(request: RunRequest, watch: Watch = unwatched) -> dict[str, Any] | Non
         data = from_run_config(out, lambda: task_cls.load_data(config))
     main = writes_run_files()  # in a data-parallel run, rank 0 writes the run directory; the others wait for it
     main_first(lambda: _start_run_dir(directory, config, request) if main else None)
-    task, trainer = build(config, device, data, out)
+    task, trainer = build(config, device, data, out, request.logger)
     if main and callable(getattr(task, "write_run_files", None)):  # files besides config.json (a NeRF's cameras)
         task.write_run_files(out)
     if request.resume:
@@ -222,12 +226,13 @@ def _start_run_dir(directory: RunDirectory, config: dict[str, Any], request: Run
     directory.write_config(config)
 
 
-def build(config: dict[str, Any], device: torch.device, data: Any, run_dir: Path) -> tuple[Task, Trainer]:
+def build(config: dict[str, Any], device: torch.device, data: Any, run_dir: Path, logger: str = "none") -> tuple[Task, Trainer]:
     """The task `config` describes, on `data`, with its model initialised from the run's seed
-    (`build_task`), and its trainer writing into `run_dir`, drawing the run's curves at its end."""
+    (`build_task`), and its trainer writing into `run_dir`, drawing the run's curves at its end and
+    logging its metrics to `logger` (none, tensorboard or wandb)."""
     task = build_task(config, device, data, run_dir)
     trainer = Trainer(task, train_config(config, run_dir), run_dir, device=device)
-    trainer.observers.append(CurvesDrawer())
+    trainer.observers.extend([CurvesDrawer(), *logger_observers(logger)])
     return task, trainer
 
 

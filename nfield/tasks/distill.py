@@ -186,6 +186,10 @@ class DistillTask:
         """The student's PSNR and SSIM on the held-out views (`NeRFTask.evaluate`)."""
         return self.images.evaluate(progress=progress, leave=leave)
 
+    def evaluation_pictures(self) -> dict[str, torch.Tensor]:
+        """The student's first held-out view the last evaluation kept (`NeRFTask.evaluation_pictures`)."""
+        return self.images.evaluation_pictures()
+
     def write_outputs(self, run_dir, progress: bool = False) -> None:
         """Nothing: the distilled student is fine-tuned next and exported then."""
 

@@ -238,6 +238,13 @@ class ImageTask(SignalTask):
         mse = squared.mean()
         return mse, {"psnr": psnr_from_mse(mse.detach(), self._data().data_range)}
 
+    def evaluation_pictures(self) -> dict[str, torch.Tensor]:
+        """{"reconstruction": (H, W, C) the finest level the last evaluation rendered, in [0, 1] of
+        the image's range}, or {} when it was too large to keep (what training logs draw)."""
+        if self._kept_renders is None:
+            return {}
+        return {"reconstruction": self._kept_renders[1][self.model.n_lods - 1] / self._data().data_range}
+
     # --- the field-loss protocol (`nfield.training.stacked.FieldLossTask`): many images as one model ---
     field_method = "forward"
     coordinate_dim = 2

@@ -338,6 +338,12 @@ class NeRFTask:
             save_image(out / f"{name}.png", rendered.cpu())
             save_image(out / f"{name}_truth.png", target.cpu())
 
+    def evaluation_pictures(self) -> dict[str, torch.Tensor]:
+        """{"render": (H, W, C) the first held-out view the last evaluation kept, in [0, 1]}, or {}
+        when it kept none (what training logs draw)."""
+        views = self._kept_renders.get("views")
+        return {"render": views[min(views)]} if views else {}
+
     def state_dict(self) -> dict[str, Any]:
         """The checkpoint's task state: the sampler's (`sampler_state`)."""
         return sampler_state(self.generator, self.teacher)
