@@ -3,6 +3,7 @@ ranks under torchrun, and --resume after a rank is killed."""
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -167,3 +168,18 @@ def test_resume_picks_up_the_signals_of_a_killed_rank(folder, tmp_path, capsys):
     steps = [json.loads(line)["step"] for line in (victim_run / "metrics.jsonl").read_text().splitlines()]
     train_steps = [s for s, line in zip(steps, (victim_run / "metrics.jsonl").read_text().splitlines()) if '"train"' in line]
     assert train_steps == sorted(set(train_steps)) and train_steps[-1] == 1000  # continued, nothing logged twice
+
+
+def test_signals_resumed_one_at_a_time_keep_the_collections_model_options(folder, tmp_path, capsys):
+    """Signals whose newest checkpoints are at different steps (a rank killed between two signals'
+    saves) resume one at a time, with the model options the collection recorded."""
+    out = tmp_path / "apart"
+    argv = ("fit-image", str(folder / "img*.png"), *FAST, "--steps", 10, "--checkpoint-every", 5, "--keep-checkpoints", 2)
+    status, _, err = run(capsys, *argv, "--out", out, "--eval-every", 0)
+    assert status == 0, err
+    shutil.rmtree(RunDirectory(out / "img1").latest_checkpoint().path)  # img1 back at step 5, the others at 10
+    (out / "index.jsonl").unlink()  # as if the ranks had been killed before merging their index lines
+    status, lines, err = run(capsys, "fit-image", str(folder / "img*.png"), "--out", out, "--resume", "--no-progress")
+    assert status == 0, err
+    entries = index_of(out)
+    assert [e["status"] for e in entries] == ["ok"] * 4 and all(e["step"] == 10 for e in entries), entries

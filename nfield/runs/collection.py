@@ -366,7 +366,10 @@ def _build(
 def _fit_alone(signal: _Signal, request: CollectionRequest, index: _IndexWriter) -> None:
     """One signal as a single run (`nfield.runs.single.train`); its failure is recorded, never raised."""
     resume = signal.resume_step > 0
-    run = dataclasses.replace(request.run, source=str(signal.file), out=signal.run_dir, resume=resume, overwrite=not resume)
+    overrides = {} if resume else request.run.overrides  # a resumed signal keeps its own recorded model
+    run = dataclasses.replace(
+        request.run, source=str(signal.file), out=signal.run_dir, resume=resume, overwrite=not resume, overrides=overrides
+    )
     try:
         result = train(run)
     except Interrupted:
