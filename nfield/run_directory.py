@@ -124,9 +124,6 @@ class RunDirectory:
         """A distilled run's first phase, a run directory of its own."""
         return RunDirectory(self.path / DISTILL_DIR)
 
-    def __truediv__(self, name: str) -> Path:
-        return self.path / name
-
     def __str__(self) -> str:
         return str(self.path)
 

@@ -77,7 +77,6 @@ def check_logger(name: str) -> None:
 
 def logger_observers(name: str) -> list[Any]:
     """The trainer's observers for ``--logger name``: none, or one `MetricsLogger` (the package checked)."""
-    check_logger(name)
     return [] if name == "none" else [MetricsLogger(name)]
 
 
@@ -91,8 +90,9 @@ class MetricsLogger:
     """
 
     def __init__(self, kind: str):
-        if kind not in PACKAGES:
-            raise NfieldError(f"unknown --logger '{kind}'; use {' or '.join(PACKAGES)}")
+        check_logger(kind)
+        if kind == "none":
+            raise NfieldError("--logger none logs nothing: attach no MetricsLogger (`logger_observers`)")
         self.kind = kind
         self.logs: dict[Path, _RunLog | None] = {}  # None: failed or closed, logs no more
 
@@ -109,10 +109,8 @@ class MetricsLogger:
     def _look(self, trainer: Any, started_at: int) -> None:
         """Log what each of the trainer's runs appended; a run's log opens at its first look, when the
         trainer has trained at most one step since `started_at` (a resumed run's checkpoint, or 0)."""
-        run_dirs = [RunDirectory(d) for d in getattr(trainer, "run_dirs", None) or [trainer.run_dir]]
-        tasks = getattr(trainer.task, "tasks", None) or [trainer.task]  # a stacked trainer's: one per run
-        for directory, task in zip(run_dirs, tasks):
-            path = directory.path
+        for path, task in trainer.runs():  # a stacked trainer's: one per signal
+            directory = RunDirectory(path)
             try:
                 if path not in self.logs:
                     self.logs[path] = _RunLog(self.kind, directory, started_at)

@@ -211,7 +211,7 @@ class CurvesDrawer:
     or a test suite, may skip it). A failure to plot never fails training: it is one warning."""
 
     def run_ended(self, trainer: Any) -> None:
-        for run_dir in getattr(trainer, "run_dirs", None) or [trainer.run_dir]:
+        for run_dir, _ in trainer.runs():
             draw_curves_quietly(run_dir)
 
 

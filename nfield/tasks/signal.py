@@ -18,6 +18,7 @@ renders and the files it writes.
 from __future__ import annotations
 
 import dataclasses
+from abc import ABC, abstractmethod
 from typing import Any, TypeVar
 
 import torch
@@ -37,7 +38,7 @@ def recorded_seed(config: dict[str, Any]) -> int:
     return config["train"].get("seed", config.get("seed", 0))
 
 
-class SignalTask:
+class SignalTask(ABC):
     """Fit a signal's samples on a regular grid with a `Field` of `in_dim` inputs (the grid's
     coordinates in [-1, 1]) and `out_dim` outputs (the values at each grid point).
 
@@ -114,9 +115,9 @@ class SignalTask:
         model = [f"{type(self.model.encoding).__name__} -> {type(self.model.network).__name__}", f"{n_params:,} parameters"]
         return f"fitting {self._data().source} ({self._data_summary()}) [{', '.join(model + self._batch_summary())}]"
 
+    @abstractmethod
     def _data_summary(self) -> str:
         """The data's size, in `describe`'s line (e.g. "512x512x3")."""
-        raise NotImplementedError
 
     def _batch_summary(self) -> list[str]:
         """What `describe` says of the batches after the field's size (nothing by default)."""

@@ -215,6 +215,10 @@ class StackedTrainer(Trainer):
         if resume:
             self.resume()
 
+    def runs(self) -> list[tuple[Path, Any]]:
+        """(run directory, task) of every signal."""
+        return [(directory.path, task) for directory, task in zip(self.run_dirs, self.stacked.tasks)]
+
     @property
     def saved_where(self) -> str:
         return "checkpoints saved in each run directory"

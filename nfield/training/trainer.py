@@ -282,6 +282,11 @@ class Trainer:
         #: to itself
         self.observers: list[Any] = []
 
+    def runs(self) -> list[tuple[Path, Any]]:
+        """(run directory, task) of each run this trainer writes (its observers log and draw each):
+        the one run."""
+        return [(self.run_dir, self.task)]
+
     @property
     def saved_where(self) -> str:
         """Where an interrupted run's checkpoint went, as the interruption says it."""
